@@ -1,0 +1,54 @@
+"""Remove the files of options not taken, then say what to do next. Needs no network."""
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+ANSWERS_JSON = r"""{{ cookiecutter | tojson }}"""
+
+DOCKER_FILES = ("Dockerfile", ".dockerignore")
+
+
+def remove_docker_files(root: Path) -> None:
+    for name in DOCKER_FILES:
+        (root / name).unlink(missing_ok=True)
+
+
+def remove_caches(root: Path) -> None:
+    for cache in root.rglob("__pycache__"):
+        shutil.rmtree(cache, ignore_errors=True)
+
+
+def next_steps(answers: dict) -> str:
+    project, package = answers["project"], answers["package"]
+    return f"""
+Created {project}/ for Railway's {answers["railway_plan"]} plan ({answers["worker_class"]} workers).
+
+Run it here:
+  cd {project}
+  python{answers["python_version"]} -m venv .venv && . .venv/bin/activate
+  pip install -r requirements-dev.txt
+  python -m {package}.cluster serve        # http://127.0.0.1:8000/health
+  python -m {package}.cluster status       # in another shell: one row per worker
+  pytest
+
+Deploy it (Railway CLI):
+  railway login && railway link                   # or `railway init` for a new project
+  railway config plan && railway config apply     # applies .railway/railway.ts
+  railway up
+"""
+
+
+def main(root: Path | None = None) -> int:
+    root = root or Path.cwd()
+    answers = json.loads(ANSWERS_JSON)
+    if not answers["use_docker"]:
+        remove_docker_files(root)
+    remove_caches(root)
+    print(next_steps(answers))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

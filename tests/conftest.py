@@ -1,0 +1,67 @@
+"""Shared helpers for the template's tests: the plan table, interpreters, cached venvs."""
+
+import fcntl
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+CACHE = ROOT / ".cache"
+TEMPLATE = json.loads((ROOT / "cookiecutter.json").read_text())
+PLANS = TEMPLATE["_plans"]
+PLAN_NAMES = ("free", "trial", "hobby", "pro", "enterprise")
+TOOLS = Path(sys.executable).parent
+
+
+def python_for(version: str) -> str:
+    """An interpreter for `version`: pyenv's, then one on PATH; skip with how to get it."""
+    found = sorted((Path.home() / ".pyenv" / "versions").glob(f"{version}.*/bin/python{version}"))
+    if found:
+        return str(found[-1])
+    on_path = shutil.which(f"python{version}")
+    if on_path:
+        return on_path
+    pytest.skip(f"needs Python {version}: install it (e.g. `pyenv install {version}`) to test projects that pin it")
+
+
+def project_venv(project: Path) -> Path:
+    """A venv with the project's requirements, for the Python its .python-version names.
+
+    Venvs are cached by interpreter and requirements, so projects that pin the
+    same ones share a venv across tests and runs.
+    """
+    version = (project / ".python-version").read_text().strip()
+    requirements = "".join((project / name).read_text() for name in ("requirements.txt", "requirements-dev.txt"))
+    key = hashlib.sha256(f"{version}\n{requirements}".encode()).hexdigest()[:12]
+    venv = CACHE / "venvs" / f"py{version}-{key}"
+    CACHE.mkdir(exist_ok=True)
+    with open(CACHE / "venvs.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (venv / "complete").exists():
+            shutil.rmtree(venv, ignore_errors=True)
+            subprocess.run([python_for(version), "-m", "venv", str(venv)], check=True)
+            pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
+            subprocess.run([*pip, "-r", str(project / "requirements-dev.txt")], check=True, cwd=project)
+            (venv / "complete").touch()
+    return venv
+
+
+def run_project_tests(project: Path, *pytest_args: str) -> subprocess.CompletedProcess:
+    venv = project_venv(project)
+    return subprocess.run(
+        [str(venv / "bin" / "python"), "-m", "pytest", "-q", "-p", "no:cacheprovider", *pytest_args],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+
+
+def production_replicas(plan: dict) -> int:
+    replicas = plan["replicas"]["production"]
+    return sum(replicas.values()) if isinstance(replicas, dict) else replicas

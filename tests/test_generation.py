@@ -1,0 +1,122 @@
+"""Bake the template for every plan and worker class; each project is clean and passes its tests."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from cookiecutter.exceptions import FailedHookException
+
+from .conftest import PLAN_NAMES, ROOT, TOOLS, run_project_tests
+
+WORKER_CLASSES = ("gthread", "gevent", "sync")
+PYTHONS = ("3.11", "3.12", "3.13")
+
+# Every plan with every worker class; the Python versions rotate through them so
+# each is used by several projects.
+SUPPORTED_COMBINATIONS = [
+    {"railway_plan": plan, "worker_class": worker_class, "python_version": PYTHONS[(p + w) % len(PYTHONS)]}
+    for p, plan in enumerate(PLAN_NAMES)
+    for w, worker_class in enumerate(WORKER_CLASSES)
+] + [
+    {"railway_plan": "free", "use_redis": False, "use_docker": False},
+    {"railway_plan": "trial", "use_redis": False},
+    {"project_name": "Ünïcode \"Quoted\" \\ Name", "project": "odd-name", "package": "odd_name"},
+]
+# Projects whose whole suite runs, real gunicorn clusters included: one per worker class.
+FULL_SUITE = [
+    {"railway_plan": "hobby", "worker_class": "gthread", "python_version": "3.13"},
+    {"railway_plan": "trial", "worker_class": "sync", "python_version": "3.12"},
+    {"railway_plan": "pro", "worker_class": "gevent", "python_version": "3.11"},
+]
+UNSUPPORTED_COMBINATIONS = [
+    ({"project": "Bad Folder"}, "ERROR: project 'Bad Folder' is not a valid folder"),
+    ({"package": "flask"}, "ERROR: package 'flask' would shadow"),
+    ({"package": "not-an-identifier"}, "ERROR: package 'not-an-identifier' is not a valid Python import name"),
+    ({"railway_plan": "hobby", "use_redis": False}, "ERROR: use_redis 'False' leaves the hobby plan's 2 replicas"),
+]
+LEFTOVER = re.compile(r"{{(\s?cookiecutter)[.](.*?)}}|{%|%}")
+
+
+def _fixture_id(context: dict) -> str:
+    return "-".join(f"{key}:{value}" for key, value in context.items())
+
+
+def check_paths(project: Path) -> None:
+    """No file name or text keeps an unrendered cookiecutter tag."""
+    for path in project.rglob("*"):
+        assert not LEFTOVER.search(str(path.relative_to(project))), path
+        if path.is_file() and ".venv" not in path.parts:
+            assert not LEFTOVER.search(path.read_text(errors="ignore")), path
+
+
+def bake_ok(cookies, context: dict) -> Path:
+    result = cookies.bake(extra_context=context)
+    assert result.exception is None, result.exception
+    assert result.exit_code == 0
+    return result.project_path
+
+
+@pytest.mark.parametrize("context", SUPPORTED_COMBINATIONS, ids=_fixture_id)
+def test_project_generation(cookies, context):
+    """Every combination renders cleanly, lints clean, and passes its unit tests."""
+    project = bake_ok(cookies, context)
+    check_paths(project)
+    ruff = str(TOOLS / "ruff")
+    subprocess.run([ruff, "check", "--no-cache", "."], cwd=project, check=True)
+    subprocess.run([ruff, "format", "--check", "--no-cache", "."], cwd=project, check=True)
+    result = run_project_tests(project, "-m", "not cluster")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("context", FULL_SUITE, ids=_fixture_id)
+def test_generated_project_passes_its_whole_suite(cookies, context):
+    """Real gunicorn clusters, signals and Redis, in the project's own tests."""
+    project = bake_ok(cookies, context)
+    result = run_project_tests(project, "-rs")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert " passed" in result.stdout and "skipped" not in result.stdout, result.stdout
+
+
+def test_python_version_is_written_for_railpack(cookies):
+    project = bake_ok(cookies, {"python_version": "3.12"})
+    assert (project / ".python-version").read_text().strip() == "3.12"
+    assert 'requires-python = ">=3.12"' in (project / "pyproject.toml").read_text()
+
+
+def test_docker_files_only_when_asked(cookies):
+    assert (bake_ok(cookies, {"use_docker": True}) / "Dockerfile").exists()
+    project = bake_ok(cookies, {"use_docker": False})
+    assert not (project / "Dockerfile").exists() and not (project / ".dockerignore").exists()
+
+
+def test_gevent_only_required_by_gevent_projects(cookies):
+    assert "gevent" in (bake_ok(cookies, {"worker_class": "gevent"}) / "requirements.txt").read_text()
+    assert "gevent" not in (bake_ok(cookies, {"worker_class": "sync"}) / "requirements.txt").read_text()
+
+
+@pytest.mark.parametrize(("context", "message"), UNSUPPORTED_COMBINATIONS, ids=[m for _, m in UNSUPPORTED_COMBINATIONS])
+def test_error_if_incompatible(cookies, capfd, context, message):
+    """Bad answers fail the pre-generation hook with one line naming them; nothing is left."""
+    result = cookies.bake(extra_context=context)
+    assert isinstance(result.exception, FailedHookException)
+    assert message in capfd.readouterr().err
+    assert not any(Path(str(cookies._output_factory())).parent.rglob("gunicorn.conf.py"))
+
+
+def test_no_input_with_defaults(tmp_path):
+    """`cookiecutter <template> --no-input` works with every default."""
+    subprocess.run(
+        [str(TOOLS / "cookiecutter"), str(ROOT), "--no-input", "-o", str(tmp_path)],
+        check=True,
+        capture_output=True,
+    )
+    project = tmp_path / "my-service"
+    assert (project / "main.py").exists() and (project / "gunicorn.conf.py").exists()
+    assert (project / ".railway" / "railway.ts").exists()
+    assert not (project / "railway.json").exists()
+
+
+def test_template_tests_run_on_the_template_python():
+    assert sys.version_info >= (3, 11)

@@ -1,0 +1,86 @@
+"""The hooks' helpers, imported and called directly."""
+
+import copy
+
+import pytest
+
+from hooks import post_gen_project, pre_gen_project
+
+from .conftest import PLANS, TEMPLATE
+
+GOOD = {
+    "project_name": "My Service",
+    "description": "A clustered Flask backend for Railway.",
+    "project": "my-service",
+    "package": "my_service",
+    "railway_plan": "hobby",
+    "worker_class": "gthread",
+    "python_version": "3.13",
+    "use_redis": True,
+    "use_docker": True,
+    "_plans": PLANS,
+}
+
+
+def test_good_answers_pass():
+    assert pre_gen_project.problems(GOOD) == []
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "expected"),
+    [
+        ("project_name", "  ", "is empty"),
+        ("description", "two\nlines", "control characters"),
+        ("project", "My Service", "not a valid folder"),
+        ("project", "-leading-dash", "not a valid folder"),
+        ("project", "double--dash", "not a valid folder"),
+        ("project", "x" * 64, "not a valid folder"),
+        ("package", "my-service", "not a valid Python import name"),
+        ("package", "class", "not a valid Python import name"),
+        ("package", "MyService", "not a valid Python import name"),
+        ("package", "flask", "would shadow"),
+        ("package", "json", "would shadow"),
+        ("railway_plan", "platinum", "is not offered"),
+        ("worker_class", "eventlet", "is not offered"),
+        ("python_version", "3.9", "is not offered"),
+        ("use_docker", "maybe", "is not a yes/no answer"),
+    ],
+)
+def test_each_bad_answer_is_one_line_naming_it(variable, value, expected):
+    answers = {**GOOD, variable: value}
+    [line] = pre_gen_project.problems(answers)
+    assert line.startswith(f"ERROR: {variable} {value!r} ")
+    assert expected in line
+    assert line.count("\n") == 0 and ": " in line
+
+
+@pytest.mark.parametrize("plan", ["hobby", "pro", "enterprise"])
+def test_many_replicas_without_redis_is_refused(plan):
+    [line] = pre_gen_project.problems({**GOOD, "railway_plan": plan, "use_redis": False})
+    assert line.startswith("ERROR: use_redis 'False' ")
+    assert "replicas" in line
+
+
+@pytest.mark.parametrize("plan", ["free", "trial"])
+def test_one_replica_plans_may_skip_redis(plan):
+    assert pre_gen_project.problems({**GOOD, "railway_plan": plan, "use_redis": False}) == []
+
+
+def test_hook_offers_exactly_the_template_choices():
+    assert set(pre_gen_project.PLANS) == set(TEMPLATE["railway_plan"]) == set(PLANS)
+    assert set(pre_gen_project.WORKER_CLASSES) == set(TEMPLATE["worker_class"])
+    assert set(pre_gen_project.PYTHON_VERSIONS) == set(TEMPLATE["python_version"])
+
+
+def test_remove_docker_files(tmp_path):
+    for name in (*post_gen_project.DOCKER_FILES, "main.py"):
+        (tmp_path / name).write_text("x")
+    post_gen_project.remove_docker_files(tmp_path)
+    assert [path.name for path in tmp_path.iterdir()] == ["main.py"]
+
+
+def test_next_steps_name_the_project_and_its_commands():
+    steps = post_gen_project.next_steps(copy.deepcopy(GOOD))
+    assert "cd my-service" in steps
+    assert "python -m my_service.cluster serve" in steps
+    assert "railway config apply" in steps

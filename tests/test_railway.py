@@ -1,0 +1,206 @@
+"""Every generated .railway/railway.ts, checked by Railway's own SDK against the plan table.
+
+tsc (strict) type-checks each file against the `railway` package's types; tsx
+evaluates it with the SDK's createRailwayContext for production and staging,
+and the normalized desired state is compared with cookiecutter.json's plans.
+Then the declared start command is run and the declared healthcheck must pass.
+"""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from .conftest import PLAN_NAMES, PLANS, ROOT, production_replicas, project_venv
+
+SDK = ROOT / "tests" / "railway"
+WORK = SDK / "work"
+MB = 2**20
+# Railway caps these on the plans that cannot pay for more (restart-policy.md).
+CAPPED_PLANS = ("free", "trial")
+
+
+def _require(tool_path: Path, how: str) -> None:
+    if not tool_path.exists():
+        message = f"{tool_path.name} is missing: {how}"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+@pytest.fixture(scope="module")
+def railway_configs(cookies_session):
+    """Each plan's railway.ts (with and without Redis where allowed), type-checked together."""
+    _require(SDK / "node_modules" / ".bin" / "tsc", "run `make test`, which installs Railway's SDK with npm ci")
+    shutil.rmtree(WORK, ignore_errors=True)
+    configs = {}
+    for plan in PLAN_NAMES:
+        for use_redis in (True, False):
+            if not use_redis and production_replicas(PLANS[plan]) > 1:
+                continue
+            result = cookies_session.bake(extra_context={"railway_plan": plan, "use_redis": use_redis})
+            assert result.exception is None, result.exception
+            target = WORK / f"{plan}-redis-{use_redis}" / "railway.ts"
+            target.parent.mkdir(parents=True)
+            shutil.copy(result.project_path / ".railway" / "railway.ts", target)
+            configs[(plan, use_redis)] = (target, result.project_path)
+    tsconfig = {
+        "compilerOptions": {
+            "strict": True,
+            "noEmit": True,
+            "target": "ES2022",
+            "module": "NodeNext",
+            "moduleResolution": "NodeNext",
+            "types": [],
+        },
+        "files": [str(target) for target, _ in configs.values()],
+    }
+    (WORK / "tsconfig.json").write_text(json.dumps(tsconfig))
+    checked = subprocess.run(
+        [str(SDK / "node_modules" / ".bin" / "tsc"), "-p", str(WORK / "tsconfig.json")], capture_output=True, text=True
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    return configs
+
+
+def evaluate(config: Path) -> dict:
+    """The desired state the SDK computes for production and staging."""
+    output = subprocess.run(
+        [str(SDK / "node_modules" / ".bin" / "tsx"), str(SDK / "evaluate.mts"), str(config), "production", "staging"],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=SDK,
+    ).stdout
+    return json.loads(output)
+
+
+def _web(state: dict) -> dict:
+    [web] = [resource for resource in state["resources"] if resource["type"] == "service"]
+    return web
+
+
+def _replicas(deploy: dict) -> int:
+    if "multiRegionConfig" in deploy:
+        return sum(region["numReplicas"] for region in deploy["multiRegionConfig"].values())
+    return deploy["numReplicas"]
+
+
+def _literal(web: dict, name: str) -> str:
+    variable = web["variables"][name]
+    assert variable["type"] == "literal"
+    return variable["value"]
+
+
+CASES = [(plan, redis) for plan in PLAN_NAMES for redis in (True, False) if redis or production_replicas(PLANS[plan]) == 1]
+
+
+@pytest.mark.parametrize(("plan", "use_redis"), CASES, ids=[f"{p}-redis:{r}" for p, r in CASES])
+def test_railway_ts_matches_the_plan_table(railway_configs, plan, use_redis):
+    config, project = railway_configs[(plan, use_redis)]
+    states = evaluate(config)
+    spec = PLANS[plan]
+    for environment, state in states.items():
+        web = _web(state)
+        deploy = web["deploy"]
+        assert deploy["startCommand"] == "python -m my_service.cluster serve"
+        assert deploy["healthcheckPath"] == "/health/ready"
+        assert deploy["restartPolicyType"] == spec["restart_policy"]
+        assert deploy["restartPolicyMaxRetries"] == spec["restart_retries"]
+        # Railway's default of 0 s would SIGKILL requests still in flight.
+        assert deploy["drainingSeconds"] > spec["graceful_timeout"]
+        assert deploy["overlapSeconds"] == spec["overlap_seconds"]
+        limits = deploy["limitOverride"]["containers"]
+        assert limits == {"cpu": spec["vcpu"], "memoryBytes": spec["memory_mb"] * MB}
+        expected = spec["replicas"][environment]
+        assert _replicas(deploy) == (sum(expected.values()) if isinstance(expected, dict) else expected)
+        assert _literal(web, "RAILWAY_PLAN") == plan
+        assert _literal(web, "ENABLE_CLUSTERING") == str(spec["clustering"]).lower()
+        assert _literal(web, "WORKER_MAX_MEMORY_MB") == str(spec["worker_max_memory_mb"])
+        assert _literal(web, "RATE_LIMIT") == spec["rate_limit"]
+        assert _literal(web, "GRACEFUL_TIMEOUT") == str(spec["graceful_timeout"])
+        databases = [resource for resource in state["resources"] if resource["type"] == "database"]
+        if use_redis:
+            assert [database["engine"] for database in databases] == ["redis"]
+            assert web["variables"]["REDIS_URL"] == {
+                "type": "reference",
+                "resource": databases[0]["address"],
+                "output": "REDIS_URL",
+            }
+        else:
+            assert databases == [] and "REDIS_URL" not in web["variables"]
+
+
+@pytest.mark.parametrize("plan", PLAN_NAMES)
+def test_railway_ts_stays_within_the_plan(railway_configs, plan):
+    """Never more replicas, CPU or memory than the plan allows; no ALWAYS or >10 retries on capped plans."""
+    spec = PLANS[plan]
+    for environment, state in evaluate(railway_configs[(plan, True)][0]).items():
+        deploy = _web(state)["deploy"]
+        assert 1 <= _replicas(deploy) <= spec["max_replicas"], environment
+        limits = deploy["limitOverride"]["containers"]
+        assert limits["cpu"] <= spec["max_vcpu"]
+        assert limits["memoryBytes"] <= spec["max_memory_mb"] * MB
+        if plan in CAPPED_PLANS:
+            assert deploy["restartPolicyType"] != "ALWAYS"
+            assert deploy["restartPolicyMaxRetries"] <= 10
+
+
+@pytest.mark.parametrize("plan", PLAN_NAMES)
+def test_declared_start_command_passes_the_declared_healthcheck(railway_configs, plan, tmp_path):
+    """Run exactly what Railway would run, with the variables railway.ts sets, and poll its healthcheck."""
+    config, project = railway_configs[(plan, False)] if (plan, False) in railway_configs else railway_configs[(plan, True)]
+    web = _web(evaluate(config)["production"])
+    deploy = web["deploy"]
+    venv = project_venv(project)
+    port = _free_port()
+    env = {
+        **os.environ,
+        **{name: value["value"] for name, value in web["variables"].items() if value["type"] == "literal"},
+        "PORT": str(port),
+        "PATH": f"{venv / 'bin'}:{os.environ['PATH']}",
+        "XDG_RUNTIME_DIR": str(tmp_path),
+    }
+    env.pop("REDIS_URL", None)
+    server = subprocess.Popen(
+        deploy["startCommand"].split(),
+        cwd=project,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        status = _poll(f"http://127.0.0.1:{port}{deploy['healthcheckPath']}", deadline=deploy["healthcheckTimeout"])
+        assert status == 200
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        output = server.communicate(timeout=60)[0].decode()
+    assert server.returncode == 0, output
+    for line in output.splitlines():
+        assert {"message", "level"} <= set(json.loads(line))
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _poll(url: str, deadline: float) -> int | None:
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                return response.status
+        except OSError:
+            time.sleep(0.1)
+    return None

@@ -1,0 +1,3 @@
+from {{ cookiecutter.package }} import create_app
+
+app = create_app()
