@@ -15,9 +15,9 @@ SDK := tests/railway/node_modules/.package-lock.json
 
 .PHONY: run test bench lint clean system-packages
 
-$(BIN)/python: requirements-dev.txt
+$(BIN)/python: tests/requirements.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r tests/requirements.txt
 	touch $@
 
 # redis-server (shared rate limits), wrk (load) and npm (Railway's SDK), from Debian's packages when missing.
@@ -52,11 +52,11 @@ test: $(BIN)/python system-packages
 	$(BIN)/python -m pytest tests
 
 bench: $(BIN)/python system-packages
-	$(BIN)/python -m bench
+	$(BIN)/python -m tests.bench
 
 lint: $(BIN)/python
-	$(BIN)/ruff check hooks tests bench
-	$(BIN)/ruff format --check hooks tests bench
+	$(BIN)/ruff check --config tests/ruff.toml hooks tests
+	$(BIN)/ruff format --check --config tests/ruff.toml hooks tests
 
 clean:
 	rm -rf $(VENV) .cache build tests/railway/node_modules tests/railway/work

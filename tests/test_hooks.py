@@ -6,7 +6,7 @@ import pytest
 
 from hooks import post_gen_project, pre_gen_project
 
-from .conftest import PLANS, TEMPLATE
+from .support import PLANS, TEMPLATE
 
 GOOD = {
     "project_name": "My Service",

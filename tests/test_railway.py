@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import PLAN_NAMES, PLANS, ROOT, production_replicas, project_venv
+from .support import PLAN_NAMES, PLANS, ROOT, missing, production_replicas, project_venv
 
 SDK = ROOT / "tests" / "railway"
 WORK = SDK / "work"
@@ -26,23 +26,16 @@ MB = 2**20
 CAPPED_PLANS = ("free", "trial")
 
 
-def _require(tool_path: Path, how: str) -> None:
-    if not tool_path.exists():
-        message = f"{tool_path.name} is missing: {how}"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-
-
 @pytest.fixture(scope="module")
 def railway_configs(cookies_session):
     """Each plan's railway.ts (with and without Redis where allowed), type-checked together."""
-    _require(SDK / "node_modules" / ".bin" / "tsc", "run `make test`, which installs Railway's SDK with npm ci")
+    if not (SDK / "node_modules" / ".bin" / "tsc").exists():
+        missing("Railway's SDK is not installed: run `make test`, which installs it with npm ci")
     shutil.rmtree(WORK, ignore_errors=True)
     configs = {}
     for plan in PLAN_NAMES:
         for use_redis in (True, False):
-            if not use_redis and production_replicas(PLANS[plan]) > 1:
+            if not _redis_allowed(plan, use_redis):
                 continue
             result = cookies_session.bake(extra_context={"railway_plan": plan, "use_redis": use_redis})
             assert result.exception is None, result.exception
@@ -98,12 +91,17 @@ def _literal(web: dict, name: str) -> str:
     return variable["value"]
 
 
-CASES = [(plan, redis) for plan in PLAN_NAMES for redis in (True, False) if redis or production_replicas(PLANS[plan]) == 1]
+def _redis_allowed(plan: str, use_redis: bool) -> bool:
+    """Plans with several replicas must share Redis; the hook refuses them without it."""
+    return use_redis or production_replicas(PLANS[plan]) == 1
+
+
+CASES = [(plan, use_redis) for plan in PLAN_NAMES for use_redis in (True, False) if _redis_allowed(plan, use_redis)]
 
 
 @pytest.mark.parametrize(("plan", "use_redis"), CASES, ids=[f"{p}-redis:{r}" for p, r in CASES])
 def test_railway_ts_matches_the_plan_table(railway_configs, plan, use_redis):
-    config, project = railway_configs[(plan, use_redis)]
+    config, _ = railway_configs[(plan, use_redis)]
     states = evaluate(config)
     spec = PLANS[plan]
     for environment, state in states.items():
@@ -155,7 +153,8 @@ def test_railway_ts_stays_within_the_plan(railway_configs, plan):
 @pytest.mark.parametrize("plan", PLAN_NAMES)
 def test_declared_start_command_passes_the_declared_healthcheck(railway_configs, plan, tmp_path):
     """Run exactly what Railway would run, with the variables railway.ts sets, and poll its healthcheck."""
-    config, project = railway_configs[(plan, False)] if (plan, False) in railway_configs else railway_configs[(plan, True)]
+    # Without Redis where the plan allows it: the healthcheck then needs nothing else.
+    config, project = railway_configs.get((plan, False)) or railway_configs[(plan, True)]
     web = _web(evaluate(config)["production"])
     deploy = web["deploy"]
     venv = project_venv(project)

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 
+import psutil
 import pytest
 
 from .servers import PROJECT_ROOT, wait_until
@@ -88,6 +89,30 @@ def test_sigterm_finishes_requests_in_flight_and_exits_zero(serve):
         statuses = [future.result()[0] for future in in_flight]
     assert statuses == [200] * len(in_flight)
     assert server.wait_exit() == 0
+
+
+def test_sigterm_also_serves_connections_still_queued(serve):
+    """More requests than the worker can take at once: the queued ones are not reset at stop."""
+    one_at_a_time = "--threads 1 --worker-connections 1"
+    server = serve({"WEB_CONCURRENCY": "1", "GUNICORN_CMD_ARGS": one_at_a_time}, app=FAULTY)
+    with ThreadPoolExecutor(4) as pool:
+        requests = [pool.submit(server.request, "/slow?seconds=0.5") for _ in range(4)]
+        server.wait_for_log(lambda log: log.get("message") == "slow request started")
+        wait_until(lambda: _established(server.port) >= 4, message="4 connections to the server")
+        server.signal(signal.SIGTERM)
+        statuses = [future.result()[0] for future in requests]
+    assert statuses == [200] * 4
+    assert server.wait_exit() == 0
+    assert server.wait_for_log(lambda log: log.get("queued", 0) >= 1, message="the drain's log line")
+
+
+def _established(port: int) -> int:
+    """Connections from this test process to `port` that the kernel has established."""
+    return sum(
+        1
+        for connection in psutil.Process().net_connections("tcp")
+        if connection.raddr and connection.raddr.port == port and connection.status == psutil.CONN_ESTABLISHED
+    )
 
 
 def test_ctrl_c_drains_like_sigterm(serve):

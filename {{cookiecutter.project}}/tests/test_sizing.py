@@ -1,5 +1,7 @@
 """Worker counts from cgroup v1 and v2 trees, the plan and the settings, without gunicorn."""
 
+from pathlib import Path
+
 import pytest
 
 from {{ cookiecutter.package }}.cluster import sizing
@@ -102,3 +104,13 @@ def test_clustering_off_is_one_worker():
 @pytest.mark.parametrize(("worker_class", "cpus", "expected"), [("sync", 2, 5), ("gthread", 2, 5), ("gevent", 2, 2)])
 def test_cpu_rule_per_worker_class(worker_class, cpus, expected):
     assert sizing.workers_for_cpus(cpus, worker_class) == expected
+
+
+def test_readme_plan_table_agrees_with_the_sizing():
+    """The README's workers column is rendered from the same plan table: it must match the code."""
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    table = [line.split("|") for line in readme.splitlines() if "vCPU /" in line]
+    rows = {cells[1].split("(")[0].strip(): cells for cells in table}
+    for name, plan in PLANS.items():
+        settings = Settings.from_env({"RAILWAY_PLAN": name})
+        assert int(rows[plan.label][3]) == size_cluster(settings, *HOST).workers, name

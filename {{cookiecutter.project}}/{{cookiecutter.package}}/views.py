@@ -6,7 +6,7 @@ from .problems import Problem
 
 bp = Blueprint("views", __name__)
 
-SERVICE_NAME = {{ cookiecutter.project_name | tojson }}
+SERVICE_NAME = "{{ cookiecutter.project }}"
 
 
 @bp.get("/")

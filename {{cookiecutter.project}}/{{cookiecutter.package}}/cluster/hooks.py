@@ -9,6 +9,7 @@ import faulthandler
 import gc
 import itertools
 import logging
+import math
 import signal
 import sys
 import threading
@@ -19,6 +20,8 @@ from gunicorn.errors import HaltServer
 
 from ..settings import Settings
 from . import board as scoreboard
+from .drain import drain
+from .errors import answer_protocol_errors_as_problems
 from .lifecycle import CrashGuard, Death, ExitRecorder
 from .sizing import ClusterSize
 from .watchdog import WorkerWatchdog
@@ -83,8 +86,26 @@ class ClusterHooks:
             self.watchdog.check(server.WORKERS, server.timeout)
 
         server.murder_workers = murder_workers
-        # Ctrl-C (SIGINT) drains requests like SIGTERM instead of dropping them.
-        server.handle_int = server.handle_term
+
+        # On SIGTERM, and on Ctrl-C (SIGINT), which gunicorn would treat as a
+        # quick stop: first hand every queued connection to a worker, then let
+        # gunicorn stop gracefully with what is left of the graceful timeout.
+        stop_gracefully = server.handle_term
+
+        def handle_term():
+            started = time.monotonic()
+            queued = drain(server.LISTENERS, self.settings.graceful_timeout)
+            left = max(1, math.ceil(self.settings.graceful_timeout - (time.monotonic() - started)))
+            server.cfg.set("graceful_timeout", left)
+            log.info(
+                "Stopping: new connections refused, %s queued ones handed to workers; %ss left for requests in flight",
+                queued,
+                left,
+                extra={"queued": queued},
+            )
+            stop_gracefully()
+
+        server.handle_term = server.handle_int = handle_term
 
     def when_ready(self, server) -> None:
         """Freeze the preloaded app's objects so forked workers keep sharing them."""
@@ -156,13 +177,14 @@ class ClusterHooks:
     # -- worker ---------------------------------------------------------------
 
     def post_fork(self, server, worker) -> None:
-        """Claim the slot, and make the worker's failures loud and logged."""
-        self.board.claim(worker.slot, worker.pid)
+        """Make the worker's failures loud and logged, and its protocol errors problem+json."""
         faulthandler.enable()
         install_exception_logging()
+        answer_protocol_errors_as_problems()
 
     def post_worker_init(self, worker) -> None:
-        """Announce the worker; make Ctrl-C drain it instead of dropping requests."""
+        """Put the worker on the board once it can serve; make Ctrl-C drain it."""
+        self.board.claim(worker.slot, worker.pid)
         signal.signal(signal.SIGINT, worker.handle_exit)
         log.info(
             "Worker %s started (pid %s)",

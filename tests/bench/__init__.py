@@ -1,0 +1,1 @@
+"""`make bench`: the generated project against what its users would run instead."""

@@ -1,0 +1,23 @@
+"""Benchmark routes, added beside main.py in a generated project: the same app, two workloads."""
+
+import time
+
+from flask import jsonify
+
+from main import app
+
+# A few hundred small objects, as a typical JSON API response carries.
+RECORDS = [{"id": i, "name": f"item-{i}", "price": i * 1.5, "tags": ["a", "b"]} for i in range(300)]
+
+
+@app.get("/cpu")
+def cpu():
+    """CPU-bound: serialise the records to JSON."""
+    return jsonify(RECORDS)
+
+
+@app.get("/io")
+def io():
+    """I/O-bound: wait 50 ms, as for a database or another service."""
+    time.sleep(0.05)
+    return {"waited_ms": 50}
