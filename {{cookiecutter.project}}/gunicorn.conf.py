@@ -47,6 +47,7 @@ control_socket_disable = True
 
 # Server hooks
 on_starting = cluster.on_starting
+on_reload = cluster.on_reload
 when_ready = cluster.when_ready
 pre_fork = cluster.pre_fork
 post_fork = cluster.post_fork

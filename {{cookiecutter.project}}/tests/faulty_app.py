@@ -41,6 +41,14 @@ def hang():
     threading.Event().wait()
 
 
+@app.get("/thread-crash")
+def thread_crash():
+    worker = threading.Thread(target=lambda: 1 / 0, name="doomed-thread")
+    worker.start()
+    worker.join()
+    return {"thread": "crashed"}
+
+
 @app.get("/boom")
 def boom():
     raise RuntimeError("secret internal detail")

@@ -196,6 +196,39 @@ def test_unhandled_exception_is_logged_with_traceback_but_hidden_from_client(ser
     assert "secret internal detail" in logged["exc_info"]
 
 
+def test_uncaught_thread_exception_is_one_json_line(serve):
+    server = serve({"WEB_CONCURRENCY": "1"}, app=FAULTY)
+    assert server.request("/thread-crash")[0] == 200
+    crash = server.wait_for_log(lambda log: log.get("message", "").startswith("Uncaught ZeroDivisionError"))
+    assert crash["level"] == "error"
+    assert "ZeroDivisionError" in crash["exc_info"]
+    assert not [line for line in server.lines if line.startswith("Traceback")], "a raw traceback was printed"
+
+
+def test_sighup_reload_replaces_workers_and_keeps_the_machinery(serve):
+    server = serve({"WEB_CONCURRENCY": "2"}, app=FAULTY)
+    before = server.wait_for_workers(2)
+    server.signal(signal.SIGHUP)
+    after = wait_until(lambda: (pids := server.worker_pids()) and len(pids) == 2 and not pids & before and pids)
+    os.kill(sorted(after)[0], signal.SIGKILL)
+    death = server.wait_for_log(lambda log: log.get("worker_pid") == sorted(after)[0] and "died" in log["message"])
+    assert death["status"] == "SIGKILL"
+    assert server.request("/pid")[0] == 200
+    server.signal(signal.SIGTERM)
+    assert server.wait_exit() == 0
+
+
+def test_any_wsgi_app_gets_the_cluster(serve):
+    """`gunicorn othermodule:app` reads gunicorn.conf.py too: same sizing, logs and recovery."""
+    server = serve({"WEB_CONCURRENCY": "2"}, app="tests.plain_wsgi:app", wait=False)
+    victim = sorted(server.wait_for_workers(2))[0]
+    assert server.request("/")[2] == b"plain wsgi"
+    os.kill(victim, signal.SIGKILL)
+    assert server.wait_for_log(lambda log: log.get("worker_pid") == victim and log.get("status") == "SIGKILL")
+    server.wait_for_workers(2, without=victim)
+    assert all(set(log) >= {"message", "level"} for log in server.logs)
+
+
 def test_status_command_shows_every_worker(serve):
     server = serve({"WEB_CONCURRENCY": "2"})
     pids = server.wait_for_workers(2)

@@ -87,6 +87,6 @@ def test_malformed_request_line_is_a_400_problem(server):
 
 
 def test_health_answers_railways_healthcheck_host(server):
-    code, headers, body = server.request("/health", headers={"Host": "healthcheck.railway.app"})
+    code, _, body = server.request("/health", headers={"Host": "healthcheck.railway.app"})
     assert code == 200
     assert json.loads(body)["status"] == "pass"

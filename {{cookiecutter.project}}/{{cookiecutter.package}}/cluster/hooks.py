@@ -57,6 +57,7 @@ class ClusterHooks:
         self.board.set_master(server.pid, self.size.workers)
         scoreboard.attach(self.board)
         self.watchdog = WorkerWatchdog(self.board, self.settings.worker_max_memory_mb, self.settings.graceful_timeout)
+        server.cluster = self
         self._take_over_master_loop(server)
 
         mode = "cluster mode" if self.size.workers > 1 else "single-process mode"
@@ -76,14 +77,27 @@ class ClusterHooks:
             extra={"workers": self.size.workers, "threads": self.size.threads, "plan": self.settings.plan.name},
         )
 
-    def _take_over_master_loop(self, server) -> None:
+    def on_reload(self, server) -> None:
+        """Carry the master's machinery over to the hooks of the re-read config (SIGHUP)."""
+        previous = server.cluster
+        self.board, self.watchdog = previous.board, previous.watchdog
+        self.exits, self.crashes = previous.exits, previous.crashes
+        self.board.set_configured(self.size.workers)
+        server.cluster = self
+        log.info("Configuration reloaded: replacing the workers with %s new ones", self.size.workers)
+
+    @staticmethod
+    def _take_over_master_loop(server) -> None:
+        # The wrappers below read server.cluster, the hooks of the current
+        # config, which a SIGHUP reload replaces.
+
         # gunicorn has no periodic master hook; its loop calls murder_workers()
         # at least once a second, so the watchdog's checks ride along with it.
         check_heartbeats = server.murder_workers
 
         def murder_workers():
             check_heartbeats()
-            self.watchdog.check(server.WORKERS, server.timeout)
+            server.cluster.watchdog.check(server.WORKERS, server.timeout)
 
         server.murder_workers = murder_workers
 
@@ -93,9 +107,10 @@ class ClusterHooks:
         stop_gracefully = server.handle_term
 
         def handle_term():
+            graceful_timeout = server.cluster.settings.graceful_timeout
             started = time.monotonic()
-            queued = drain(server.LISTENERS, self.settings.graceful_timeout)
-            left = max(1, math.ceil(self.settings.graceful_timeout - (time.monotonic() - started)))
+            queued = drain(server.LISTENERS, graceful_timeout)
+            left = max(1, math.ceil(graceful_timeout - (time.monotonic() - started)))
             server.cfg.set("graceful_timeout", left)
             log.info(
                 "Stopping: new connections refused, %s queued ones handed to workers; %ss left for requests in flight",
