@@ -47,7 +47,7 @@ run: $(BIN)/python
 	@echo "Serving http://127.0.0.1:8000 (try /health); Ctrl-C stops it gracefully."
 	cd $(RUN_DIR)/$(PROJECT) && exec .venv/bin/python -m $(PACKAGE).cluster serve
 
-test: $(BIN)/python system-packages
+test: $(BIN)/python system-packages lint
 	@if command -v npm >/dev/null; then $(MAKE) --no-print-directory $(SDK); fi
 	$(BIN)/python -m pytest tests
 

@@ -34,7 +34,11 @@ def generate(name: str, worker_class: str, into: Path) -> tuple[Path, Path, str]
 
 def machine() -> str:
     model = next(
-        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if "model name" in line),
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if "model name" in line
+        ),
         platform.processor(),
     )
     return f"{os.cpu_count()} cores ({model}), Python {platform.python_version()}, {platform.system()}"

@@ -3,7 +3,6 @@
 import time
 
 from flask import jsonify
-
 from main import app
 
 # A few hundred small objects, as a typical JSON API response carries.

@@ -14,7 +14,9 @@ def table(results: dict) -> str:
     lines = [f"machine: {results['machine']}", ""]
     for load, by_server in results["throughput"].items():
         base = by_server[BASELINE]["rps"]
-        lines.append(f"{load:<24} {'req/s':>8} {'vs bare':>8} {'errors':>7} {'timeouts':>8} {'p50 ms':>8} {'p99 ms':>8}")
+        lines.append(
+            f"{load:<24} {'req/s':>8} {'vs bare':>8} {'errors':>7} {'timeouts':>8} {'p50 ms':>8} {'p99 ms':>8}"
+        )
         for name, run in by_server.items():
             lines.append(
                 f"  {name:<22} {run['rps']:>8.0f} {ratio(run['rps'], base):>8} {run['errors'] + run['non_2xx']:>7} "

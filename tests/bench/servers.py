@@ -42,7 +42,7 @@ class Server:
             "PYTHONUNBUFFERED": "1",
             **(env or {}),
         }
-        self.log = open(Path(self.runtime_dir) / "server.log", "w+")
+        self.log = open(Path(self.runtime_dir) / "server.log", "w+")  # noqa: SIM115 (closed in stop)
         self.started = time.monotonic()
         self.process = subprocess.Popen(
             [part.replace("{port}", str(self.port)) for part in command],

@@ -18,6 +18,8 @@ from pathlib import Path
 from {{ cookiecutter.package }}.cluster.board import Board, runtime_dir
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# The start command railway.ts declares, and the status command beside it.
+CLUSTER_COMMAND = [sys.executable, "-m", "{{ cookiecutter.package }}.cluster"]
 # Generous: the suite must pass on a loaded 2-core CI machine.
 DEADLINE = 30.0
 
@@ -117,6 +119,13 @@ class Server:
             return {slot.pid for slot in Board.open(path).workers()}
         except (FileNotFoundError, ValueError):
             return set()
+
+    def status(self, *options: str) -> str:
+        """What `python -m {{ cookiecutter.package }}.cluster status` prints for this server."""
+        command = [*CLUSTER_COMMAND, "status", "--port", str(self.port), *options]
+        finished = subprocess.run(command, cwd=PROJECT_ROOT, env=self.env, capture_output=True, text=True)
+        assert finished.returncode == 0, finished.stderr
+        return finished.stdout
 
     def wait_for_workers(self, count: int, without: int | None = None) -> set[int]:
         """The live workers once there are `count` of them (and `without` is gone)."""

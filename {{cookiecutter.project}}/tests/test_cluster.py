@@ -4,14 +4,12 @@ import contextlib
 import json
 import os
 import signal
-import subprocess
-import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import psutil
 import pytest
 
-from .servers import PROJECT_ROOT, wait_until
+from .servers import wait_until
 
 pytestmark = pytest.mark.cluster
 
@@ -234,26 +232,10 @@ def test_status_command_shows_every_worker(serve):
     pids = server.wait_for_workers(2)
     for _ in range(3):
         server.request("/")
-    table = subprocess.run(
-        [sys.executable, "-m", "{{ cookiecutter.package }}.cluster", "status", "--port", str(server.port)],
-        cwd=PROJECT_ROOT,
-        env=server.env,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+    table = server.status()
     assert "2 of 2 workers live" in table
     assert all(str(pid) in table for pid in pids)
-    rows = json.loads(
-        subprocess.run(
-            [sys.executable, "-m", "{{ cookiecutter.package }}.cluster", "status", "--json", "--port", str(server.port)],
-            cwd=PROJECT_ROOT,
-            env=server.env,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-    )["workers"]
+    rows = json.loads(server.status("--json"))["workers"]
     assert sum(row["requests"] for row in rows) >= 3
     assert all(row["memory_mb"] > 0 for row in rows)
 

@@ -1,6 +1,11 @@
 """Death causes and the crash guard's back-off, with a clock the test controls."""
 
-from {{ cookiecutter.package }}.cluster.lifecycle import MAX_UNSTABLE, STREAK_RESET, CrashGuard, Death
+from {{ cookiecutter.package }}.cluster.lifecycle import (
+    MAX_UNSTABLE,
+    STREAK_RESET,
+    CrashGuard,
+    Death,
+)
 
 
 class Clock:

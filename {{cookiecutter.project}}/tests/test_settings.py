@@ -9,7 +9,7 @@ import pytest
 from {{ cookiecutter.package }}.plans import DEFAULT_PLAN, PLANS
 from {{ cookiecutter.package }}.settings import EXIT_BAD_CONFIG, SettingError, Settings
 
-from .servers import PROJECT_ROOT
+from .servers import CLUSTER_COMMAND, PROJECT_ROOT
 
 
 def test_defaults_come_from_the_plan():
@@ -89,7 +89,7 @@ def _start(command, variable, value):
 @pytest.mark.parametrize(("variable", "value"), BAD_VALUES, ids=[f"{v}={x!r}" for v, x in BAD_VALUES])
 def test_start_command_refuses_with_one_json_line(variable, value):
     """The start command railway.ts declares stops before gunicorn sees the value."""
-    result = _start([sys.executable, "-m", "{{ cookiecutter.package }}.cluster", "serve"], variable, value)
+    result = _start([*CLUSTER_COMMAND, "serve"], variable, value)
     assert result.returncode == EXIT_BAD_CONFIG
     lines = result.stdout.splitlines()
     assert len(lines) == 1, result.stdout + result.stderr

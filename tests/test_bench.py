@@ -1,0 +1,67 @@
+"""The bench measures and parses correctly; a tiny run, never a check of speed."""
+
+import json
+import shutil
+import subprocess
+import sys
+
+from .bench.load import parse_wrk
+from .support import ROOT, missing
+
+WRK_OUTPUT = """\
+Running 1s test @ http://127.0.0.1:8140/io
+  2 threads and 200 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency   520.02ms  166.00ms   1.84s    86.73%
+    Req/Sec    12.28      6.00    30.00     72.73%
+  Latency Distribution
+     50%  519.40ms
+     75%  600.27ms
+     90%  800.26ms
+     99%    1.84s
+  392 requests in 20.10s, 1.67MB read
+  Socket errors: connect 3, read 7, write 0, timeout 112
+  Non-2xx or 3xx responses: 5
+Requests/sec:     19.50
+Transfer/sec:      1.52MB
+"""
+
+
+def test_parse_wrk_reads_every_figure():
+    result = parse_wrk(WRK_OUTPUT)
+    assert result.requests == 392
+    assert result.rps == 19.5
+    assert (result.errors, result.timeouts, result.non_2xx) == (10, 112, 5)
+    assert result.p50_ms == 519.4
+    assert result.p99_ms == 1840.0
+
+
+def test_parse_wrk_without_errors():
+    clean = "\n".join(line for line in WRK_OUTPUT.splitlines() if "errors" not in line and "Non-2xx" not in line)
+    result = parse_wrk(clean)
+    assert (result.errors, result.timeouts, result.non_2xx) == (0, 0, 0)
+
+
+def test_quick_bench_run_measures_everything(tmp_path):
+    """`python -m tests.bench --quick` runs every scenario and writes its table, JSON and chart."""
+    if shutil.which("wrk") is None:
+        missing("wrk is not installed: `make bench` or `make test` installs it (apt-get install wrk)")
+    run = subprocess.run(
+        [sys.executable, "-m", "tests.bench", "--quick", "--out", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert set(results["throughput"]) == {"cpu, 16 connections", "io, 200 connections", "io, 1000 connections"}
+    for by_server in results["throughput"].values():
+        assert set(by_server) == {"bare gunicorn", "flask run", "cluster (gthread)", "cluster (gevent)"}
+        assert by_server["cluster (gthread)"]["requests"] > 0
+    assert results["workers"]["1"]["pss_mb"] > 0 and results["workers"]["2"]["pss_mb"] > 0
+    assert results["chaos"]["kills"] >= 1 and 0 <= results["chaos"]["success_ratio"] <= 1
+    assert results["graceful_stop"]["exit_code"] == 0
+    assert results["startup"]["cluster (gthread)"] > 0
+    assert (tmp_path / "chart.png").read_bytes().startswith(b"\x89PNG")
+    assert "vs bare" in run.stdout and "graceful stop" in run.stdout
