@@ -34,23 +34,29 @@ class Bench:
         }
 
     def throughput(self) -> dict:
-        """Requests/s for /cpu at 16 connections and /io at 200 and 1000, runs alternated, medians kept."""
-        loads = {"cpu, 16 connections": ("/cpu", 16), "io, 200 connections": ("/io", 200)}
-        loads["io, 1000 connections"] = ("/io", 1000)
-        running = self.contenders()
-        try:
-            samples = {load: {name: [] for name in running} for load in loads}
-            for _ in range(self.rounds):
-                for load, (path, connections) in loads.items():
+        """Requests/s for /cpu at 16 connections and /io at 200 and 1000: medians of alternated runs.
+
+        Each load gets freshly started servers: an overloaded server keeps
+        serving the previous load's queued connections long after it ends.
+        """
+        loads = {
+            "cpu, 16 connections": ("/cpu", 16),
+            "io, 200 connections": ("/io", 200),
+            "io, 1000 connections": ("/io", 1000),
+        }
+        figures = {}
+        for load, (path, connections) in loads.items():
+            running = self.contenders()
+            try:
+                samples = {name: [] for name in running}
+                for _ in range(self.rounds):
                     for name, server in running.items():
-                        samples[load][name].append(wrk(server.url + path, connections, self.seconds))
-            return {
-                load: {name: _median_result(results) for name, results in by_server.items()}
-                for load, by_server in samples.items()
-            }
-        finally:
-            for server in running.values():
-                server.stop()
+                        samples[name].append(wrk(server.url + path, connections, self.seconds))
+            finally:
+                for server in running.values():
+                    server.stop(signal.SIGKILL)
+            figures[load] = {name: _median_result(results) for name, results in samples.items()}
+        return figures
 
     def workers_sweep(self, counts=(1, 2, 4, 8)) -> dict:
         """Memory (PSS of the whole cluster) and /cpu throughput for each worker count."""

@@ -6,6 +6,7 @@ import pytest
 
 from {{ cookiecutter.package }} import create_app
 from {{ cookiecutter.package }}.problems import Problem
+from {{ cookiecutter.package }}.request_log import LineBudget
 
 PROBLEM = "application/problem+json"
 
@@ -151,3 +152,12 @@ def test_rate_limit_answers_429_problem_with_retry_after(monkeypatch):
     _problem(response, 429)
     assert int(response.headers["Retry-After"]) > 0
     assert client.get("/health").status_code == 200
+
+
+def test_access_log_budget_caps_lines_per_second_and_counts_the_rest():
+    now = [100.0]
+    budget = LineBudget(200, clock=lambda: now[0])
+    assert sum(budget.allow() for _ in range(500)) == 200
+    assert budget.skipped == 300
+    now[0] += 1
+    assert budget.allow() and budget.skipped == 0

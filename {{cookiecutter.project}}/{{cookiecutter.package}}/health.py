@@ -19,17 +19,26 @@ from .ratelimit import storage_answers
 bp = Blueprint("health", __name__, url_prefix="/health")
 
 MEDIA_TYPE = "application/health+json"
-STARTED = time.time()
 # Memory is read from /proc at most this often.
 MEMORY_CACHE_SECONDS = 1.0
-_memory_cache = {"at": 0.0, "mb": 0.0}
+# This process's facts. The app is usually loaded in gunicorn's master and
+# inherited by forked workers, so each worker starts them afresh.
+_process = {}
+
+
+def _start_facts() -> None:
+    _process.update(started=time.time(), memory_at=0.0, memory_mb=0.0)
+
+
+_start_facts()
+os.register_at_fork(after_in_child=_start_facts)
 
 
 def _memory_mb() -> float:
     now = time.monotonic()
-    if now - _memory_cache["at"] > MEMORY_CACHE_SECONDS:
-        _memory_cache.update(at=now, mb=psutil.Process().memory_info().rss / 2**20)
-    return _memory_cache["mb"]
+    if now - _process["memory_at"] > MEMORY_CACHE_SECONDS:
+        _process.update(memory_at=now, memory_mb=psutil.Process().memory_info().rss / 2**20)
+    return _process["memory_mb"]
 
 
 def _observed(value: float, unit: str, **extra) -> dict:
@@ -65,7 +74,7 @@ def _health_response(status: str, checks: dict) -> Response:
 def live():
     """Liveness: this worker answers, with its own facts and the cluster's worker count."""
     checks = {
-        "worker:uptime": [_observed(round(time.time() - STARTED, 1), "s")],
+        "worker:uptime": [_observed(round(time.time() - _process["started"], 1), "s")],
         "worker:memory": [_observed(round(_memory_mb(), 1), "MiB", pid=os.getpid())],
         "cluster:workers": [_cluster_check()],
     }
@@ -78,8 +87,17 @@ def ready():
     checks = {}
     settings = current_app.config["SETTINGS"]
     if settings.redis_url:
+        started = time.perf_counter()
         reachable = storage_answers(current_app)
-        checks["redis:responseTime"] = [{"componentType": "datastore", "status": "pass" if reachable else "fail"}]
+        elapsed_ms = round((time.perf_counter() - started) * 1000, 1)
+        checks["redis:responseTime"] = [
+            {
+                "componentType": "datastore",
+                "observedValue": elapsed_ms,
+                "observedUnit": "ms",
+                "status": "pass" if reachable else "fail",
+            }
+        ]
         if not reachable:
             return problem_response(503, "Redis at REDIS_URL does not answer", checks=checks)
     return _health_response("pass", checks)

@@ -30,20 +30,21 @@ UNLOGGED_PATHS = ("/health", "/health/ready")
 class LineBudget:
     """This worker's share of the replica's access-log lines per second.
 
-    The share is recomputed each second from the live worker count, since the
-    app is built in the master before any worker exists. Counting is
+    The share is recomputed each second from the cluster's worker count, since
+    the app is built in the master before any worker exists. Counting is
     approximate under threads, which is fine for a budget.
     """
 
-    def __init__(self, replica_per_second: int):
+    def __init__(self, replica_per_second: int, clock=time.monotonic):
         self.replica_per_second = replica_per_second
+        self.clock = clock
         self.window = 0
         self.allowed = 0
         self.used = 0
         self.skipped = 0
 
     def allow(self) -> bool:
-        now = int(time.monotonic())
+        now = int(self.clock())
         if now != self.window:
             if self.skipped:
                 log.warning("Access log: %s lines skipped to stay under Railway's rate", self.skipped)

@@ -15,8 +15,6 @@ MAX_REQUESTS = 10_000
 MAX_REQUESTS_JITTER = 1_000
 # Connections waiting to be accepted; beyond this the kernel refuses them.
 BACKLOG = 2048
-# Open connections per gevent worker.
-WORKER_CONNECTIONS = 1000
 # Request line and headers: Railway's edge allows 32 KB of headers in all.
 LIMIT_REQUEST_LINE = 8190
 LIMIT_REQUEST_FIELDS = 100
