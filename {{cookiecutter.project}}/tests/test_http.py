@@ -1,9 +1,12 @@
 """Hostile and broken requests over real HTTP to a running cluster: each a clean 4xx problem."""
 
+import http.client
 import json
 import socket
 
 import pytest
+
+from {{ cookiecutter.package }}.cluster import limits
 
 from .servers import Server
 
@@ -90,3 +93,17 @@ def test_health_answers_railways_healthcheck_host(server):
     code, _, body = server.request("/health", headers={"Host": "healthcheck.railway.app"})
     assert code == 200
     assert json.loads(body)["status"] == "pass"
+
+
+def test_keep_alive_connection_is_closed_after_its_quota(server):
+    """A long-lived connection is closed now and then, so its client reconnects to any worker."""
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    answers = []
+    for _ in range(limits.MAX_REQUESTS_PER_CONNECTION):
+        connection.request("GET", "/health")
+        response = connection.getresponse()
+        response.read()
+        answers.append(response.getheader("Connection", "").lower())
+    connection.close()
+    assert "close" not in answers[:-1]
+    assert answers[-1] == "close"

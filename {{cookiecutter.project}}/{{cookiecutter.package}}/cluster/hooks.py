@@ -20,6 +20,7 @@ from gunicorn.errors import HaltServer
 
 from ..settings import Settings
 from . import board as scoreboard
+from . import limits
 from .drain import drain
 from .errors import answer_protocol_errors_as_problems
 from .lifecycle import CrashGuard, Death, ExitRecorder
@@ -210,6 +211,8 @@ class ClusterHooks:
 
     def pre_request(self, worker, req) -> None:
         """Note when the request started, so the master can spot one that hangs."""
+        if req.req_number >= limits.MAX_REQUESTS_PER_CONNECTION:
+            req.must_close = True
         self.in_flight[id(req)] = time.time()
         self.board.set_busy_since(worker.slot, next(iter(self.in_flight.values())))
 

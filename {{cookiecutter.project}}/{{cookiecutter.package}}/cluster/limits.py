@@ -13,8 +13,14 @@ KEEPALIVE = 65
 # the jitter keeps all workers from restarting at once.
 MAX_REQUESTS = 10_000
 MAX_REQUESTS_JITTER = 1_000
+# Close a keep-alive connection after this many requests (nginx's
+# keepalive_requests). Its client reconnects, and may land on another worker:
+# a proxy's few long-lived connections cannot pin all traffic on one worker.
+MAX_REQUESTS_PER_CONNECTION = 100
 # Connections waiting to be accepted; beyond this the kernel refuses them.
 BACKLOG = 2048
+# Open connections per gthread or gevent worker, idle keep-alive ones included.
+WORKER_CONNECTIONS = 1000
 # Request line and headers: Railway's edge allows 32 KB of headers in all.
 LIMIT_REQUEST_LINE = 8190
 LIMIT_REQUEST_FIELDS = 100

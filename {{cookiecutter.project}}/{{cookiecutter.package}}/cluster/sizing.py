@@ -21,13 +21,6 @@ UNLIMITED_BYTES = 1 << 60
 MASTER_RESERVE_MB = 96
 # Threads per gthread worker: enough to overlap I/O waits without GIL thrash.
 GTHREAD_THREADS = 4
-# Connections a gthread worker holds per thread. It keeps as many idle
-# keep-alive connections as it has threads and closes the rest after their
-# response, so long-lived connections spread over every worker instead of
-# piling onto whichever accepted first.
-GTHREAD_CONNECTIONS_PER_THREAD = 2
-# Open connections per gevent worker: greenlets are cheap.
-GEVENT_CONNECTIONS = 1000
 
 
 @dataclass(frozen=True)
@@ -44,7 +37,6 @@ class ClusterSize:
 
     workers: int
     threads: int
-    connections: int
     cpus: Measure
     memory_mb: Measure
     reason: str
@@ -130,7 +122,6 @@ def size_cluster(settings: Settings, cpus: Measure | None = None, memory_mb: Mea
     usable_cpus = min(cpus.value, plan.vcpu)
     usable_memory = min(memory_mb.value, plan.memory_mb)
     threads = GTHREAD_THREADS if settings.worker_class == "gthread" else 1
-    connections = GEVENT_CONNECTIONS if settings.worker_class == "gevent" else threads * GTHREAD_CONNECTIONS_PER_THREAD
 
     if settings.web_concurrency is not None:
         workers, reason = settings.web_concurrency, "WEB_CONCURRENCY is set"
@@ -145,4 +136,4 @@ def size_cluster(settings: Settings, cpus: Measure | None = None, memory_mb: Mea
             f"{by_memory} fit in {usable_memory:.0f} MB at {settings.worker_max_memory_mb} MB each "
             f"(plan {plan.name}: {plan.vcpu} vCPU, {plan.memory_mb} MB per replica)"
         )
-    return ClusterSize(workers, threads, connections, cpus=cpus, memory_mb=memory_mb, reason=reason)
+    return ClusterSize(workers=workers, threads=threads, cpus=cpus, memory_mb=memory_mb, reason=reason)
