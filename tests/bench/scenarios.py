@@ -36,8 +36,8 @@ class Bench:
     def throughput(self) -> dict:
         """Requests/s for /cpu at 16 connections and /io at 200 and 1000: medians of alternated runs.
 
-        Each load gets freshly started servers: an overloaded server keeps
-        serving the previous load's queued connections long after it ends.
+        Every run gets freshly started servers: an overloaded server keeps
+        serving the previous run's queued connections long after it ends.
         """
         loads = {
             "cpu, 16 connections": ("/cpu", 16),
@@ -46,15 +46,15 @@ class Bench:
         }
         figures = {}
         for load, (path, connections) in loads.items():
-            running = self.contenders()
-            try:
-                samples = {name: [] for name in running}
-                for _ in range(self.rounds):
+            samples = {}
+            for _ in range(self.rounds):
+                running = self.contenders()
+                try:
                     for name, server in running.items():
-                        samples[name].append(wrk(server.url + path, connections, self.seconds))
-            finally:
-                for server in running.values():
-                    server.stop(signal.SIGKILL)
+                        samples.setdefault(name, []).append(wrk(server.url + path, connections, self.seconds))
+                finally:
+                    for server in running.values():
+                        server.stop(signal.SIGKILL)
             figures[load] = {name: _median_result(results) for name, results in samples.items()}
         return figures
 
