@@ -2,7 +2,7 @@
 
 `serve` is Railway's start command. It checks every variable before gunicorn
 reads any (gunicorn parses WEB_CONCURRENCY on import and would crash with a
-raw traceback), then becomes gunicorn, which reads ./gunicorn.conf.py.
+raw traceback), then runs gunicorn, which reads ./gunicorn.conf.py.
 """
 
 import argparse
@@ -17,8 +17,12 @@ from .status import as_json, read_rows, render
 
 def serve(gunicorn_args: list[str]) -> None:
     load_settings_or_exit()
-    command = [sys.executable, "-m", "gunicorn", *(gunicorn_args or ["main:app"])]
-    os.execv(sys.executable, command)
+    # gunicorn runs in this process (no second interpreter to start), and
+    # reads its arguments, like its own entry point, from sys.argv.
+    from gunicorn.app.wsgiapp import run
+
+    sys.argv = ["gunicorn", *(gunicorn_args or ["main:app"])]
+    run(prog="gunicorn")
 
 
 def status(port: int, as_machine_json: bool) -> int:
