@@ -65,3 +65,4 @@ def test_quick_bench_run_measures_everything(tmp_path):
     assert results["startup"]["cluster (gthread)"] > 0
     assert (tmp_path / "chart.png").read_bytes().startswith(b"\x89PNG")
     assert "vs bare" in run.stdout and "graceful stop" in run.stdout
+    assert "| claim | goal | measured |" in run.stdout

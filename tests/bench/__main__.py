@@ -65,6 +65,8 @@ def main(argv=None) -> int:
     results = json.loads(json.dumps(results, default=str))
 
     print(report.table(results))
+    print()
+    print(report.goals(results))
     data, chart = report.write(results, args.out)
     print(f"\nfigures: {data}\nchart: {chart}")
     return 0

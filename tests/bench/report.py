@@ -53,6 +53,43 @@ def table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def goals(results: dict) -> str:
+    """Each of the seed's claims, its goal, and what this run measured."""
+    throughput = results["throughput"]
+
+    def times_bare(load: str, name: str) -> float:
+        base = throughput[load][BASELINE]["rps"]
+        return throughput[load][name]["rps"] / base if base else float("inf")
+
+    sweep = {str(count): row for count, row in results["workers"].items()}
+    counts = sorted(int(count) for count in sweep if count != "bare")
+    one, most = sweep["1"]["pss_mb"], sweep[str(counts[-1])]["pss_mb"]
+    per_extra = (most - one) / (counts[-1] - 1) / one
+    gevent_1000 = throughput["io, 1000 connections"]["cluster (gevent)"]
+    chaos, stop, startup = results["chaos"], results["graceful_stop"], results["startup"]
+    rows = [
+        ("CPU-bound, 16 connections", ">= 1.8x bare",
+         f"gthread {times_bare('cpu, 16 connections', 'cluster (gthread)'):.1f}x, "
+         f"gevent {times_bare('cpu, 16 connections', 'cluster (gevent)'):.1f}x"),
+        ("I/O-bound, 200 connections (default gthread)", ">= 10x bare",
+         f"{times_bare('io, 200 connections', 'cluster (gthread)'):.1f}x"),
+        ("I/O-bound, 1000 connections (gevent)", ">= 100x bare, no errors",
+         f"{times_bare('io, 1000 connections', 'cluster (gevent)'):.0f}x, "
+         f"{gevent_1000['errors'] + gevent_1000['timeouts'] + gevent_1000['non_2xx']} errors"),
+        ("memory per extra worker", "<= 15% of a 1-worker server",
+         f"{per_extra:.0%} ({counts[-1]} workers: {most:.0f} MB, 1 worker: {one:.0f} MB)"),
+        ("SIGKILL a worker every 2 s under load", ">= 99.5% succeed, replaced within 1 s",
+         f"{chaos['success_ratio']:.2%}, replaced in {chaos['replacement_serving_s']['max']}s at most"),
+        ("SIGTERM under load", "0 accepted requests lost, exit within 10 s",
+         f"{stop['dropped_after_accept']} lost, exit {stop['exit_code']} after {stop['exit_seconds']}s"),
+        ("start to first /health 200", "<= 1.5x bare",
+         f"{startup['cluster (gthread)'] / startup[BASELINE]:.1f}x"),
+    ]  # fmt: skip
+    lines = ["| claim | goal | measured |", "|---|---|---|"]
+    lines += [f"| {claim} | {goal} | {measured} |" for claim, goal, measured in rows]
+    return "\n".join(lines)
+
+
 def _ms(value) -> str:
     return f"{value:.1f}" if value is not None else "-"
 
