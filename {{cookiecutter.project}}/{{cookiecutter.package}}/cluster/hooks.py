@@ -47,6 +47,7 @@ class ClusterHooks:
         # A worker's own: its requests in flight (oldest first) and its count.
         self.in_flight: dict[int, float] = {}
         self.served = itertools.count(1)
+        self.connection_quota = limits.MAX_REQUESTS_PER_CONNECTION if settings.worker_class == "gthread" else None
 
     # -- master ---------------------------------------------------------------
 
@@ -211,7 +212,7 @@ class ClusterHooks:
 
     def pre_request(self, worker, req) -> None:
         """Note when the request started, so the master can spot one that hangs."""
-        if req.req_number >= limits.MAX_REQUESTS_PER_CONNECTION:
+        if self.connection_quota and req.req_number >= self.connection_quota:
             req.must_close = True
         self.in_flight[id(req)] = time.time()
         self.board.set_busy_since(worker.slot, next(iter(self.in_flight.values())))

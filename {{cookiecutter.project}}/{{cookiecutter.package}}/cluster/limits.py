@@ -13,9 +13,10 @@ KEEPALIVE = 65
 # the jitter keeps all workers from restarting at once.
 MAX_REQUESTS = 10_000
 MAX_REQUESTS_JITTER = 1_000
-# Close a keep-alive connection after this many requests (nginx's
-# keepalive_requests). Its client reconnects, and may land on another worker:
-# a proxy's few long-lived connections cannot pin all traffic on one worker.
+# A gthread worker closes a keep-alive connection after this many requests
+# (nginx's keepalive_requests). Its client reconnects, and may land on another
+# worker: a proxy's few long-lived connections cannot pin all traffic on one.
+# (gevent workers keep theirs: reconnects only add to their accept queue.)
 MAX_REQUESTS_PER_CONNECTION = 100
 # Connections waiting to be accepted; beyond this the kernel refuses them.
 BACKLOG = 2048
