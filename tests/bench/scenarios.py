@@ -23,21 +23,23 @@ class Bench:
         self.seconds = seconds
 
     def contenders(self) -> dict:
-        """Every server compared in the throughput runs, started once and kept up."""
+        """How to start each server compared in the throughput runs."""
         project, venv, package = self.default
         gevent_project, gevent_venv, gevent_package = self.gevent
         return {
-            "bare gunicorn": servers.bare_gunicorn(project, venv),
-            "flask run": servers.flask_dev_server(project, venv),
-            "cluster (gthread)": servers.cluster(project, venv, package, "cluster (gthread)"),
-            "cluster (gevent)": servers.cluster(gevent_project, gevent_venv, gevent_package, "cluster (gevent)"),
+            "bare gunicorn": lambda: servers.bare_gunicorn(project, venv),
+            "flask run": lambda: servers.flask_dev_server(project, venv),
+            "cluster (gthread)": lambda: servers.cluster(project, venv, package, "cluster (gthread)"),
+            "cluster (gevent)": lambda: servers.cluster(
+                gevent_project, gevent_venv, gevent_package, "cluster (gevent)"
+            ),
         }
 
     def throughput(self) -> dict:
         """Requests/s for /cpu at 16 connections and /io at 200 and 1000: medians of alternated runs.
 
-        Every run gets freshly started servers: an overloaded server keeps
-        serving the previous run's queued connections long after it ends.
+        Each run has a freshly started server to itself: an overloaded server
+        keeps working off the queued requests of a run long after it ends.
         """
         loads = {
             "cpu, 16 connections": ("/cpu", 16),
@@ -48,12 +50,11 @@ class Bench:
         for load, (path, connections) in loads.items():
             samples = {}
             for _ in range(self.rounds):
-                running = self.contenders()
-                try:
-                    for name, server in running.items():
+                for name, start in self.contenders().items():
+                    server = start()
+                    try:
                         samples.setdefault(name, []).append(wrk(server.url + path, connections, self.seconds))
-                finally:
-                    for server in running.values():
+                    finally:
                         server.stop(signal.SIGKILL)
             figures[load] = {name: _median_result(results) for name, results in samples.items()}
         return figures
