@@ -65,7 +65,6 @@ class Bench:
         sweep = {}
         for count in counts:
             with servers.running(servers.cluster, project, venv, package, WEB_CONCURRENCY=str(count)) as server:
-                _wait_for_workers(server, package, count)
                 wrk(server.url + "/cpu", 16, max(1.0, self.seconds / 2))
                 rps = statistics.median(wrk(server.url + "/cpu", 16, self.seconds).rps for _ in range(self.rounds))
                 sweep[count] = {"pss_mb": round(server.pss_mb(), 1), "cpu_rps": round(rps)}
@@ -80,7 +79,6 @@ class Bench:
         with servers.running(servers.cluster, project, venv, package) as server:
             board = servers.board_of(server, package)
             configured = board.master()[1]
-            _wait_for_workers(server, package, configured)
             result = {}
             load = threading.Thread(target=lambda: result.update(run=wrk(server.url + "/cpu", 32, duration)))
             load.start()
@@ -143,15 +141,6 @@ class Bench:
 def _median_result(results) -> dict:
     middle = sorted(results, key=lambda result: result.rps)[len(results) // 2]
     return asdict(middle)
-
-
-def _wait_for_workers(server, package: str, count: int, timeout: float = 30) -> None:
-    board = servers.board_of(server, package)
-    deadline = time.monotonic() + timeout
-    while len(board.workers()) < count:
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{server.name}: {count} workers did not start")
-        time.sleep(0.05)
 
 
 def _kill_and_time_replacement(board, configured: int, timeout: float = 30) -> float:

@@ -91,9 +91,18 @@ class Server:
 
 
 def cluster(project: Path, venv: Path, package: str, name: str = "cluster", **env) -> Server:
-    """The generated project's own start command, serving the benchmark routes."""
+    """The generated project's own start command, serving the benchmark routes, every worker up."""
     command = ["python", "-m", f"{package}.cluster", "serve", "bench_routes:app"]
-    return Server(name, project, venv, command, env)
+    server = Server(name, project, venv, command, env)
+    # Measure the steady state: connections made while only the first worker
+    # is up would all be served by it.
+    board = board_of(server, package)
+    deadline = time.monotonic() + STARTUP_DEADLINE
+    while len(board.workers()) < board.master()[1]:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{name}: not every worker started")
+        time.sleep(0.01)
+    return server
 
 
 def bare_gunicorn(project: Path, venv: Path) -> Server:
@@ -117,11 +126,10 @@ def running(server_factory, *args, **kwargs):
         server.stop()
 
 
-def board_of(server: Server, project_name: str):
+def board_of(server: Server, package: str):
     """The cluster's scoreboard, read from the generated project's own module."""
     sys.path.insert(0, str(server.project))
     try:
-        package = project_name.replace("-", "_")
         board = __import__(f"{package}.cluster.board", fromlist=["Board"])
     finally:
         sys.path.pop(0)
