@@ -2,9 +2,9 @@
 
 The master writes its own facts and clears a worker's slot when it dies; each
 worker, once ready to serve, writes its pid, start time, oldest request in
-flight and request count into its own slot. The
-health endpoint reads live workers from it without any I/O, and the status
-command reads it from outside the cluster.
+flight and request count into its own slot. The health endpoint reads live
+workers from it without any I/O, and the status command reads it from outside
+the cluster.
 """
 
 import mmap
