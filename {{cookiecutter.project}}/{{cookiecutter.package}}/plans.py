@@ -29,6 +29,8 @@ class Plan:
     rate_limit: str
     max_body_mb: int
     graceful_timeout: int
+    # Seconds a stopping replica keeps serving while proxies move away (SHUTDOWN_DELAY).
+    shutdown_delay: int
     restart_policy: str
     restart_retries: int
     overlap_seconds: int
