@@ -1,5 +1,7 @@
 # Two commands do everything on a fresh machine: `make run` and `make test`.
 # `make bench` measures the generated project against plain gunicorn.
+# `make lock` refreshes every lock; `make test-newest` tries the newest releases, unlocked.
+# `make starter` renders the committed starter/ (a one-click deployable project).
 
 PYTHON ?= python3
 VENV := .venv
@@ -13,17 +15,20 @@ PROJECT_PYTHON_VERSION := $(shell $(PYTHON) -c 'import json; print(json.load(ope
 PROJECT_PYTHON := $(firstword $(wildcard $(HOME)/.pyenv/versions/$(PROJECT_PYTHON_VERSION).*/bin/python$(PROJECT_PYTHON_VERSION)) $(shell command -v python$(PROJECT_PYTHON_VERSION)) $(PYTHON))
 SDK := tests/railway/node_modules/.package-lock.json
 
-.PHONY: run test bench lint clean system-packages
+.PHONY: run test test-newest bench lint lock starter clean system-packages
 
 $(BIN)/python: tests/requirements.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r tests/requirements.txt
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --require-hashes -r tests/requirements.txt
 	touch $@
 
-# redis-server (shared rate limits), wrk (load) and npm (Railway's SDK), from Debian's packages when missing.
+# redis-server (shared rate limits), nginx and prometheus (what the cluster sits behind and is scraped by),
+# wrk (load) and npm (Railway's SDK), from Debian's packages when missing.
 system-packages:
 	@missing=""; \
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing="$$missing nginx"; \
+	command -v prometheus >/dev/null || missing="$$missing prometheus"; \
 	command -v wrk >/dev/null || missing="$$missing wrk"; \
 	command -v npm >/dev/null || missing="$$missing nodejs npm"; \
 	if [ -n "$$missing" ]; then \
@@ -51,6 +56,17 @@ test: $(BIN)/python system-packages lint
 	@if command -v npm >/dev/null; then $(MAKE) --no-print-directory $(SDK); fi
 	$(BIN)/python -m pytest tests
 
+# The suite's generated projects with the newest release of every dependency, unlocked (their
+# requirements*.in, upgraded): a release that breaks the template is known the day it ships.
+test-newest: $(BIN)/python system-packages
+	TEMPLATE_DEPENDENCIES=newest $(BIN)/python -m pytest tests/test_generation.py
+
+# Every lock, refreshed to the newest versions its inputs allow: each project variant's
+# requirements*.txt (templates/locks/), the tooling's tests/requirements.txt, and the SDK's npm lock.
+lock: $(BIN)/python
+	$(BIN)/python -m tests.locks
+	cd tests/railway && npm install --package-lock-only --no-audit --no-fund --silent
+
 bench: $(BIN)/python system-packages
 	$(BIN)/python -m tests.bench
 
@@ -59,4 +75,5 @@ lint: $(BIN)/python
 	$(BIN)/ruff format --check --config tests/ruff.toml hooks tests
 
 clean:
-	rm -rf $(VENV) .cache build tests/railway/node_modules tests/railway/work
+	rm -rf $(VENV) .cache .ruff_cache .pytest_cache build tests/railway/node_modules tests/railway/work
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -37,14 +38,23 @@ def python_for(version: str) -> str:
     missing(f"needs Python {version}: install it (e.g. `pyenv install {version}`) to test projects that pin it")
 
 
-def project_venv(project: Path) -> Path:
-    """A venv with the project's requirements, for the Python its .python-version names.
+# `make test-newest` sets this: projects get the newest release of every dependency, unlocked.
+NEWEST = os.environ.get("TEMPLATE_DEPENDENCIES") == "newest"
 
-    Venvs are cached by interpreter and requirements, so projects that pin the
-    same ones share a venv across tests and runs.
+
+def project_venv(project: Path) -> Path:
+    """A venv with the project's locked, hash-checked requirements, for the Python its .python-version names.
+
+    Venvs are cached by interpreter and lock contents, so projects that pin the
+    same ones share a venv across tests and runs. With NEWEST, the venv is built
+    from the project's unlocked inputs (requirements*.in) with every package
+    upgraded, once a day.
     """
     version = (project / ".python-version").read_text().strip()
-    requirements = "".join((project / name).read_text() for name in ("requirements.txt", "requirements-dev.txt"))
+    names = ("requirements.in", "requirements-dev.in") if NEWEST else ("requirements.txt", "requirements-dev.txt")
+    requirements = "".join((project / name).read_text() for name in names)
+    if NEWEST:
+        requirements += time.strftime("newest %Y-%m-%d")
     key = hashlib.sha256(f"{version}\n{requirements}".encode()).hexdigest()[:12]
     venv = CACHE / "venvs" / f"py{version}-{key}"
     CACHE.mkdir(exist_ok=True)
@@ -54,7 +64,11 @@ def project_venv(project: Path) -> Path:
             shutil.rmtree(venv, ignore_errors=True)
             subprocess.run([python_for(version), "-m", "venv", str(venv)], check=True)
             pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
-            subprocess.run([*pip, "-r", str(project / "requirements-dev.txt")], check=True, cwd=project)
+            if NEWEST:
+                pip += ["--upgrade", "--upgrade-strategy", "eager", "-r", "requirements-dev.in"]
+            else:
+                pip += ["--require-hashes", "-r", "requirements-dev.txt"]
+            subprocess.run(pip, check=True, cwd=project)
             (venv / "complete").touch()
     return venv
 

@@ -1,0 +1,83 @@
+"""The locks: hashed requirements compiled by uv from each project variant's inputs, and the tooling's.
+
+`make lock` (python -m tests.locks) refreshes them all to the newest versions the inputs allow;
+test_locks.py compiles them again without upgrading and expects the very same bytes.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from cookiecutter.main import cookiecutter
+
+ROOT = Path(__file__).resolve().parent.parent
+LOCKS = ROOT / "templates" / "locks"
+# One lock per variant the template renders: gevent adds its own dependencies.
+VARIANTS = {"default": "gthread", "gevent": "gevent"}
+# The oldest Python offered; a universal resolution from it holds on every newer one and every platform.
+OLDEST_PYTHON = min(json.loads((ROOT / "cookiecutter.json").read_text())["python_version"])
+UV = [str(Path(sys.executable).parent / "uv"), "pip", "compile", "--quiet", "--universal", "--generate-hashes"]
+UV += ["--python-version", OLDEST_PYTHON]
+# Each lock from its input, as run in the folder that holds both; the lock's header shows the command.
+PROJECT_LOCKS = {
+    "requirements.txt": ["requirements.in", "-o", "requirements.txt"],
+    "requirements-dev.txt": ["requirements-dev.in", "-c", "requirements.txt", "-o", "requirements-dev.txt"],
+}
+TOOLING_LOCK = ["requirements.in", "-o", "requirements.txt"]
+
+
+def variant_for(worker_class: str) -> str:
+    return "gevent" if worker_class == "gevent" else "default"
+
+
+def compile_lock(folder: Path, arguments: list[str], upgrade: bool) -> None:
+    """Compile one lock in `folder`; without `upgrade` the lock already there pins every version it can."""
+    env = {**os.environ, "UV_CUSTOM_COMPILE_COMMAND": " ".join(["uv pip compile", *UV[4:], *arguments])}
+    command = [*UV, *(["--upgrade"] if upgrade else []), *arguments]
+    subprocess.run(command, cwd=folder, env=env, check=True, capture_output=True, text=True)
+
+
+def render(worker_class: str, output: Path) -> Path:
+    """The default project for `worker_class`: its inputs, and the lock the template gives it."""
+    return Path(
+        cookiecutter(
+            str(ROOT), no_input=True, output_dir=str(output), extra_context={"worker_class": worker_class},
+        )
+    )
+
+
+def compiled_project_locks(worker_class: str, output: Path, upgrade: bool) -> Path:
+    """Render a project for `worker_class` and compile its locks in place; returns the project."""
+    project = render(worker_class, output)
+    for arguments in PROJECT_LOCKS.values():
+        compile_lock(project, arguments, upgrade)
+    return project
+
+
+def compiled_tooling_lock(output: Path, upgrade: bool) -> Path:
+    for name in ("requirements.in", "requirements.txt"):
+        shutil.copy(ROOT / "tests" / name, output / name)
+    compile_lock(output, TOOLING_LOCK, upgrade)
+    return output / "requirements.txt"
+
+
+def refresh() -> None:
+    """Every lock, upgraded to the newest versions its inputs allow."""
+    with tempfile.TemporaryDirectory() as work:
+        for variant, worker_class in VARIANTS.items():
+            project = compiled_project_locks(worker_class, Path(work) / variant, upgrade=True)
+            for name in PROJECT_LOCKS:
+                shutil.copy(project / name, LOCKS / variant / name)
+                print(f"locked {LOCKS.relative_to(ROOT) / variant / name}")
+        tooling = Path(work) / "tooling"
+        tooling.mkdir()
+        shutil.copy(compiled_tooling_lock(tooling, upgrade=True), ROOT / "tests" / "requirements.txt")
+        print("locked tests/requirements.txt")
+
+
+if __name__ == "__main__":
+    refresh()

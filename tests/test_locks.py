@@ -1,0 +1,63 @@
+"""The locks: fresh against their inputs, installable everywhere the template offers, used everywhere."""
+
+import json
+import re
+import subprocess
+
+import pytest
+
+from . import locks
+from .support import ROOT, TEMPLATE, TOOLS
+
+PLATFORMS = ("x86_64-manylinux_2_28", "aarch64-manylinux_2_28")
+LOCK_FILES = sorted(locks.LOCKS.glob("*/requirements*.txt"))
+
+
+@pytest.mark.parametrize("worker_class", TEMPLATE["worker_class"])
+def test_project_locks_are_fresh(worker_class, tmp_path):
+    """Compiled again from the rendered inputs, keeping the versions it pins, each lock is the same bytes."""
+    project = locks.render(worker_class, tmp_path)
+    shipped = {name: (project / name).read_text() for name in locks.PROJECT_LOCKS}
+    assert all("--hash=sha256:" in text for text in shipped.values()), "a lock without hashes"
+    for arguments in locks.PROJECT_LOCKS.values():
+        locks.compile_lock(project, arguments, upgrade=False)
+    for name, text in shipped.items():
+        assert (project / name).read_text() == text, f"{name} of a {worker_class} project is stale: run `make lock`"
+
+
+def test_tooling_lock_is_fresh(tmp_path):
+    shipped = (ROOT / "tests" / "requirements.txt").read_text()
+    assert locks.compiled_tooling_lock(tmp_path, upgrade=False).read_text() == shipped, (
+        "tests/requirements.txt is stale: run `make lock`"
+    )
+
+
+def test_every_lock_is_used():
+    """Each committed lock is what some worker class renders; none is left over."""
+    used = {locks.variant_for(worker_class) for worker_class in TEMPLATE["worker_class"]}
+    assert {path.parent.name for path in LOCK_FILES} == used == set(locks.VARIANTS)
+
+
+@pytest.mark.parametrize("platform", PLATFORMS)
+@pytest.mark.parametrize("python", TEMPLATE["python_version"])
+@pytest.mark.parametrize("lock", LOCK_FILES, ids=lambda path: f"{path.parent.name}/{path.name}")
+def test_lock_installs_from_wheels_on_each_python_and_platform(lock, python, platform, tmp_path):
+    """Every pin has a hash and a wheel for Linux x86_64 and aarch64 on each Python offered."""
+    resolved = subprocess.run(
+        [str(TOOLS / "uv"), "pip", "install", "--dry-run", "--target", str(tmp_path), "--require-hashes"]
+        + ["--only-binary", ":all:", "--python-platform", platform, "--python-version", python, "-r", str(lock)],
+        capture_output=True,
+        text=True,
+    )
+    assert resolved.returncode == 0, resolved.stderr
+    assert "Would install" in resolved.stderr
+
+
+def test_railway_sdk_versions_are_exact():
+    """The tooling's npm packages are pinned exactly, and its lock holds the same versions."""
+    package = json.loads((ROOT / "tests" / "railway" / "package.json").read_text())
+    lock = json.loads((ROOT / "tests" / "railway" / "package-lock.json").read_text())
+    for name, version in package["dependencies"].items():
+        assert re.fullmatch(r"\d+\.\d+\.\d+", version), f"{name} {version} is a range"
+        assert lock["packages"][f"node_modules/{name}"]["version"] == version
+        assert lock["packages"][f"node_modules/{name}"]["integrity"].startswith("sha512-")
