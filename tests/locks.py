@@ -45,7 +45,10 @@ def render(worker_class: str, output: Path) -> Path:
     """The default project for `worker_class`: its inputs, and the lock the template gives it."""
     return Path(
         cookiecutter(
-            str(ROOT), no_input=True, output_dir=str(output), extra_context={"worker_class": worker_class},
+            str(ROOT),
+            no_input=True,
+            output_dir=str(output),
+            extra_context={"worker_class": worker_class},
         )
     )
 

@@ -43,9 +43,19 @@ def test_every_lock_is_used():
 @pytest.mark.parametrize("lock", LOCK_FILES, ids=lambda path: f"{path.parent.name}/{path.name}")
 def test_lock_installs_from_wheels_on_each_python_and_platform(lock, python, platform, tmp_path):
     """Every pin has a hash and a wheel for Linux x86_64 and aarch64 on each Python offered."""
+    dry_run = [str(TOOLS / "uv"), "pip", "install", "--dry-run", "--target", str(tmp_path), "--require-hashes"]
     resolved = subprocess.run(
-        [str(TOOLS / "uv"), "pip", "install", "--dry-run", "--target", str(tmp_path), "--require-hashes"]
-        + ["--only-binary", ":all:", "--python-platform", platform, "--python-version", python, "-r", str(lock)],
+        [
+            *dry_run,
+            "--only-binary",
+            ":all:",
+            "--python-platform",
+            platform,
+            "--python-version",
+            python,
+            "-r",
+            str(lock),
+        ],
         capture_output=True,
         text=True,
     )
