@@ -28,7 +28,7 @@ Created {project}/ for Railway's {answers["railway_plan"]} plan ({answers["worke
 Run it here:
   cd {project}
   python{answers["python_version"]} -m venv .venv && . .venv/bin/activate
-  pip install -r requirements-dev.txt
+  pip install --require-hashes -r requirements-dev.txt   # the lock: exact versions, hash-checked
   python -m {package}.cluster serve        # http://127.0.0.1:8000/health
   python -m {package}.cluster status       # in another shell: one row per worker
   pytest

@@ -14,6 +14,10 @@ PYTHON_VERSIONS = ("3.11", "3.12", "3.13")
 # A Railway service name and a folder name: lowercase words joined by dashes.
 PROJECT_PATTERN = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
 PROJECT_MAX_LENGTH = 63
+# GitHub's owner/name, then an optional folder inside the repository (Railway's root directory).
+GITHUB_REPOSITORY_PATTERN = re.compile(
+    r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})/[A-Za-z0-9._-]{1,100}(?:/(?!\.{1,2}(?:/|$))[A-Za-z0-9._-]+)*$"
+)
 # Import names the generated project already uses: a package named like one would shadow it.
 TAKEN_NAMES = {
     "flask", "gunicorn", "psutil", "redis", "gevent", "greenlet", "limits", "flask_limiter",
@@ -22,12 +26,15 @@ TAKEN_NAMES = {
 }  # fmt: skip
 
 
+NOTHING_WRITTEN = "Nothing was written. Fix the answers above and run cookiecutter again; its traceback below adds nothing."
+
+
 def problems(answers: dict) -> list[str]:
     """One line per bad answer: `ERROR: <variable> '<value>' ...: <how to fix>`."""
     found = []
 
     def refuse(variable, why, fix):
-        found.append(f"ERROR: {variable} {str(answers.get(variable))!r} {why}: {fix}")
+        found.append(f"ERROR: {variable} {as_typed(answers.get(variable))!r} {why}: {fix}")
 
     for variable in ("project_name", "description"):
         text = str(answers.get(variable, ""))
@@ -55,6 +62,13 @@ def problems(answers: dict) -> list[str]:
     for variable in ("use_redis", "use_docker"):
         if not isinstance(answers.get(variable), bool):
             refuse(variable, "is not a yes/no answer", "answer yes or no (true or false)")
+    repository = str(answers.get("github_repository", ""))
+    if repository and not GITHUB_REPOSITORY_PATTERN.match(repository):
+        refuse(
+            "github_repository",
+            "is not a GitHub repository",
+            "give owner/name (e.g. acme/shop), or owner/name/folder for a project in a folder, or leave it empty",
+        )
     plan = answers.get("_plans", {}).get(answers.get("railway_plan"))
     if plan and answers.get("use_redis") is False and _production_replicas(plan) > 1:
         refuse(
@@ -63,6 +77,13 @@ def problems(answers: dict) -> list[str]:
             "answer use_redis=yes so rate limits hold across replicas, or choose railway_plan free or trial",
         )
     return found
+
+
+def as_typed(answer) -> str:
+    """An answer as the user gave it: cookiecutter turns yes/no into True/False before the hook runs."""
+    if isinstance(answer, bool):
+        return "yes" if answer else "no"
+    return str(answer)
 
 
 def _production_replicas(plan: dict) -> int:
@@ -74,6 +95,9 @@ def main() -> int:
     found = problems(json.loads(ANSWERS_JSON))
     for line in found:
         print(line, file=sys.stderr)
+    if found:
+        # cookiecutter follows a failed hook with its own traceback, which no hook can hide.
+        print(NOTHING_WRITTEN, file=sys.stderr)
     return 1 if found else 0
 
 

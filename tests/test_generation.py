@@ -34,7 +34,7 @@ UNSUPPORTED_COMBINATIONS = [
     ({"project": "Bad Folder"}, "ERROR: project 'Bad Folder' is not a valid folder"),
     ({"package": "flask"}, "ERROR: package 'flask' would shadow"),
     ({"package": "not-an-identifier"}, "ERROR: package 'not-an-identifier' is not a valid Python import name"),
-    ({"railway_plan": "hobby", "use_redis": False}, "ERROR: use_redis 'False' leaves the hobby plan's 2 replicas"),
+    ({"railway_plan": "hobby", "use_redis": False}, "ERROR: use_redis 'no' leaves the hobby plan's 2 replicas"),
 ]
 LEFTOVER = re.compile(r"{{(\s?cookiecutter)[.](.*?)}}|{%|%}")
 
@@ -105,6 +105,20 @@ def test_error_if_incompatible(cookies, tmpdir, capfd, context, message):
     assert isinstance(result.exception, FailedHookException)
     assert message in capfd.readouterr().err
     assert not list(Path(tmpdir).rglob("*.py")), "the refused project was left on disk"
+
+
+def test_bad_answer_on_the_command_line_is_one_line_as_typed(tmp_path):
+    """What a user sees: the answer as given, then the note that nothing was written, before cookiecutter's traceback."""
+    refused = subprocess.run(
+        [str(TOOLS / "cookiecutter"), str(ROOT), "--no-input", "-o", str(tmp_path), "use_redis=no"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    output = refused.stdout
+    assert "ERROR: use_redis 'no' leaves the hobby plan's 2 replicas" in output
+    assert output.index("Nothing was written") < output.index("Traceback")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_no_input_with_defaults(tmp_path):

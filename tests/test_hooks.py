@@ -18,6 +18,7 @@ GOOD = {
     "python_version": "3.13",
     "use_redis": True,
     "use_docker": True,
+    "github_repository": "",
     "_plans": PLANS,
 }
 
@@ -44,6 +45,10 @@ def test_good_answers_pass():
         ("worker_class", "eventlet", "is not offered"),
         ("python_version", "3.9", "is not offered"),
         ("use_docker", "maybe", "is not a yes/no answer"),
+        ("github_repository", "acme", "is not a GitHub repository"),
+        ("github_repository", "https://github.com/acme/shop", "is not a GitHub repository"),
+        ("github_repository", "acme/shop/../etc", "is not a GitHub repository"),
+        ("github_repository", "acme/my shop", "is not a GitHub repository"),
     ],
 )
 def test_each_bad_answer_is_one_line_naming_it(variable, value, expected):
@@ -54,10 +59,20 @@ def test_each_bad_answer_is_one_line_naming_it(variable, value, expected):
     assert line.count("\n") == 0 and ": " in line
 
 
+@pytest.mark.parametrize("repository", ["", "acme/shop", "acme-inc/shop.py", "acme/shop/starter", "acme/mono/services/web"])
+def test_github_repository_may_be_empty_or_owner_name_and_folder(repository):
+    assert pre_gen_project.problems({**GOOD, "github_repository": repository}) == []
+
+
+@pytest.mark.parametrize("answer", [True, False])
+def test_yes_no_answers_are_echoed_as_asked(answer):
+    assert pre_gen_project.as_typed(answer) == ("yes" if answer else "no")
+
+
 @pytest.mark.parametrize("plan", ["hobby", "pro", "enterprise"])
 def test_many_replicas_without_redis_is_refused(plan):
     [line] = pre_gen_project.problems({**GOOD, "railway_plan": plan, "use_redis": False})
-    assert line.startswith("ERROR: use_redis 'False' ")
+    assert line.startswith("ERROR: use_redis 'no' ")
     assert "replicas" in line
 
 

@@ -5,7 +5,8 @@
 // Sized for Railway's {{ plan.label }} plan ({{ plan.price }}; at most {{ plan.max_replicas }} replicas of
 // {{ plan.max_vcpu }} vCPU / {{ plan.max_memory_mb }} MB). Every number comes from the template's plan table,
 // like the cluster's defaults in {{ cookiecutter.package }}/plans.json.
-import { defineRailway, {% if cookiecutter.use_redis %}redis, {% endif %}service } from "railway/iac";
+{%- set repository = cookiecutter.github_repository.split("/") %}
+import { defineRailway, {% if cookiecutter.github_repository %}github, {% endif %}{% if cookiecutter.use_redis %}redis, {% endif %}service } from "railway/iac";
 
 const PLAN = "{{ cookiecutter.railway_plan }}";
 // Seconds gunicorn gives requests in flight after SIGTERM (the cluster's GRACEFUL_TIMEOUT).
@@ -23,6 +24,10 @@ export default defineRailway((ctx, project) => {
 {%- endif %}
 
   const web = service("{{ cookiecutter.project }}", {
+{%- if cookiecutter.github_repository %}
+    // The code Railway builds: what a template made from this project deploys.
+    source: github("{{ repository[:2] | join("/") }}"{% if repository[2:] %}, { rootDirectory: "{{ repository[2:] | join("/") }}" }{% endif %}),
+{%- endif %}
     // Railpack, even with the Dockerfile (kept for other hosts) in the repository.
     build: { builder: "RAILPACK" },
     // Checks every variable, then runs gunicorn with ./gunicorn.conf.py.
