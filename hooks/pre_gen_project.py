@@ -26,7 +26,9 @@ TAKEN_NAMES = {
 }  # fmt: skip
 
 
-NOTHING_WRITTEN = "Nothing was written. Fix the answers above and run cookiecutter again; its traceback below adds nothing."
+NOTHING_WRITTEN = (
+    "Nothing was written. Fix the answers above and run cookiecutter again; its traceback below adds nothing."
+)
 
 
 def problems(answers: dict) -> list[str]:

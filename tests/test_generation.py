@@ -108,7 +108,7 @@ def test_error_if_incompatible(cookies, tmpdir, capfd, context, message):
 
 
 def test_bad_answer_on_the_command_line_is_one_line_as_typed(tmp_path):
-    """What a user sees: the answer as given, then the note that nothing was written, before cookiecutter's traceback."""
+    """What a user sees: the answer as given, then that nothing was written, before cookiecutter's traceback."""
     refused = subprocess.run(
         [str(TOOLS / "cookiecutter"), str(ROOT), "--no-input", "-o", str(tmp_path), "use_redis=no"],
         stdout=subprocess.PIPE,

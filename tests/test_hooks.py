@@ -59,7 +59,9 @@ def test_each_bad_answer_is_one_line_naming_it(variable, value, expected):
     assert line.count("\n") == 0 and ": " in line
 
 
-@pytest.mark.parametrize("repository", ["", "acme/shop", "acme-inc/shop.py", "acme/shop/starter", "acme/mono/services/web"])
+@pytest.mark.parametrize(
+    "repository", ["", "acme/shop", "acme-inc/shop.py", "acme/shop/starter", "acme/mono/services/web"]
+)
 def test_github_repository_may_be_empty_or_owner_name_and_folder(repository):
     assert pre_gen_project.problems({**GOOD, "github_repository": repository}) == []
 
