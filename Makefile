@@ -48,8 +48,8 @@ run: $(BIN)/python
 	rm -rf $(RUN_DIR)
 	$(BIN)/cookiecutter . --no-input --output-dir $(RUN_DIR)
 	$(PROJECT_PYTHON) -m venv $(RUN_DIR)/$(PROJECT)/.venv
-	$(RUN_DIR)/$(PROJECT)/.venv/bin/python -m pip install --quiet --disable-pip-version-check -r $(RUN_DIR)/$(PROJECT)/requirements.txt
-	@echo "Serving http://127.0.0.1:8000 (try /health); Ctrl-C stops it gracefully."
+	$(RUN_DIR)/$(PROJECT)/.venv/bin/python -m pip install --quiet --disable-pip-version-check --require-hashes -r $(RUN_DIR)/$(PROJECT)/requirements.txt
+	@echo "Serving on port 8000 of every interface, as on Railway: http://127.0.0.1:8000/health; Ctrl-C stops it gracefully."
 	cd $(RUN_DIR)/$(PROJECT) && exec .venv/bin/python -m $(PACKAGE).cluster serve
 
 test: $(BIN)/python system-packages lint
@@ -66,6 +66,11 @@ test-newest: $(BIN)/python system-packages
 lock: $(BIN)/python
 	$(BIN)/python -m tests.locks
 	cd tests/railway && npm install --package-lock-only --no-audit --no-fund --silent
+
+# starter/: the default project (answers in starter.yaml), committed so a Railway template or a fork
+# can deploy it without cookiecutter. A test fails when it differs from a fresh render.
+starter: $(BIN)/python
+	$(BIN)/python -m tests.starter
 
 bench: $(BIN)/python system-packages
 	$(BIN)/python -m tests.bench

@@ -87,3 +87,24 @@ def run_project_tests(project: Path, *pytest_args: str) -> subprocess.CompletedP
 def production_replicas(plan: dict) -> int:
     replicas = plan["replicas"]["production"]
     return sum(replicas.values()) if isinstance(replicas, dict) else replicas
+
+
+def railpack_venv(project: Path) -> Path:
+    """A venv built the way Railpack builds the project: `pip install -r requirements.txt`, nothing else.
+
+    No --require-hashes flag: pip checks every hash by itself because the lock carries them.
+    Cached by interpreter and lock contents, like project_venv.
+    """
+    version = (project / ".python-version").read_text().strip()
+    key = hashlib.sha256(f"{version}\n{(project / 'requirements.txt').read_text()}".encode()).hexdigest()[:12]
+    venv = CACHE / "venvs" / f"railpack-py{version}-{key}"
+    CACHE.mkdir(exist_ok=True)
+    with open(CACHE / "venvs.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (venv / "complete").exists():
+            shutil.rmtree(venv, ignore_errors=True)
+            subprocess.run([python_for(version), "-m", "venv", str(venv)], check=True)
+            pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
+            subprocess.run([*pip, "-r", "requirements.txt"], check=True, cwd=project)
+            (venv / "complete").touch()
+    return venv

@@ -11,7 +11,7 @@ pytestmark = [
     pytest.mark.cluster,
     pytest.mark.skipif(
         shutil.which("redis-server") is None,
-        reason="needs redis-server on PATH: `apt-get install redis-server` (the template's Makefile does it)",
+        reason="needs redis-server on PATH: install it (e.g. `sudo apt-get install redis-server`), as CI does",
     ),
 ]
 

@@ -1,0 +1,33 @@
+"""Timeouts and request limits: the settings that protect a worker from its clients."""
+
+import os
+
+# A request running longer than this kills its worker (gunicorn's `timeout`);
+# the stuck stack is logged first.
+REQUEST_TIMEOUT = 30
+# Railway's edge closes idle keep-alive connections after 60 s; staying open a
+# little longer means the edge, not the server, closes them, so no request
+# races a connection we are closing.
+KEEPALIVE = 65
+# Recycle each worker after this many requests (a leak cannot grow forever);
+# the jitter keeps all workers from restarting at once.
+MAX_REQUESTS = 10_000
+MAX_REQUESTS_JITTER = 1_000
+# A gthread worker closes a keep-alive connection after this many requests
+# (nginx's keepalive_requests). Its client reconnects, and may land on another
+# worker: a proxy's few long-lived connections cannot pin all traffic on one.
+# (gevent workers keep theirs: reconnects only add to their accept queue.)
+MAX_REQUESTS_PER_CONNECTION = 100
+# Connections waiting to be accepted; beyond this the kernel refuses them.
+BACKLOG = 2048
+# Open connections per gthread or gevent worker, idle keep-alive ones included.
+WORKER_CONNECTIONS = 1000
+# Request line and headers: Railway's edge allows 32 KB of headers in all.
+LIMIT_REQUEST_LINE = 8190
+LIMIT_REQUEST_FIELDS = 100
+LIMIT_REQUEST_FIELD_SIZE = 8190
+
+
+def heartbeat_dir() -> str | None:
+    """A RAM-backed folder for worker heartbeats: a slow disk causes false timeouts."""
+    return "/dev/shm" if os.path.isdir("/dev/shm") else None

@@ -1,0 +1,163 @@
+"""Settings read from the environment, checked before anything starts.
+
+Every variable is parsed here, once, for both the cluster and the app, so a
+nonsense value stops the start with one line that names it instead of failing
+later inside gunicorn or a request.
+"""
+
+import logging
+import os
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from limits import parse_many
+
+from .plans import DEFAULT_PLAN, PLANS, Plan
+
+# Chosen when the project was generated; gunicorn's -k flag still overrides it.
+WORKER_CLASS = "gthread"
+
+# sysexits.h EX_CONFIG: the start was refused because of the configuration.
+EXIT_BAD_CONFIG = 78
+
+TRUE_WORDS = {"true", "1", "yes", "on"}
+FALSE_WORDS = {"false", "0", "no", "off"}
+ACCESS_LOG_MODES = ("problems", "all", "off")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+REDIS_SCHEMES = ("redis", "rediss", "unix")
+
+
+class SettingError(ValueError):
+    """A variable holds a value the service cannot start with."""
+
+    def __init__(self, variable: str, value: str, problem: str, fix: str):
+        super().__init__(f"{variable}={value!r} {problem}: {fix}")
+        self.variable = variable
+        self.value = value
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The service's configuration, valid by construction."""
+
+    plan: Plan
+    port: int
+    clustering: bool
+    # None when unset: the cluster sizes itself from the container.
+    web_concurrency: int | None
+    worker_max_memory_mb: int
+    graceful_timeout: int
+    rate_limit: str
+    redis_url: str | None
+    access_log: str
+    log_level: str
+    worker_class: str = WORKER_CLASS
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> "Settings":
+        """Parse the environment, raising SettingError for the first bad value."""
+        reader = _Reader(environ)
+        plan = reader.choice("RAILWAY_PLAN", DEFAULT_PLAN, tuple(PLANS))
+        plan = PLANS[plan]
+        clustering = reader.boolean("ENABLE_CLUSTERING")
+        web_concurrency = reader.integer("WEB_CONCURRENCY", None, low=1, high=256)
+        if clustering is False and web_concurrency and web_concurrency > 1:
+            raise SettingError(
+                "WEB_CONCURRENCY",
+                str(web_concurrency),
+                "asks for several workers while ENABLE_CLUSTERING=false",
+                "unset one of the two",
+            )
+        if clustering is None:
+            clustering = plan.clustering if web_concurrency is None else web_concurrency > 1
+        return cls(
+            plan=plan,
+            port=reader.integer("PORT", 8000, low=1, high=65535),
+            clustering=clustering,
+            web_concurrency=web_concurrency,
+            worker_max_memory_mb=reader.integer(
+                "WORKER_MAX_MEMORY_MB", plan.worker_max_memory_mb, low=32, high=1_048_576
+            ),
+            graceful_timeout=reader.integer("GRACEFUL_TIMEOUT", plan.graceful_timeout, low=1, high=3600),
+            rate_limit=reader.rate_limit("RATE_LIMIT", plan.rate_limit),
+            redis_url=reader.redis_url("REDIS_URL"),
+            access_log=reader.choice("ACCESS_LOG", "problems", ACCESS_LOG_MODES),
+            log_level=reader.choice("LOG_LEVEL", "info", LOG_LEVELS),
+        )
+
+
+class _Reader:
+    """Reads one variable at a time and says exactly what is wrong with it."""
+
+    def __init__(self, environ: Mapping[str, str]):
+        self.environ = environ
+
+    def raw(self, name: str) -> str | None:
+        return self.environ.get(name)
+
+    def choice(self, name: str, default: str, choices: tuple[str, ...]) -> str:
+        value = self.raw(name)
+        if value is None:
+            return default
+        if value.strip().lower() not in choices:
+            raise SettingError(name, value, "is not a known value", f"use one of {', '.join(choices)}")
+        return value.strip().lower()
+
+    def boolean(self, name: str) -> bool | None:
+        value = self.raw(name)
+        if value is None:
+            return None
+        word = value.strip().lower()
+        if word in TRUE_WORDS | FALSE_WORDS:
+            return word in TRUE_WORDS
+        raise SettingError(name, value, "is not a boolean", "use true or false (or 1/0, yes/no, on/off)")
+
+    def integer(self, name: str, default: int | None, *, low: int, high: int) -> int | None:
+        value = self.raw(name)
+        if value is None:
+            return default
+        try:
+            number = int(value.strip())
+        except ValueError:
+            number = None
+        if number is None or not low <= number <= high:
+            raise SettingError(name, value, "is not a whole number", f"use a number from {low} to {high}")
+        return number
+
+    def rate_limit(self, name: str, default: str) -> str:
+        value = self.raw(name)
+        if value is None:
+            return default
+        try:
+            if parse_many(value):
+                return value.strip()
+        except ValueError:
+            pass
+        raise SettingError(name, value, "is not a rate limit", "use a count per period, e.g. 100/minute or 10/second")
+
+    def redis_url(self, name: str) -> str | None:
+        value = self.raw(name)
+        if value is None:
+            return None
+        parts = urlsplit(value.strip())
+        if parts.scheme not in REDIS_SCHEMES or not (parts.hostname or parts.path):
+            raise SettingError(name, value, "is not a Redis URL", "use redis://host:6379/0 or unset it")
+        return value.strip()
+
+
+def load_settings_or_exit(environ: Mapping[str, str] = os.environ) -> Settings:
+    """Return the settings, or refuse the start with one JSON line naming the variable."""
+    try:
+        return Settings.from_env(environ)
+    except SettingError as error:
+        from .logs import configure_logging
+
+        configure_logging("info")
+        logging.getLogger("my_service.settings").error(
+            "Refusing to start: %s",
+            error,
+            extra={"variable": error.variable, "value": error.value},
+        )
+        sys.exit(EXIT_BAD_CONFIG)

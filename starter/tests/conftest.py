@@ -1,0 +1,38 @@
+"""Fixtures: `app` -> `client` for the fast tests, `serve` for real gunicorn clusters."""
+
+import pytest
+
+from my_service import create_app
+
+from .servers import Server
+
+
+@pytest.fixture
+def app(monkeypatch):
+    """An app built from a clean environment, in testing mode."""
+    for name in ("REDIS_URL", "RATE_LIMIT", "ENABLE_CLUSTERING", "WEB_CONCURRENCY", "RAILWAY_PLAN"):
+        monkeypatch.delenv(name, raising=False)
+    return create_app({"TESTING": True})
+
+
+@pytest.fixture
+def client(app):
+    """A test client for the app."""
+    return app.test_client()
+
+
+@pytest.fixture
+def serve():
+    """Start real gunicorn servers from the project root; all are stopped afterwards."""
+    started = []
+
+    def start(env=None, app="main:app", command=None, wait=True):
+        server = Server(env or {}, app=app, command=command)
+        started.append(server)
+        if wait:
+            server.wait_healthy()
+        return server
+
+    yield start
+    for server in started:
+        server.kill()

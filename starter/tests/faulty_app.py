@@ -1,0 +1,54 @@
+"""The project's app plus routes that misbehave on purpose, for the cluster tests."""
+
+import os
+import threading
+import time
+
+from flask import request
+
+from my_service import create_app
+
+app = create_app()
+_hoard = []
+
+
+@app.get("/slow")
+def slow():
+    app.logger.info("slow request started")
+    time.sleep(float(request.args.get("seconds", 1)))
+    return {"slept": True, "pid": os.getpid()}
+
+
+@app.get("/pid")
+def pid():
+    return {"pid": os.getpid()}
+
+
+@app.get("/leak")
+def leak():
+    """Keep `mb` more megabytes alive in this worker, touched so they count as USS."""
+    _hoard.append(bytearray(os.urandom(1)) * (int(request.args.get("mb", 10)) * 2**20))
+    return {"pid": os.getpid(), "held_mb": sum(len(chunk) for chunk in _hoard) // 2**20}
+
+
+@app.get("/exit")
+def hard_exit():
+    os._exit(13)
+
+
+@app.get("/hang")
+def hang():
+    threading.Event().wait()
+
+
+@app.get("/thread-crash")
+def thread_crash():
+    worker = threading.Thread(target=lambda: 1 / 0, name="doomed-thread")
+    worker.start()
+    worker.join()
+    return {"thread": "crashed"}
+
+
+@app.get("/boom")
+def boom():
+    raise RuntimeError("secret internal detail")

@@ -1,0 +1,163 @@
+"""The app layer through Flask's test client: factory, problems, health, headers."""
+
+import json
+
+import pytest
+
+from my_service import create_app
+from my_service.problems import Problem
+from my_service.request_log import LineBudget
+
+PROBLEM = "application/problem+json"
+
+
+def _problem(response, status):
+    assert response.status_code == status, response.data
+    assert response.mimetype == PROBLEM
+    body = response.get_json(force=True)
+    assert body["status"] == status
+    assert {"type", "title", "detail", "instance", "request_id"} <= set(body)
+    assert body["request_id"] == response.headers["X-Request-ID"]
+    return body
+
+
+def test_factory_applies_test_config():
+    assert not create_app().testing
+    assert create_app({"TESTING": True}).testing
+
+
+def test_index(client):
+    assert client.get("/").get_json()["message"].startswith("Hello")
+
+
+@pytest.mark.parametrize("host", ["localhost", "healthcheck.railway.app", "anything.example"])
+def test_health_passes_from_any_host(client, host):
+    response = client.get("/health", headers={"Host": host})
+    assert response.status_code == 200
+    assert response.mimetype == "application/health+json"
+    body = response.get_json(force=True)
+    assert body["status"] == "pass"
+    assert {"worker:uptime", "worker:memory", "cluster:workers"} <= set(body["checks"])
+
+
+def test_ready_passes_without_dependencies(client):
+    assert client.get("/health/ready").get_json(force=True)["status"] == "pass"
+
+
+def test_ready_fails_as_a_problem_when_redis_is_unreachable(monkeypatch):
+    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:1/0")
+    body = _problem(create_app({"TESTING": True}).test_client().get("/health/ready"), 503)
+    assert "Redis" in body["detail"]
+
+
+def test_not_found(client):
+    assert _problem(client.get("/no/such/page"), 404)["instance"] == "/no/such/page"
+
+
+def test_method_not_allowed_keeps_allow(client):
+    response = client.delete("/")
+    _problem(response, 405)
+    assert "GET" in response.headers["Allow"]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"{bad json", b'{"a": "\xff\xfe"}', b"[" * 100_000 + b"]" * 100_000],
+    ids=["malformed", "invalid-utf8", "deeply-nested"],
+)
+def test_bad_json_is_a_400(client, body):
+    _problem(client.post("/echo", data=body, content_type="application/json"), 400)
+
+
+def test_wrong_content_type_is_a_415(client):
+    _problem(client.post("/echo", data="a=1", content_type="application/x-www-form-urlencoded"), 415)
+
+
+def test_body_over_the_limit_is_a_413(app):
+    body = json.dumps({"pad": "x" * (app.config["MAX_CONTENT_LENGTH"] + 1)})
+    _problem(app.test_client().post("/echo", data=body, content_type="application/json"), 413)
+
+
+def test_route_problem_is_a_422_with_extras(client):
+    body = _problem(client.post("/echo", json=[1, 2]), 422)
+    assert body["errors"][0]["pointer"] == "#"
+
+
+def test_unhandled_exception_is_a_generic_500(app):
+    @app.get("/explode")
+    def explode():
+        raise KeyError("database password is hunter2")
+
+    for debug in (False, True):
+        app.debug = debug
+        body = _problem(app.test_client().get("/explode"), 500)
+        assert "hunter2" not in json.dumps(body)
+
+
+def test_problem_helper_sets_title_and_type(app):
+    @app.get("/out-of-stock")
+    def out_of_stock():
+        raise Problem(409, "No more widgets", type="https://example.com/problems/stock")
+
+    body = _problem(app.test_client().get("/out-of-stock"), 409)
+    assert body["title"] == "Conflict"
+    assert body["type"] == "https://example.com/problems/stock"
+
+
+def test_security_headers_on_every_response(client):
+    for response in (client.get("/"), client.get("/missing")):
+        assert response.headers["X-Content-Type-Options"] == "nosniff"
+        assert response.headers["X-Frame-Options"] == "DENY"
+        assert response.headers["Cache-Control"] == "no-store"
+        assert "frame-ancestors 'none'" in response.headers["Content-Security-Policy"]
+        assert "Strict-Transport-Security" not in response.headers
+
+
+def test_behind_railways_edge_scheme_and_client_come_from_one_proxy_hop(app):
+    @app.get("/whoami")
+    def whoami():
+        from flask import request
+
+        return {"ip": request.remote_addr, "scheme": request.scheme}
+
+    response = app.test_client().get(
+        "/whoami", headers={"X-Forwarded-For": "6.6.6.6, 203.0.113.7", "X-Forwarded-Proto": "https"}
+    )
+    assert response.get_json() == {"ip": "203.0.113.7", "scheme": "https"}
+    assert "max-age" in response.headers["Strict-Transport-Security"]
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        ({"X-Railway-Request-Id": "rw-1", "X-Request-ID": "mine"}, "rw-1"),
+        ({"X-Request-ID": "mine-2"}, "mine-2"),
+        ({"X-Request-ID": "bad id with spaces\\n"}, None),
+    ],
+    ids=["railway-first", "incoming", "invalid-replaced"],
+)
+def test_request_id_is_chosen_and_echoed(client, headers, expected):
+    echoed = client.get("/", headers=headers).headers["X-Request-ID"]
+    if expected:
+        assert echoed == expected
+    else:
+        assert len(echoed) == 32 and " " not in echoed
+
+
+def test_rate_limit_answers_429_problem_with_retry_after(monkeypatch):
+    monkeypatch.setenv("RATE_LIMIT", "2/minute")
+    client = create_app({"TESTING": True}).test_client()
+    assert [client.get("/").status_code for _ in range(2)] == [200, 200]
+    response = client.get("/")
+    _problem(response, 429)
+    assert int(response.headers["Retry-After"]) > 0
+    assert client.get("/health").status_code == 200
+
+
+def test_access_log_budget_caps_lines_per_second_and_counts_the_rest():
+    now = [100.0]
+    budget = LineBudget(200, clock=lambda: now[0])
+    assert sum(budget.allow() for _ in range(500)) == 200
+    assert budget.skipped == 300
+    now[0] += 1
+    assert budget.allow() and budget.skipped == 0

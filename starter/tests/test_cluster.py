@@ -1,0 +1,255 @@
+"""The cluster's promises, checked on real gunicorn processes with real signals."""
+
+import contextlib
+import json
+import os
+import signal
+from concurrent.futures import ThreadPoolExecutor
+
+import psutil
+import pytest
+
+from .servers import wait_until
+
+pytestmark = pytest.mark.cluster
+
+FAULTY = "tests.faulty_app:app"
+
+
+def _is(message_start):
+    return lambda log: log.get("message", "").startswith(message_start)
+
+
+def test_starts_with_the_seed_story_and_every_line_is_json(serve):
+    server = serve({"WEB_CONCURRENCY": "2"})
+    server.wait_for_workers(2)
+    server.wait_for_log(_is("Worker 2 started"))
+    assert server.wait_for_log(_is("Master process starting cluster mode"))
+    assert server.wait_for_log(_is("CPU cores detected"))["cpus"] >= 1
+    assert server.wait_for_log(_is("Starting 2 workers"))["workers"] == 2
+    assert all(set(log) >= {"message", "level"} for log in server.logs)
+    assert len(server.logs) == len(server.lines), "a line on stdout was not JSON"
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({"WEB_CONCURRENCY": "3"}, 3),
+        ({"ENABLE_CLUSTERING": "false"}, 1),
+        ({"ENABLE_CLUSTERING": "Off", "WEB_CONCURRENCY": "1"}, 1),
+    ],
+    ids=["web_concurrency", "clustering_off", "off_in_any_case"],
+)
+def test_worker_count_follows_the_environment(serve, env, expected):
+    server = serve(env)
+    assert len(server.wait_for_workers(expected)) == expected
+    cluster = server.health()["checks"]["cluster:workers"][0]
+    assert cluster["configured"] == expected
+
+
+def test_clustering_sizes_itself_from_the_container(serve):
+    server = serve({"ENABLE_CLUSTERING": "true"})
+    story = server.wait_for_log(lambda log: "workers" in log and "threads" in log)
+    assert story["workers"] >= 1
+    server.wait_for_workers(story["workers"])
+
+
+def test_sigkilled_worker_is_replaced_and_its_death_logged(serve):
+    server = serve({"WEB_CONCURRENCY": "2"})
+    victim, survivor = sorted(server.wait_for_workers(2))
+    os.kill(victim, signal.SIGKILL)
+    death = server.wait_for_log(lambda log: log.get("worker_pid") == victim and "died" in log["message"])
+    assert death["status"] == "SIGKILL"
+    assert "killed" in death["cause"]
+    assert survivor in server.wait_for_workers(2, without=victim)
+    assert server.request("/health")[0] == 200
+
+
+def _fill_every_worker(server, pool, seconds):
+    """Start as many slow requests as the cluster serves at once; return them once all run."""
+    story = server.wait_for_log(lambda log: "workers" in log and "threads" in log)
+    capacity = min(story["workers"] * story["threads"], 8)
+
+    def slow_started():
+        return len([log for log in server.logs if log.get("message") == "slow request started"])
+
+    before = slow_started()
+    futures = [pool.submit(server.request, f"/slow?seconds={seconds}") for _ in range(capacity)]
+    wait_until(lambda: slow_started() >= before + capacity, message=f"{capacity} requests in flight")
+    return futures
+
+
+def test_sigterm_finishes_requests_in_flight_and_exits_zero(serve):
+    server = serve({"WEB_CONCURRENCY": "2"}, app=FAULTY)
+    with ThreadPoolExecutor(8) as pool:
+        in_flight = _fill_every_worker(server, pool, seconds=2)
+        server.signal(signal.SIGTERM)
+        statuses = [future.result()[0] for future in in_flight]
+    assert statuses == [200] * len(in_flight)
+    assert server.wait_exit() == 0
+
+
+def test_sigterm_also_serves_connections_still_queued(serve):
+    """More requests than the worker can take at once: the queued ones are not reset at stop."""
+    one_at_a_time = "--threads 1 --worker-connections 1"
+    server = serve({"WEB_CONCURRENCY": "1", "GUNICORN_CMD_ARGS": one_at_a_time}, app=FAULTY)
+    with ThreadPoolExecutor(4) as pool:
+        requests = [pool.submit(server.request, "/slow?seconds=0.5") for _ in range(4)]
+        server.wait_for_log(lambda log: log.get("message") == "slow request started")
+        wait_until(lambda: _established(server.port) >= 4, message="4 connections to the server")
+        server.signal(signal.SIGTERM)
+        statuses = [future.result()[0] for future in requests]
+    assert statuses == [200] * 4
+    assert server.wait_exit() == 0
+    assert server.wait_for_log(lambda log: log.get("queued", 0) >= 1, message="the drain's log line")
+
+
+def _established(port: int) -> int:
+    """Connections from this test process to `port` that the kernel has established."""
+    return sum(
+        1
+        for connection in psutil.Process().net_connections("tcp")
+        if connection.raddr and connection.raddr.port == port and connection.status == psutil.CONN_ESTABLISHED
+    )
+
+
+def test_ctrl_c_drains_like_sigterm(serve):
+    server = serve({"WEB_CONCURRENCY": "1"}, app=FAULTY)
+    with ThreadPoolExecutor(8) as pool:
+        in_flight = _fill_every_worker(server, pool, seconds=1.5)
+        # Ctrl-C in a terminal signals the whole process group, workers included.
+        os.killpg(server.process.pid, signal.SIGINT)
+        statuses = [future.result()[0] for future in in_flight]
+    assert statuses == [200] * len(in_flight)
+    assert server.wait_exit() == 0
+
+
+def test_graceful_timeout_forces_stuck_workers_and_says_so(serve):
+    server = serve({"WEB_CONCURRENCY": "1", "GRACEFUL_TIMEOUT": "1"}, app=FAULTY)
+    with ThreadPoolExecutor(8) as pool:
+        _fill_every_worker(server, pool, seconds=20)
+        server.signal(signal.SIGTERM)
+        assert server.wait_exit(timeout=15) == 0
+    forced = server.wait_for_log(lambda log: log.get("forced"), message="a line saying the stop was forced")
+    assert "GRACEFUL_TIMEOUT=1s" in forced["message"]
+
+
+def test_worker_over_its_memory_limit_is_recycled_without_failing_requests(serve):
+    server = serve({"WEB_CONCURRENCY": "2", "WORKER_MAX_MEMORY_MB": "64"}, app=FAULTY)
+    first = server.wait_for_workers(2)
+    statuses = [server.request("/leak?mb=20")[0] for _ in range(6)]
+    assert statuses == [200] * 6
+    death = server.wait_for_log(lambda log: "memory limit" in log.get("cause", ""))
+    assert death["worker_pid"] in first
+    assert server.wait_for_log(_is(f"Worker {death['worker']} started"), message="the replacement")
+    assert server.request("/pid")[0] == 200
+
+
+def test_os_exit_kills_only_its_worker(serve):
+    server = serve({"WEB_CONCURRENCY": "2"}, app=FAULTY)
+    before = server.wait_for_workers(2)
+    with contextlib.suppress(OSError):  # the connection dies with the worker
+        server.request("/exit", timeout=10)
+    death = server.wait_for_log(lambda log: log.get("status") == "exit code 13")
+    assert "crashed" in death["cause"]
+    assert len(before - {death["worker_pid"]}) == 1
+    assert server.request("/pid")[0] == 200
+    assert len(server.wait_for_workers(2)) == 2
+
+
+def test_hanging_request_times_out_and_logs_its_stack(serve):
+    server = serve({"WEB_CONCURRENCY": "2", "GUNICORN_CMD_ARGS": "--timeout 2"}, app=FAULTY)
+    server.wait_for_workers(2)
+    with contextlib.suppress(OSError):
+        server.request("/hang", timeout=20)
+    stuck = server.wait_for_log(lambda log: "stacks" in log, message="the stuck worker's stacks")
+    assert any("hang" in stack for stack in stuck["stacks"].values())
+    death = server.wait_for_log(lambda log: "timed out" in log.get("cause", ""))
+    assert death["worker_pid"] == stuck["worker_pid"]
+    assert server.request("/pid")[0] == 200
+
+
+def test_crash_loop_backs_off_then_exits_non_zero(serve):
+    server = serve(
+        {"WEB_CONCURRENCY": "1", "GUNICORN_CMD_ARGS": "--preload"}, app="tests.crashloop_app:app", wait=False
+    )
+    assert server.wait_exit(timeout=90) != 0
+    waits = [log for log in server.logs if log["message"].startswith("Workers keep dying young")]
+    assert len(waits) >= 5, "replacements were not spaced out"
+    assert server.wait_for_log(_is("Stopping the cluster"))
+
+
+def test_app_that_fails_to_import_stops_the_start(serve):
+    server = serve({}, app="tests.no_such_module:app", wait=False)
+    assert server.wait_exit() != 0
+
+
+def test_unhandled_exception_is_logged_with_traceback_but_hidden_from_client(serve):
+    server = serve({"WEB_CONCURRENCY": "1"}, app=FAULTY)
+    status, headers, body = server.request("/boom", headers={"X-Request-ID": "trace-me-42"})
+    assert status == 500
+    assert headers["Content-Type"] == "application/problem+json"
+    assert b"secret internal detail" not in body
+    logged = server.wait_for_log(lambda log: log.get("request_id") == "trace-me-42" and "exc_info" in log)
+    assert "secret internal detail" in logged["exc_info"]
+
+
+def test_uncaught_thread_exception_is_one_json_line(serve):
+    server = serve({"WEB_CONCURRENCY": "1"}, app=FAULTY)
+    assert server.request("/thread-crash")[0] == 200
+    crash = server.wait_for_log(lambda log: log.get("message", "").startswith("Uncaught ZeroDivisionError"))
+    assert crash["level"] == "error"
+    assert "ZeroDivisionError" in crash["exc_info"]
+    assert not [line for line in server.lines if line.startswith("Traceback")], "a raw traceback was printed"
+
+
+def test_sighup_reload_replaces_workers_and_keeps_the_machinery(serve):
+    server = serve({"WEB_CONCURRENCY": "2"}, app=FAULTY)
+    before = server.wait_for_workers(2)
+    server.signal(signal.SIGHUP)
+    after = wait_until(lambda: (pids := server.worker_pids()) and len(pids) == 2 and not pids & before and pids)
+    os.kill(sorted(after)[0], signal.SIGKILL)
+    death = server.wait_for_log(lambda log: log.get("worker_pid") == sorted(after)[0] and "died" in log["message"])
+    assert death["status"] == "SIGKILL"
+    assert server.request("/pid")[0] == 200
+    server.signal(signal.SIGTERM)
+    assert server.wait_exit() == 0
+
+
+def test_any_wsgi_app_gets_the_cluster(serve):
+    """`gunicorn othermodule:app` reads gunicorn.conf.py too: same sizing, logs and recovery."""
+    server = serve({"WEB_CONCURRENCY": "2"}, app="tests.plain_wsgi:app", wait=False)
+    victim = sorted(server.wait_for_workers(2))[0]
+    assert server.request("/")[2] == b"plain wsgi"
+    os.kill(victim, signal.SIGKILL)
+    assert server.wait_for_log(lambda log: log.get("worker_pid") == victim and log.get("status") == "SIGKILL")
+    server.wait_for_workers(2, without=victim)
+    assert all(set(log) >= {"message", "level"} for log in server.logs)
+
+
+def test_status_command_shows_every_worker(serve):
+    server = serve({"WEB_CONCURRENCY": "2"})
+    pids = server.wait_for_workers(2)
+    for _ in range(3):
+        server.request("/")
+    table = server.status()
+    assert "2 of 2 workers live" in table
+    assert all(str(pid) in table for pid in pids)
+    rows = json.loads(server.status("--json"))["workers"]
+    assert sum(row["requests"] for row in rows) >= 3
+    assert all(row["memory_mb"] > 0 for row in rows)
+
+
+def test_two_servers_on_one_host_do_not_clash(serve):
+    first, second = serve({"WEB_CONCURRENCY": "1"}), serve({"WEB_CONCURRENCY": "1"})
+    assert first.request("/health")[0] == second.request("/health")[0] == 200
+
+
+def test_access_log_carries_the_request_id_and_skips_health(serve):
+    server = serve({"WEB_CONCURRENCY": "1", "ACCESS_LOG": "all"})
+    server.request("/", headers={"X-Railway-Request-Id": "edge-abc-123"})
+    server.request("/health")
+    line = server.wait_for_log(lambda log: log.get("path") == "/")
+    assert line["request_id"] == "edge-abc-123"
+    assert line["status"] == 200 and "duration_ms" in line
+    assert not [log for log in server.logs if log.get("path") == "/health"]

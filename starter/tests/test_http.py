@@ -1,0 +1,115 @@
+"""Hostile and broken requests over real HTTP to a running cluster: each a clean 4xx problem."""
+
+import http.client
+import json
+import socket
+
+import pytest
+
+from my_service.cluster import limits
+from my_service.settings import WORKER_CLASS
+
+from .servers import Server
+
+pytestmark = pytest.mark.cluster
+
+PROBLEM = "application/problem+json"
+
+
+@pytest.fixture(scope="module")
+def server():
+    """One small cluster for the whole module, on the free plan's 1 MB body limit."""
+    running = Server({"WEB_CONCURRENCY": "2", "RAILWAY_PLAN": "free"})
+    running.wait_healthy()
+    yield running
+    running.kill()
+
+
+def _problem(answer, status):
+    code, headers, body = answer
+    assert code == status, body
+    assert headers["Content-Type"] == PROBLEM
+    problem = json.loads(body)
+    assert problem["status"] == status and problem["title"]
+    return problem
+
+
+def _post(server, body: bytes, content_type="application/json"):
+    return server.request("/echo", method="POST", body=body, headers={"Content-Type": content_type})
+
+
+def _raw(server, data: bytes) -> tuple[int, dict, bytes]:
+    """Send bytes no HTTP library would, and parse the answer."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as connection:
+        connection.sendall(data)
+        answer = b""
+        while chunk := connection.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    status_line, *header_lines = head.decode("latin-1").split("\r\n")
+    headers = dict(line.split(": ", 1) for line in header_lines)
+    return int(status_line.split()[1]), headers, body
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "status"),
+    [
+        (b"{not json", "application/json", 400),
+        (b'{"name": "\xff\xfe"}', "application/json", 400),
+        (b"[" * 50_000 + b"]" * 50_000, "application/json", 400),
+        (b"name=x", "application/x-www-form-urlencoded", 415),
+        (b"[1, 2]", "application/json", 422),
+        (json.dumps({"pad": "x" * (2 * 2**20)}).encode(), "application/json", 413),
+    ],
+    ids=["malformed", "invalid-utf8", "deeply-nested", "wrong-content-type", "not-an-object", "too-large"],
+)
+def test_bad_bodies_are_4xx_problems(server, body, content_type, status):
+    problem = _problem(_post(server, body, content_type), status)
+    assert problem["request_id"]
+
+
+def test_unknown_route_and_method(server):
+    _problem(server.request("/nowhere"), 404)
+    _problem(server.request("/", method="DELETE"), 405)
+
+
+def test_request_line_too_long_is_a_414_problem(server):
+    _problem(_raw(server, b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n"), 414)
+
+
+def test_too_many_headers_is_a_431_problem(server):
+    headers = b"".join(b"X-Filler-%d: 1\r\n" % number for number in range(150))
+    _problem(_raw(server, b"GET / HTTP/1.1\r\nHost: x\r\n" + headers + b"\r\n"), 431)
+
+
+def test_header_too_large_is_a_431_problem(server):
+    _problem(_raw(server, b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 9000 + b"\r\n\r\n"), 431)
+
+
+def test_malformed_request_line_is_a_400_problem(server):
+    _problem(_raw(server, b"NOT-HTTP\r\n\r\n"), 400)
+
+
+def test_health_answers_railways_healthcheck_host(server):
+    code, _, body = server.request("/health", headers={"Host": "healthcheck.railway.app"})
+    assert code == 200
+    assert json.loads(body)["status"] == "pass"
+
+
+def test_keep_alive_connection_is_closed_after_its_quota(server):
+    """A gthread worker closes a long-lived connection now and then, so its client reconnects to any worker."""
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    answers = []
+    for _ in range(limits.MAX_REQUESTS_PER_CONNECTION):
+        connection.request("GET", "/health")
+        response = connection.getresponse()
+        response.read()
+        answers.append(response.getheader("Connection", "").lower())
+    connection.close()
+    if WORKER_CLASS == "sync":
+        assert set(answers) == {"close"}, "sync workers serve one request per connection"
+    elif WORKER_CLASS == "gevent":
+        assert "close" not in answers, "gevent workers keep their connections"
+    else:
+        assert "close" not in answers[:-1]
+        assert answers[-1] == "close"

@@ -1,0 +1,108 @@
+"""Each variable: accepted forms, refused values, and the one-line refusal at start."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from my_service.plans import DEFAULT_PLAN, PLANS
+from my_service.settings import EXIT_BAD_CONFIG, SettingError, Settings
+
+from .servers import CLUSTER_COMMAND, PROJECT_ROOT
+
+
+def test_defaults_come_from_the_plan():
+    settings = Settings.from_env({})
+    plan = PLANS[DEFAULT_PLAN]
+    assert settings.plan == plan
+    assert settings.clustering is plan.clustering
+    assert settings.worker_max_memory_mb == plan.worker_max_memory_mb
+    assert settings.rate_limit == plan.rate_limit
+    assert settings.graceful_timeout == 10
+    assert settings.port == 8000
+    assert settings.web_concurrency is None
+    assert settings.redis_url is None
+
+
+@pytest.mark.parametrize("word", ["true", "TRUE", "1", "yes", "On"])
+def test_clustering_accepts_true_words(word):
+    assert Settings.from_env({"ENABLE_CLUSTERING": word}).clustering is True
+
+
+@pytest.mark.parametrize("word", ["false", "False", "0", "no", "OFF"])
+def test_clustering_accepts_false_words(word):
+    assert Settings.from_env({"ENABLE_CLUSTERING": word}).clustering is False
+
+
+@pytest.mark.parametrize("plan", sorted(PLANS))
+def test_railway_plan_picks_its_defaults(plan):
+    settings = Settings.from_env({"RAILWAY_PLAN": plan})
+    assert settings.plan.name == plan
+    assert settings.clustering is PLANS[plan].clustering
+
+
+def test_web_concurrency_alone_implies_clustering():
+    assert Settings.from_env({"WEB_CONCURRENCY": "3", "RAILWAY_PLAN": "free"}).clustering is True
+
+
+BAD_VALUES = [
+    ("ENABLE_CLUSTERING", "maybe"),
+    ("ENABLE_CLUSTERING", ""),
+    ("WEB_CONCURRENCY", "lots"),
+    ("WEB_CONCURRENCY", "0"),
+    ("WEB_CONCURRENCY", "-2"),
+    ("WORKER_MAX_MEMORY_MB", "12"),
+    ("WORKER_MAX_MEMORY_MB", "big"),
+    ("GRACEFUL_TIMEOUT", "soon"),
+    ("GRACEFUL_TIMEOUT", "0"),
+    ("RATE_LIMIT", "fast"),
+    ("RATE_LIMIT", "100/fortnight"),
+    ("REDIS_URL", "http://example.com"),
+    ("REDIS_URL", "not a url"),
+    ("PORT", "eighty"),
+    ("PORT", "70000"),
+    ("RAILWAY_PLAN", "platinum"),
+    ("ACCESS_LOG", "verbose"),
+    ("LOG_LEVEL", "loud"),
+]
+
+
+@pytest.mark.parametrize(("variable", "value"), BAD_VALUES, ids=[f"{v}={x!r}" for v, x in BAD_VALUES])
+def test_nonsense_values_are_refused_by_name(variable, value):
+    with pytest.raises(SettingError) as refused:
+        Settings.from_env({variable: value})
+    assert refused.value.variable == variable
+    assert variable in str(refused.value)
+
+
+def test_clustering_off_with_many_workers_is_a_contradiction():
+    with pytest.raises(SettingError, match="ENABLE_CLUSTERING=false"):
+        Settings.from_env({"ENABLE_CLUSTERING": "false", "WEB_CONCURRENCY": "4"})
+
+
+def _start(command, variable, value):
+    env = {"PATH": "/usr/bin:/bin", variable: value}
+    return subprocess.run(command, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize(("variable", "value"), BAD_VALUES, ids=[f"{v}={x!r}" for v, x in BAD_VALUES])
+def test_start_command_refuses_with_one_json_line(variable, value):
+    """The start command railway.ts declares stops before gunicorn sees the value."""
+    result = _start([*CLUSTER_COMMAND, "serve"], variable, value)
+    assert result.returncode == EXIT_BAD_CONFIG
+    lines = result.stdout.splitlines()
+    assert len(lines) == 1, result.stdout + result.stderr
+    line = json.loads(lines[0])
+    assert line["level"] == "error"
+    assert line["variable"] == variable
+    assert variable in line["message"]
+    assert result.stderr == ""
+
+
+def test_plain_gunicorn_refuses_through_its_config_file():
+    """`gunicorn main:app` (Railpack's default start) refuses the same way."""
+    result = _start([sys.executable, "-m", "gunicorn", "main:app"], "ENABLE_CLUSTERING", "perhaps")
+    assert result.returncode == EXIT_BAD_CONFIG
+    [line] = result.stdout.splitlines()
+    assert json.loads(line)["variable"] == "ENABLE_CLUSTERING"
