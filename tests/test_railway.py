@@ -24,6 +24,8 @@ WORK = SDK / "work"
 MB = 2**20
 # Railway caps these on the plans that cannot pay for more (restart-policy.md).
 CAPPED_PLANS = ("free", "trial")
+# The github_repository answer: owner/name, then the folder Railway builds (its root directory).
+SOURCE_REPOSITORY = "acme/shop/services/api"
 
 
 @pytest.fixture(scope="module")
@@ -43,6 +45,13 @@ def railway_configs(cookies_session):
             target.parent.mkdir(parents=True)
             shutil.copy(result.project_path / ".railway" / "railway.ts", target)
             configs[(plan, use_redis)] = (target, result.project_path)
+    # A project that names its GitHub repository, in a folder of it (as starter/ does).
+    result = cookies_session.bake(extra_context={"github_repository": SOURCE_REPOSITORY})
+    assert result.exception is None, result.exception
+    target = WORK / "github-source" / "railway.ts"
+    target.parent.mkdir(parents=True)
+    shutil.copy(result.project_path / ".railway" / "railway.ts", target)
+    configs["github-source"] = (target, result.project_path)
     tsconfig = {
         "compilerOptions": {
             "strict": True,
@@ -133,6 +142,15 @@ def test_railway_ts_matches_the_plan_table(railway_configs, plan, use_redis):
             }
         else:
             assert databases == [] and "REDIS_URL" not in web["variables"]
+
+
+def test_github_repository_becomes_the_service_source(railway_configs):
+    """With a repository, Railway builds that repository's folder; without one, railway.ts names no source."""
+    for state in evaluate(railway_configs["github-source"][0]).values():
+        source = _web(state)["source"]
+        assert (source["type"], source["repo"], source["rootDirectory"]) == ("github", "acme/shop", "services/api")
+    for state in evaluate(railway_configs[("hobby", True)][0]).values():
+        assert "source" not in _web(state)
 
 
 @pytest.mark.parametrize("plan", PLAN_NAMES)
