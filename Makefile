@@ -62,10 +62,12 @@ test-newest: $(BIN)/python system-packages
 	TEMPLATE_DEPENDENCIES=newest $(BIN)/python -m pytest tests/test_generation.py
 
 # Every lock, refreshed to the newest versions its inputs allow: each project variant's
-# requirements*.txt (templates/locks/), the tooling's tests/requirements.txt, and the SDK's npm lock.
+# requirements*.txt (templates/locks/), the tooling's tests/requirements.txt, the SDK's npm lock,
+# and starter/, which ships the default variant's locks.
 lock: $(BIN)/python
 	$(BIN)/python -m tests.locks
 	cd tests/railway && npm install --package-lock-only --no-audit --no-fund --silent
+	$(MAKE) --no-print-directory starter
 
 # starter/: the default project (answers in starter.yaml), committed so a Railway template or a fork
 # can deploy it without cookiecutter. A test fails when it differs from a fresh render.
