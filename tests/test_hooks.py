@@ -1,6 +1,7 @@
 """The hooks' helpers, imported and called directly."""
 
 import copy
+import re
 
 import pytest
 
@@ -101,3 +102,9 @@ def test_next_steps_name_the_project_and_its_commands():
     assert "cd my-service" in steps
     assert "python -m my_service.cluster serve" in steps
     assert "railway config apply" in steps
+
+
+@pytest.mark.parametrize("plan", ["free", "trial", "hobby", "pro"])
+def test_plan_prompts_give_cpu_then_memory(plan):
+    prompt = TEMPLATE["__prompts__"]["railway_plan"][plan]
+    assert re.search(r"\b[\d.]+ vCPU / [\d.]+ GB\b", prompt), prompt
