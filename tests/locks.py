@@ -20,8 +20,8 @@ LOCKS = ROOT / "templates" / "locks"
 VARIANTS = {"default": "gthread", "gevent": "gevent"}
 # The oldest Python offered; a universal resolution from it holds on every newer one and every platform.
 OLDEST_PYTHON = min(json.loads((ROOT / "cookiecutter.json").read_text())["python_version"])
-UV = [str(Path(sys.executable).parent / "uv"), "pip", "compile", "--quiet", "--universal", "--generate-hashes"]
-UV += ["--python-version", OLDEST_PYTHON]
+UV = str(Path(sys.executable).parent / "uv")
+COMPILE_OPTIONS = ["--universal", "--generate-hashes", "--python-version", OLDEST_PYTHON]
 # Each lock from its input, as run in the folder that holds both; the lock's header shows the command.
 PROJECT_LOCKS = {
     "requirements.txt": ["requirements.in", "-o", "requirements.txt"],
@@ -36,8 +36,10 @@ def variant_for(worker_class: str) -> str:
 
 def compile_lock(folder: Path, arguments: list[str], upgrade: bool) -> None:
     """Compile one lock in `folder`; without `upgrade` the lock already there pins every version it can."""
-    env = {**os.environ, "UV_CUSTOM_COMPILE_COMMAND": " ".join(["uv pip compile", *UV[4:], *arguments])}
-    command = [*UV, *(["--upgrade"] if upgrade else []), *arguments]
+    # The header names the command an owner reruns, the same whether or not this run upgrades.
+    header = " ".join(["uv pip compile", *COMPILE_OPTIONS, *arguments])
+    command = [UV, "pip", "compile", "--quiet", *COMPILE_OPTIONS, *(["--upgrade"] if upgrade else []), *arguments]
+    env = {**os.environ, "UV_CUSTOM_COMPILE_COMMAND": header}
     subprocess.run(command, cwd=folder, env=env, check=True, capture_output=True, text=True)
 
 
