@@ -40,7 +40,9 @@ def compile_lock(folder: Path, arguments: list[str], upgrade: bool) -> None:
     header = " ".join(["uv pip compile", *COMPILE_OPTIONS, *arguments])
     command = [UV, "pip", "compile", "--quiet", *COMPILE_OPTIONS, *(["--upgrade"] if upgrade else []), *arguments]
     env = {**os.environ, "UV_CUSTOM_COMPILE_COMMAND": header}
-    subprocess.run(command, cwd=folder, env=env, check=True, capture_output=True, text=True)
+    compiled = subprocess.run(command, cwd=folder, env=env, capture_output=True, text=True)
+    if compiled.returncode != 0:
+        raise RuntimeError(f"uv could not compile {arguments[0]} in {folder}:\n{compiled.stderr}")
 
 
 def render(worker_class: str, output: Path) -> Path:
