@@ -16,7 +16,7 @@ PROJECT_PATTERN = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
 PROJECT_MAX_LENGTH = 63
 # GitHub's owner/name, then an optional folder inside the repository (Railway's root directory).
 GITHUB_REPOSITORY_PATTERN = re.compile(
-    r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})/[A-Za-z0-9._-]{1,100}(?:/(?!\.{1,2}(?:/|$))[A-Za-z0-9._-]+)*$"
+    r"^[A-Za-z0-9][A-Za-z0-9-]{0,38}(?:/(?!\.{1,2}(?:/|$))[A-Za-z0-9._-]{1,100}){1,}$"
 )
 # Import names the generated project already uses: a package named like one would shadow it.
 TAKEN_NAMES = {

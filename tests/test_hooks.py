@@ -50,6 +50,8 @@ def test_good_answers_pass():
         ("github_repository", "https://github.com/acme/shop", "is not a GitHub repository"),
         ("github_repository", "acme/shop/../etc", "is not a GitHub repository"),
         ("github_repository", "acme/my shop", "is not a GitHub repository"),
+        ("github_repository", "acme/..", "is not a GitHub repository"),
+        ("github_repository", "acme/shop/", "is not a GitHub repository"),
     ],
 )
 def test_each_bad_answer_is_one_line_naming_it(variable, value, expected):
