@@ -111,8 +111,9 @@ def test_railway_ts_matches_the_plan_table(railway_configs, plan, use_redis):
         assert deploy["healthcheckPath"] == "/health/ready"
         assert deploy["restartPolicyType"] == spec["restart_policy"]
         assert deploy["restartPolicyMaxRetries"] == spec["restart_retries"]
-        # Railway's default of 0 s would SIGKILL requests still in flight.
-        assert deploy["drainingSeconds"] > spec["graceful_timeout"]
+        # Railway's default of 0 s would SIGKILL requests still in flight: the lame-duck
+        # phase and the graceful timeout both fit, with a margin.
+        assert deploy["drainingSeconds"] > spec["shutdown_delay"] + spec["graceful_timeout"]
         assert deploy["overlapSeconds"] == spec["overlap_seconds"]
         limits = deploy["limitOverride"]["containers"]
         assert limits == {"cpu": spec["vcpu"], "memoryBytes": spec["memory_mb"] * MB}

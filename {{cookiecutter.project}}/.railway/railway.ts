@@ -10,9 +10,13 @@ import { defineRailway, {% if cookiecutter.use_redis %}redis, {% endif %}service
 const PLAN = "{{ cookiecutter.railway_plan }}";
 // Seconds gunicorn gives requests in flight after SIGTERM (the cluster's GRACEFUL_TIMEOUT).
 const GRACEFUL_TIMEOUT = {{ plan.graceful_timeout }};
+// Seconds a stopping replica keeps serving, with Connection: close, while the edge moves away (SHUTDOWN_DELAY).
+const SHUTDOWN_DELAY = {{ plan.shutdown_delay }};
+// Seconds for the workers to exit once the graceful timeout has run out.
+const EXIT_MARGIN = 5;
 // Railway SIGKILLs the old deploy this long after SIGTERM (its default is 0 s):
-// the graceful timeout plus a margin for the workers to exit.
-const DRAINING_SECONDS = GRACEFUL_TIMEOUT + 5;
+// the lame-duck phase, then the drain and graceful stop, then the margin.
+const DRAINING_SECONDS = SHUTDOWN_DELAY + GRACEFUL_TIMEOUT + EXIT_MARGIN;
 const MB = 1024 * 1024;
 
 export default defineRailway((ctx, project) => {

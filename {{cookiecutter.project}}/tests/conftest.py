@@ -26,8 +26,8 @@ def serve():
     """Start real gunicorn servers from the project root; all are stopped afterwards."""
     started = []
 
-    def start(env=None, app="main:app", command=None, wait=True):
-        server = Server(env or {}, app=app, command=command)
+    def start(env=None, app="main:app", command=None, wait=True, port=None):
+        server = Server(env or {}, app=app, command=command, port=port)
         started.append(server)
         if wait:
             server.wait_healthy()

@@ -19,6 +19,20 @@ def slow():
     return {"slept": True, "pid": os.getpid()}
 
 
+@app.get("/stream")
+def stream():
+    """A streamed answer: each chunk is quick for the app, the whole takes long."""
+
+    chunks, pause = int(request.args.get("chunks", 5)), float(request.args.get("pause", 0.5))
+
+    def ticks():
+        for _ in range(chunks):
+            time.sleep(pause)
+            yield b"tick\n"
+
+    return app.response_class(ticks(), mimetype="text/plain")
+
+
 @app.get("/pid")
 def pid():
     return {"pid": os.getpid()}
