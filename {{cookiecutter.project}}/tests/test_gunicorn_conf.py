@@ -39,7 +39,7 @@ def test_every_value_is_a_valid_gunicorn_setting(load_conf):
     assert any(address.endswith(":9001") for address in config.bind)
     assert config.preload_app is (config.worker_class_str != "gevent")
     assert config.timeout == limits.heartbeat_timeout(config.worker_class_str, 30)
-    assert config.logger_class.endswith("GunicornLogger")
+    assert config.logger_class.__name__ == "GunicornLogger"
     assert config.control_socket_disable
     for hook in HOOKS:
         assert getattr(config, hook).__self__ is conf["cluster"], hook
