@@ -42,6 +42,8 @@ def pid():
 def leak():
     """Keep `mb` more megabytes alive in this worker, touched so they count as USS."""
     _hoard.append(bytearray(os.urandom(1)) * (int(request.args.get("mb", 10)) * 2**20))
+    if request.args.get("hang"):
+        threading.Event().wait()
     return {"pid": os.getpid(), "held_mb": sum(len(chunk) for chunk in _hoard) // 2**20}
 
 

@@ -7,6 +7,7 @@ import signal
 import socket
 import stat
 import tempfile
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -173,6 +174,31 @@ def test_worker_over_its_memory_limit_is_recycled_without_failing_requests(serve
     assert server.request("/pid")[0] == 200
 
 
+def test_worker_that_ignores_its_recycling_is_killed(serve):
+    """Over its memory limit and stuck: SIGTERM, then SIGKILL once GRACEFUL_TIMEOUT has passed."""
+    server = serve({"WEB_CONCURRENCY": "1", "WORKER_MAX_MEMORY_MB": "64", "GRACEFUL_TIMEOUT": "1"}, app=FAULTY)
+    [victim] = server.wait_for_workers(1)
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(server.request, "/leak?mb=80&hang=1", timeout=30)
+        server.wait_for_log(lambda log: "over its" in log.get("message", ""), message="the recycling line")
+        server.wait_for_log(lambda log: "killing it" in log.get("message", ""), message="the escalation")
+        death = server.wait_for_log(lambda log: log.get("worker_pid") == victim and "died" in log["message"])
+    assert death["status"] == "SIGKILL"
+    assert "memory limit" in death["cause"]
+    server.wait_for_workers(1, without=victim)
+
+
+def test_ttin_and_ttou_change_the_worker_count(serve):
+    server = serve({"WEB_CONCURRENCY": "2"})
+    server.wait_for_workers(2)
+    server.signal(signal.SIGTTIN)
+    server.wait_for_workers(3)
+    wait_until(lambda: server.health()["checks"]["cluster:workers"][0]["configured"] == 3, message="3 configured")
+    server.signal(signal.SIGTTOU)
+    server.wait_for_workers(2)
+    assert server.health()["checks"]["cluster:workers"][0]["configured"] == 2
+
+
 def test_os_exit_kills_only_its_worker(serve):
     server = serve({"WEB_CONCURRENCY": "2"}, app=FAULTY)
     before = server.wait_for_workers(2)
@@ -212,6 +238,21 @@ def test_streamed_answer_is_not_taken_for_a_stuck_request(serve):
     status, _, body = server.request("/stream?chunks=8&pause=0.5")
     assert status == 200
     assert body.count(b"tick") == 8
+    assert not [log for log in server.logs if "aborting it" in log.get("message", "")]
+
+
+def test_slow_upload_is_not_taken_for_a_stuck_request(serve):
+    """Waiting for the client's body is not the app's work either."""
+    server = serve({"WEB_CONCURRENCY": "1", "REQUEST_TIMEOUT": "2"}, app=FAULTY)
+    body = b'{"name": "' + b"x" * 40 + b'"}'
+    head = b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nConnection: close\r\n"
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as connection:
+        connection.sendall(head + b"Content-Length: %d\r\n\r\n" % len(body))
+        for start in range(0, len(body), 10):
+            connection.sendall(body[start : start + 10])
+            time.sleep(0.8)  # the client's pace, the thing under test
+        answer = connection.recv(65536)
+    assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
     assert not [log for log in server.logs if "aborting it" in log.get("message", "")]
 
 

@@ -107,7 +107,7 @@ def test_in_flight_tracking_survives_racing_threads():
 
     def serve_many(offset):
         try:
-            for number in range(2000):
+            for number in range(10_000):
                 key = offset + number
                 in_flight.begin(key, f"GET /{key} -")
                 in_flight.pause(key)

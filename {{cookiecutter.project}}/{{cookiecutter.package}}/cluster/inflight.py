@@ -1,9 +1,9 @@
 """A worker's requests in flight: how long its app has worked on each, for the master's watchdog.
 
 Only the app's own work counts: the time inside the WSGI call, and inside
-each step of a streamed body. The time a client takes to download the
-answer does not, so a long download or a server-sent-events stream is not
-taken for a stuck request. gthread serves requests in several threads at
+each step of a streamed body. The time a client takes to send its body or
+to download the answer does not, so a slow upload, a long download or a
+server-sent-events stream is not taken for a stuck request. gthread serves requests in several threads at
 once, so every change happens under one lock.
 """
 
@@ -90,6 +90,8 @@ class TimedApp:
 
     def __call__(self, environ, start_response):
         key = self.current_key()
+        if key is not None and "wsgi.input" in environ:
+            environ["wsgi.input"] = TimedInput(environ["wsgi.input"], self.in_flight, key)
         try:
             body = self.app(environ, start_response)
         finally:
@@ -99,6 +101,40 @@ class TimedApp:
         if key is None or (file_wrapper and isinstance(body, file_wrapper)):
             return body
         return TimedBody(body, self.in_flight, key)
+
+
+class TimedInput:
+    """The request body stream: time spent waiting for the client's bytes is not the app's work."""
+
+    def __init__(self, stream, in_flight: InFlight, key: int):
+        self.stream = stream
+        self.in_flight = in_flight
+        self.key = key
+
+    def _waiting(self, read, *args):
+        self.in_flight.pause(self.key)
+        try:
+            return read(*args)
+        finally:
+            self.in_flight.resume(self.key)
+
+    def read(self, *args):
+        return self._waiting(self.stream.read, *args)
+
+    def readline(self, *args):
+        return self._waiting(self.stream.readline, *args)
+
+    def readlines(self, *args):
+        return self._waiting(self.stream.readlines, *args)
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        line = self.readline()
+        if not line:
+            raise StopIteration
+        return line
 
 
 class TimedBody:
