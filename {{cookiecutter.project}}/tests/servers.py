@@ -149,6 +149,11 @@ class Server:
         self.reader.join(timeout)
         return self.process.returncode
 
+    def kill_outright(self):
+        """SIGKILL master and workers at once, as an OOM kill of the container would; keep the folder."""
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+
     def kill(self):
         if self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGKILL)

@@ -153,14 +153,17 @@ def test_ctrl_c_drains_like_sigterm(serve):
     assert server.wait_exit() == 0
 
 
-def test_graceful_timeout_forces_stuck_workers_and_says_so(serve):
+def test_graceful_timeout_forces_stuck_workers_and_says_so_once(serve):
+    """Only the master forces a stop (a worker's own deadline is later), so exactly one line says so."""
     server = serve({"WEB_CONCURRENCY": "1", "GRACEFUL_TIMEOUT": "1"}, app=FAULTY)
+    [stuck] = server.wait_for_workers(1)
     with ThreadPoolExecutor(8) as pool:
         _fill_every_worker(server, pool, seconds=20)
         server.signal(signal.SIGTERM)
         assert server.wait_exit(timeout=15) == 0
-    forced = server.wait_for_log(lambda log: log.get("forced"), message="a line saying the stop was forced")
+    [forced] = [log for log in server.logs if log.get("forced")]
     assert "GRACEFUL_TIMEOUT=1s" in forced["message"]
+    assert forced["worker_pids"] == [stuck]
 
 
 def test_worker_over_its_memory_limit_is_recycled_without_failing_requests(serve):
@@ -358,6 +361,19 @@ def test_status_tells_a_stopped_cluster_and_leaves_nothing_behind(serve):
     finished = server.run_status()
     assert finished.returncode == 1
     assert "not running" in finished.stderr
+
+
+def test_a_killed_masters_folder_is_ignored_then_cleared(serve):
+    """A master killed outright leaves its folder: status calls it dead, the next start removes it."""
+    first = serve({"WEB_CONCURRENCY": "1"})
+    base = Path(first.env["XDG_RUNTIME_DIR"])
+    [left_over] = base.iterdir()
+    first.kill_outright()
+    assert left_over.exists()
+    assert first.run_status().returncode == 1
+    second = serve({"WEB_CONCURRENCY": "1", "XDG_RUNTIME_DIR": str(base), "PORT": str(first.port)}, port=first.port)
+    assert not left_over.exists()
+    assert "1 of 1 workers live" in second.status()
 
 
 def test_status_with_no_cluster_says_not_running(serve, tmp_path):

@@ -36,8 +36,16 @@ def runtime_base(environ=os.environ) -> Path:
 
 
 def make_private_folder(port: int, base: Path | None = None) -> Path:
-    """A new folder only this user can enter, removed when this process exits."""
+    """A new folder only this user can enter, removed when this process exits.
+
+    Folders left by earlier masters on this port that died without cleaning
+    up (SIGKILL, OOM) are removed first.
+    """
     base = base or runtime_base()
+    for stale in _own_folders(port, base):
+        with contextlib.suppress(OSError, ValueError):
+            if not master_is_alive(Board.open(stale / FILE_NAME)):
+                shutil.rmtree(stale, ignore_errors=True)
     folder = Path(tempfile.mkdtemp(prefix=f"{PREFIX}{port}-", dir=base))
     owner = os.getpid()
 
@@ -61,13 +69,20 @@ def master_is_alive(board: Board) -> bool:
 
 def find_live_board(port: int, base: Path | None = None) -> Board | None:
     """The board of the live master serving `port`, if there is one."""
-    base = base or runtime_base()
-    for folder in sorted(base.glob(f"{PREFIX}{port}-*")):
+    for folder in _own_folders(port, base or runtime_base()):
         with contextlib.suppress(OSError, ValueError):
-            info = folder.lstat()
-            if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
-                continue
             board = Board.open(folder / FILE_NAME)
             if master_is_alive(board):
                 return board
     return None
+
+
+def _own_folders(port: int, base: Path) -> list[Path]:
+    """Runtime folders for `port` in `base` that are real folders (not symlinks) of this user."""
+    folders = []
+    for folder in sorted(base.glob(f"{PREFIX}{port}-*")):
+        with contextlib.suppress(OSError):
+            info = folder.lstat()
+            if stat.S_ISDIR(info.st_mode) and info.st_uid == os.getuid():
+                folders.append(folder)
+    return folders
