@@ -13,23 +13,21 @@ import faulthandler
 import gc
 import itertools
 import logging
-import os
 import signal
-import sys
 import time
 
 from gunicorn.errors import HaltServer
 
-from ..settings import EXIT_BAD_CONFIG, Settings
+from ..settings import Settings
 from . import board as scoreboard
 from . import gunicorn_compat as compat
 from . import limits, runtime
 from .diagnostics import install_exception_logging, log_stacks
 from .errors import answer_protocol_errors_as_problems
 from .inflight import ConnectionQuota, InFlight, TimedApp, describe, request_key_holder
-from .lifecycle import CrashGuard, Death, describe_status
+from .lifecycle import CrashGuard, Death, describe_status, log_death
 from .master_loop import MasterLoop
-from .network import address_in_use
+from .network import refuse_if_taken
 from .sizing import ClusterSize
 from .watchdog import WorkerWatchdog
 
@@ -68,7 +66,7 @@ class ClusterHooks:
     def on_starting(self, server) -> None:
         """Refuse a start that cannot work; tell the start-up story; prepare the master's machinery."""
         compat.refuse_unless_compatible()
-        refuse_if_address_taken(server, self.settings.port)
+        refuse_if_taken(compat.bind_addresses(server), self.settings.port)
         install_exception_logging()
         self.board = scoreboard.Board.create(runtime.make_private_folder(self.settings.port))
         self.board.set_master(server.pid, self.size.workers)
@@ -117,7 +115,7 @@ class ClusterHooks:
             over_memory=self.watchdog.forget(worker.pid),
             shutting_down=not compat.listeners(server),
         )
-        log_death(worker, death)
+        log_death(worker.slot + 1, worker.pid, death)
         if death.shutting_down:
             if death.status == "SIGKILL":
                 self.forced.add(worker.pid)
@@ -204,21 +202,6 @@ class ClusterHooks:
         )
 
 
-def refuse_if_address_taken(server, port: int) -> None:
-    """Stop with one JSON line when another process already listens on PORT."""
-    if os.environ.get("GUNICORN_FD") or os.environ.get("LISTEN_FDS"):
-        return  # the sockets are inherited, already bound
-    taken = address_in_use(compat.bind_addresses(server))
-    if taken:
-        log.error(
-            "Refusing to start: PORT=%s is taken, another process listens on %s",
-            port,
-            taken,
-            extra={"variable": "PORT", "value": str(port), "address": taken},
-        )
-        sys.exit(EXIT_BAD_CONFIG)
-
-
 def log_start_story(server, settings: Settings, size: ClusterSize) -> None:
     mode = "cluster mode" if size.workers > 1 else "single-process mode"
     log.info("Master process starting %s (pid %s)", mode, server.pid, extra={"mode": mode})
@@ -236,23 +219,4 @@ def log_start_story(server, settings: Settings, size: ClusterSize) -> None:
         "worker" if size.workers == 1 else "workers",
         size.reason,
         extra={"workers": size.workers, "threads": size.threads, "plan": settings.plan.name},
-    )
-
-
-def log_death(worker, death: Death) -> None:
-    log.log(
-        logging.INFO if death.intended else logging.WARNING,
-        "Worker %s died (pid %s, %s, lived %.1fs): %s",
-        worker.slot + 1,
-        worker.pid,
-        death.status,
-        death.lifetime,
-        death.cause,
-        extra={
-            "worker": worker.slot + 1,
-            "worker_pid": worker.pid,
-            "status": death.status,
-            "lifetime_s": round(death.lifetime, 3),
-            "cause": death.cause,
-        },
     )

@@ -5,10 +5,13 @@ does: a growing delay between quick deaths, and a clean exit after too many,
 so a broken deploy stops burning CPU and Railway's restart policy takes over.
 """
 
+import logging
 import os
 import signal
 import time
 from dataclasses import dataclass
+
+log = logging.getLogger(__name__)
 
 # A worker that dies sooner than this after starting counts as unstable.
 MIN_UPTIME = 1.0
@@ -105,3 +108,23 @@ class CrashGuard:
     def seconds_until_spawn(self) -> float:
         """How long the master must still hold back new workers (0: spawn now)."""
         return max(0.0, self.next_spawn - self.clock())
+
+
+def log_death(number: int, pid: int, death: Death) -> None:
+    """One line per death: the worker, its exit status, its lifetime and the likely cause."""
+    log.log(
+        logging.INFO if death.intended else logging.WARNING,
+        "Worker %s died (pid %s, %s, lived %.1fs): %s",
+        number,
+        pid,
+        death.status,
+        death.lifetime,
+        death.cause,
+        extra={
+            "worker": number,
+            "worker_pid": pid,
+            "status": death.status,
+            "lifetime_s": round(death.lifetime, 3),
+            "cause": death.cause,
+        },
+    )

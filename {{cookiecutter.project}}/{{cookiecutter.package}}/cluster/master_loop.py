@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 DRAIN_POLL_SECONDS = 0.02
 # gunicorn's loop never sleeps longer than this between passes.
 MAX_WAIT_SECONDS = 1.0
+# Nor shorter: a deadline just past is met on the next pass, without spinning.
+MIN_WAIT_SECONDS = 0.005
 
 
 class MasterLoop:
@@ -72,7 +74,7 @@ class MasterLoop:
             due.append(self.lame_duck_until - now)
         elif self.phase == "draining":
             due.append(DRAIN_POLL_SECONDS)
-        return max(0.0, min(due))
+        return max(MIN_WAIT_SECONDS, min(due))
 
     # -- stopping -------------------------------------------------------------
 

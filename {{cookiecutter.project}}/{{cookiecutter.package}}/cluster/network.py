@@ -1,7 +1,14 @@
 """Where the server listens."""
 
 import errno
+import logging
+import os
 import socket
+import sys
+
+from ..settings import EXIT_BAD_CONFIG
+
+log = logging.getLogger(__name__)
 
 
 def listen_addresses(port: int) -> list[str]:
@@ -37,3 +44,18 @@ def address_in_use(addresses: list) -> str | None:
                 if error.errno == errno.EADDRINUSE:
                     return f"[{host}]:{port}" if family == socket.AF_INET6 else f"{host}:{port}"
     return None
+
+
+def refuse_if_taken(addresses: list, port: int) -> None:
+    """Stop the start with one JSON line when another process already listens on PORT."""
+    if os.environ.get("GUNICORN_FD") or os.environ.get("LISTEN_FDS"):
+        return  # the sockets are inherited, already bound
+    taken = address_in_use(addresses)
+    if taken:
+        log.error(
+            "Refusing to start: PORT=%s is taken, another process listens on %s",
+            port,
+            taken,
+            extra={"variable": "PORT", "value": str(port), "address": taken},
+        )
+        sys.exit(EXIT_BAD_CONFIG)
