@@ -230,14 +230,19 @@ def test_hanging_request_times_out_and_logs_its_stack(serve):
     assert server.request("/pid")[0] == 200
 
 
+def _watchdog_only(env: dict) -> dict:
+    """Under sync workers, turn gunicorn's heartbeat timeout off: only the cluster's watchdog acts.
+
+    A sync worker's heartbeat stops for a whole request, so gunicorn's own
+    timeout (REQUEST_TIMEOUT there) bounds a long exchange (README); these
+    tests are about what the watchdog counts.
+    """
+    return {**env, "GUNICORN_CMD_ARGS": "--timeout 0"} if WORKER_CLASS == "sync" else env
+
+
 def test_streamed_answer_is_not_taken_for_a_stuck_request(serve):
     """The app's own work is timed, not the client's download: a slow stream outlives REQUEST_TIMEOUT."""
-    env = {"WEB_CONCURRENCY": "1", "REQUEST_TIMEOUT": "2"}
-    if WORKER_CLASS == "sync":
-        # A sync worker's heartbeat stops for a whole request, so gunicorn's own
-        # timeout bounds a long answer (README); this test is about the watchdog.
-        env["GUNICORN_CMD_ARGS"] = "--timeout 0"
-    server = serve(env, app=FAULTY)
+    server = serve(_watchdog_only({"WEB_CONCURRENCY": "1", "REQUEST_TIMEOUT": "2"}), app=FAULTY)
     status, _, body = server.request("/stream?chunks=8&pause=0.5")
     assert status == 200
     assert body.count(b"tick") == 8
@@ -246,7 +251,7 @@ def test_streamed_answer_is_not_taken_for_a_stuck_request(serve):
 
 def test_slow_upload_is_not_taken_for_a_stuck_request(serve):
     """Waiting for the client's body is not the app's work either."""
-    server = serve({"WEB_CONCURRENCY": "1", "REQUEST_TIMEOUT": "2"}, app=FAULTY)
+    server = serve(_watchdog_only({"WEB_CONCURRENCY": "1", "REQUEST_TIMEOUT": "2"}), app=FAULTY)
     body = b'{"name": "' + b"x" * 40 + b'"}'
     head = b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nConnection: close\r\n"
     with socket.create_connection(("127.0.0.1", server.port), timeout=30) as connection:
