@@ -14,7 +14,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from {{ cookiecutter.package }}.settings import EXIT_BAD_CONFIG, WORKER_CLASS
+from {{ cookiecutter.package }}.cluster.sizing import size_cluster
+from {{ cookiecutter.package }}.settings import EXIT_BAD_CONFIG, WORKER_CLASS, Settings
 
 from .servers import free_port, wait_until
 
@@ -59,7 +60,9 @@ def test_worker_count_follows_the_environment(serve, env, expected):
 def test_clustering_sizes_itself_from_the_container(serve):
     server = serve({"ENABLE_CLUSTERING": "true"})
     story = server.wait_for_log(lambda log: "workers" in log and "threads" in log)
-    assert story["workers"] >= 1
+    # The test runs in the same container: sizing it here must give the same answer.
+    expected = size_cluster(Settings.from_env(server.env))
+    assert (story["workers"], story["threads"]) == (expected.workers, expected.threads)
     server.wait_for_workers(story["workers"])
 
 
