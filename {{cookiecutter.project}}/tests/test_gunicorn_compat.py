@@ -43,6 +43,7 @@ def test_this_gunicorn_has_every_internal():
 BREAKABLE = [internal for internal in INTERNALS if internal.name != "gunicorn.arbiter.os"]
 
 
+@pytest.mark.cluster
 @pytest.mark.parametrize("internal", BREAKABLE, ids=[internal.name for internal in BREAKABLE])
 def test_a_changed_internal_refuses_the_start(internal):
     owner = OWNERS[internal.name.rsplit(".", 1)[0]]
