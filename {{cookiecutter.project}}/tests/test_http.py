@@ -52,9 +52,15 @@ def _raw(server, data: bytes) -> tuple[int, dict, bytes]:
 
 
 def test_body_over_the_limit_is_a_413_problem_over_a_real_socket(server):
-    """The app's own 4xx answers are tested in test_app.py; this one depends on the server's socket handling."""
-    body = json.dumps({"pad": "x" * (2 * 2**20)}).encode()
-    problem = _problem(_post(server, body), 413)
+    """A declared length over the plan's limit is refused before any of the body is read.
+
+    The client sends only the head: a client still writing its body when the
+    server closes can lose the answer to a reset (issue 13, item 1; that needs
+    a lingering close in the server). The app's own 413 is in test_app.py.
+    """
+    head = b"POST /echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\n"
+    head += b"Content-Length: %d\r\n\r\n"
+    problem = _problem(_raw(server, head % (2 * 2**20)), 413)
     assert problem["request_id"]
 
 
