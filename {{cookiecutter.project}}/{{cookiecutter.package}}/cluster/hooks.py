@@ -33,8 +33,8 @@ from .watchdog import WorkerWatchdog
 
 log = logging.getLogger(__name__)
 
-# Exit status when the master gives up on workers that keep dying.
-EXIT_CRASH_LOOP = 1
+# Exit status when the master gives up: workers keep dying, or no slot is left.
+EXIT_GAVE_UP = 1
 # A worker's own deadline after SIGTERM exceeds the master's by this much (s),
 # so only the master ever forces a stop, and says so once.
 WORKER_GRACE_MARGIN = 5
@@ -101,7 +101,7 @@ class ClusterHooks:
         if slot is None:
             reason = f"all {scoreboard.MAX_SLOTS} worker slots are taken; lower WEB_CONCURRENCY"
             log.error("Stopping the cluster: %s", reason)
-            raise HaltServer(reason, EXIT_CRASH_LOOP)
+            raise HaltServer(reason, EXIT_GAVE_UP)
         worker.slot = slot
         worker.started = time.time()
 
@@ -127,7 +127,7 @@ class ClusterHooks:
                 "giving up so the platform's restart policy can take over"
             )
             log.error("Stopping the cluster: %s", reason)
-            raise HaltServer(reason, EXIT_CRASH_LOOP)
+            raise HaltServer(reason, EXIT_GAVE_UP)
         delay = self.crashes.seconds_until_spawn()
         if delay:
             log.warning("Workers keep dying young: waiting %.1fs before the next one", delay)
