@@ -22,8 +22,9 @@ from .board import FILE_NAME, Board
 
 # The name's fixed part; mkdtemp appends a random suffix.
 PREFIX = "{{ cookiecutter.project }}-"
-# A board's start time and its master's process start time agree to within this (s).
-START_TIME_SLACK = 5.0
+# The master writes its board after its process started; allow for the clocks'
+# rounding. A process started later under the same pid is not that master.
+START_TIME_SLACK = 1.0
 
 
 def runtime_base(environ=os.environ) -> Path:
@@ -59,10 +60,10 @@ def make_private_folder(port: int, base: Path | None = None) -> Path:
 
 
 def master_is_alive(board: Board) -> bool:
-    """True when the board's master pid runs and started when the board says it did."""
+    """True when the board's master pid runs, and is the process that wrote the board."""
     pid, _, started = board.master()
     try:
-        return pid > 0 and abs(psutil.Process(pid).create_time() - started) < START_TIME_SLACK
+        return pid > 0 and psutil.Process(pid).create_time() <= started + START_TIME_SLACK
     except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
         return False
 
