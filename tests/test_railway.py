@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from .support import PLAN_NAMES, PLANS, ROOT, missing, production_replicas, project_venv
+from .support import PLAN_NAMES, PLANS, ROOT, TEMPLATE, missing, production_replicas, project_venv
 
 SDK = ROOT / "tests" / "railway"
 WORK = SDK / "work"
@@ -120,8 +120,10 @@ def test_railway_ts_matches_the_plan_table(railway_configs, plan, use_redis):
         assert deploy["healthcheckPath"] == "/health/ready"
         assert deploy["restartPolicyType"] == spec["restart_policy"]
         assert deploy["restartPolicyMaxRetries"] == spec["restart_retries"]
-        # Railway's default of 0 s would SIGKILL requests still in flight.
-        assert deploy["drainingSeconds"] > spec["graceful_timeout"]
+        # Railway's default of 0 s would SIGKILL requests still in flight: the lame-duck
+        # phase and the graceful timeout both fit, with the margin the template table sets.
+        margin = TEMPLATE["_railway_template"]["draining_margin_seconds"]
+        assert deploy["drainingSeconds"] == spec["shutdown_delay"] + spec["graceful_timeout"] + margin
         assert deploy["overlapSeconds"] == spec["overlap_seconds"]
         limits = deploy["limitOverride"]["containers"]
         assert limits == {"cpu": spec["vcpu"], "memoryBytes": spec["memory_mb"] * MB}

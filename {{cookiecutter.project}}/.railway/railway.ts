@@ -11,9 +11,10 @@ import { defineRailway, {% if cookiecutter.github_repository %}github, {% endif 
 const PLAN = "{{ cookiecutter.railway_plan }}";
 // Seconds gunicorn gives requests in flight after SIGTERM (the cluster's GRACEFUL_TIMEOUT).
 const GRACEFUL_TIMEOUT = {{ plan.graceful_timeout }};
-// Railway SIGKILLs the old deploy this long after SIGTERM (its default is 0 s):
-// the graceful timeout plus a margin for the workers to exit.
-const DRAINING_SECONDS = GRACEFUL_TIMEOUT + 5;
+// Railway SIGKILLs the old deploy this long after SIGTERM (its default is 0 s): the lame-duck
+// phase (SHUTDOWN_DELAY, {{ plan.shutdown_delay }} s), then the drain and graceful stop (GRACEFUL_TIMEOUT), then
+// {{ cookiecutter._railway_template.draining_margin_seconds }} s for the workers to exit. railway-template.json uses the same figure.
+const DRAINING_SECONDS = {{ cookiecutter.__draining_seconds }};
 const MB = 1024 * 1024;
 
 export default defineRailway((ctx, project) => {

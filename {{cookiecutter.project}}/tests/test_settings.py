@@ -23,6 +23,13 @@ def test_defaults_come_from_the_plan():
     assert settings.port == 8000
     assert settings.web_concurrency is None
     assert settings.redis_url is None
+    assert settings.shutdown_delay == plan.shutdown_delay
+    assert settings.request_timeout == 30
+
+
+def test_zero_turns_the_lame_duck_phase_and_the_request_timeout_off():
+    settings = Settings.from_env({"SHUTDOWN_DELAY": "0", "REQUEST_TIMEOUT": "0"})
+    assert (settings.shutdown_delay, settings.request_timeout) == (0, 0)
 
 
 @pytest.mark.parametrize("word", ["true", "TRUE", "1", "yes", "On"])
@@ -65,6 +72,11 @@ BAD_VALUES = [
     ("RAILWAY_PLAN", "platinum"),
     ("ACCESS_LOG", "verbose"),
     ("LOG_LEVEL", "loud"),
+    ("SHUTDOWN_DELAY", "-1"),
+    ("SHUTDOWN_DELAY", "soon"),
+    ("REQUEST_TIMEOUT", "-5"),
+    ("REQUEST_TIMEOUT", "forever"),
+    ("WEB_CONCURRENCY", "257"),
 ]
 
 
@@ -86,7 +98,11 @@ def _start(command, variable, value):
     return subprocess.run(command, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=60)
 
 
-@pytest.mark.parametrize(("variable", "value"), BAD_VALUES, ids=[f"{v}={x!r}" for v, x in BAD_VALUES])
+# Two refusals prove the start command's wiring; every value is refused in-process above.
+WIRING = [("WEB_CONCURRENCY", "lots"), ("REDIS_URL", "http://example.com")]
+
+
+@pytest.mark.parametrize(("variable", "value"), WIRING, ids=[f"{v}={x!r}" for v, x in WIRING])
 def test_start_command_refuses_with_one_json_line(variable, value):
     """The start command railway.ts declares stops before gunicorn sees the value."""
     result = _start([*CLUSTER_COMMAND, "serve"], variable, value)

@@ -27,6 +27,8 @@ FALSE_WORDS = {"false", "0", "no", "off"}
 ACCESS_LOG_MODES = ("problems", "all", "off")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 REDIS_SCHEMES = ("redis", "rediss", "unix")
+# Seconds the app may work on one request before its worker is replaced (REQUEST_TIMEOUT).
+REQUEST_TIMEOUT = 30
 
 
 class SettingError(ValueError):
@@ -53,6 +55,9 @@ class Settings:
     redis_url: str | None
     access_log: str
     log_level: str
+    # Lame-duck seconds after SIGTERM (0: off), and the app's time per request (0: no limit).
+    shutdown_delay: int = 0
+    request_timeout: int = 30
     worker_class: str = WORKER_CLASS
 
     @classmethod
@@ -85,6 +90,8 @@ class Settings:
             redis_url=reader.redis_url("REDIS_URL"),
             access_log=reader.choice("ACCESS_LOG", "problems", ACCESS_LOG_MODES),
             log_level=reader.choice("LOG_LEVEL", "info", LOG_LEVELS),
+            shutdown_delay=reader.integer("SHUTDOWN_DELAY", plan.shutdown_delay, low=0, high=300),
+            request_timeout=reader.integer("REQUEST_TIMEOUT", REQUEST_TIMEOUT, low=0, high=3600),
         )
 
 

@@ -2,9 +2,10 @@
 
 import os
 
-# A request running longer than this kills its worker (gunicorn's `timeout`);
-# the stuck stack is logged first.
-REQUEST_TIMEOUT = 30
+# gunicorn's own `timeout`: a worker whose heartbeat stops this long is killed.
+# gthread and gevent workers beat while serving, so this only catches a frozen
+# worker; the app's time per request is REQUEST_TIMEOUT, watched by watchdog.py.
+HEARTBEAT_TIMEOUT = 30
 # Railway's edge closes idle keep-alive connections after 60 s; staying open a
 # little longer means the edge, not the server, closes them, so no request
 # races a connection we are closing.
@@ -26,6 +27,15 @@ WORKER_CONNECTIONS = 1000
 LIMIT_REQUEST_LINE = 8190
 LIMIT_REQUEST_FIELDS = 100
 LIMIT_REQUEST_FIELD_SIZE = 8190
+
+
+def heartbeat_timeout(worker_class: str, request_timeout: int) -> int:
+    """gunicorn's `timeout` for this worker class (0 turns it off).
+
+    A sync worker beats only between requests, so its heartbeat timeout is
+    also its request timeout: it follows REQUEST_TIMEOUT, off included.
+    """
+    return request_timeout if worker_class == "sync" else HEARTBEAT_TIMEOUT
 
 
 def heartbeat_dir() -> str | None:

@@ -1,0 +1,58 @@
+"""The guard on gunicorn's internals: break each one in a real start, and see the refusal."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from {{ cookiecutter.package }}.cluster.gunicorn_compat import EXIT_INCOMPATIBLE, INTERNALS, missing_internals
+
+from .servers import PROJECT_ROOT, free_port
+
+# Runs gunicorn in-process after breaking one internal, the way a changed gunicorn would look.
+BREAK_AND_START = """
+import sys
+from gunicorn import arbiter, sock, util
+from gunicorn.http import message
+from gunicorn.workers import base
+owner = {owner}
+def broken(*args, **kwargs):
+    pass
+setattr(owner, {attribute!r}, broken)
+sys.argv = ["gunicorn", "tests.plain_wsgi:app"]
+from gunicorn.app.wsgiapp import run
+run(prog="gunicorn")
+"""
+OWNERS = {
+    "Arbiter": "arbiter.Arbiter",
+    "BaseSocket": "sock.BaseSocket",
+    "Worker": "base.Worker",
+    "Message": "message.Message",
+    "Request": "message.Request",
+    "util": "util",
+    "gunicorn.arbiter": "arbiter",
+}
+
+
+def test_this_gunicorn_has_every_internal():
+    assert missing_internals() == []
+
+
+# gunicorn's own start already fails without its os module: nothing to guard there.
+BREAKABLE = [internal for internal in INTERNALS if internal.name != "gunicorn.arbiter.os"]
+
+
+@pytest.mark.cluster
+@pytest.mark.parametrize("internal", BREAKABLE, ids=[internal.name for internal in BREAKABLE])
+def test_a_changed_internal_refuses_the_start(internal):
+    owner = OWNERS[internal.name.rsplit(".", 1)[0]]
+    script = BREAK_AND_START.format(owner=owner, attribute=internal.attribute)
+    env = {"PATH": "/usr/bin:/bin", "PORT": str(free_port()), "WEB_CONCURRENCY": "1"}
+    finished = subprocess.run(
+        [sys.executable, "-c", script], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert finished.returncode == EXIT_INCOMPATIBLE, finished.stdout + finished.stderr
+    [refusal] = [json.loads(line) for line in finished.stdout.splitlines() if json.loads(line)["level"] == "error"]
+    assert refusal["gunicorn_version"]
+    assert any(internal.name in problem for problem in refusal["missing"])
