@@ -4,7 +4,7 @@ import logging
 
 from flask import Flask
 
-from . import health, problems, ratelimit, request_log, security, views
+from . import error_tracking, health, metrics, problems, ratelimit, request_log, security, views
 from .logs import configure_logging
 from .settings import load_settings_or_exit
 
@@ -19,6 +19,7 @@ def build_app(test_config: dict | None = None) -> Flask:
     app.config.from_mapping(
         SETTINGS=settings,
         MAX_CONTENT_LENGTH=settings.plan.max_body_mb * 2**20,
+        # None (RATE_LIMIT=off) turns the limiter off.
         RATELIMIT_DEFAULT=settings.rate_limit,
         RATELIMIT_STORAGE_URI=settings.redis_url or "memory://",
         ACCESS_LOG=settings.access_log,
@@ -26,8 +27,12 @@ def build_app(test_config: dict | None = None) -> Flask:
     if test_config is not None:
         app.config.update(test_config)
 
+    # Order matters: the client address first, then the request id every answer
+    # carries, then /metrics, which answers before the rate limit is counted.
+    error_tracking.init_app(app)
     security.init_app(app)
     request_log.init_app(app)
+    metrics.init_app(app)
     problems.init_app(app)
     ratelimit.init_app(app, exempt=[health.bp])
     app.register_blueprint(health.bp)

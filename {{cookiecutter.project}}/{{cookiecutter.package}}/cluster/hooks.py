@@ -20,10 +20,11 @@ from gunicorn.errors import HaltServer
 
 from ..settings import Settings
 from . import board as scoreboard
-from . import limits
+from . import limits, metrics
 from .drain import drain
 from .errors import answer_protocol_errors_as_problems
 from .lifecycle import CrashGuard, Death, ExitRecorder
+from .rate_limit_scope import log_rate_limit_scope
 from .sizing import ClusterSize
 from .watchdog import WorkerWatchdog
 
@@ -78,6 +79,7 @@ class ClusterHooks:
             self.size.reason,
             extra={"workers": self.size.workers, "threads": self.size.threads, "plan": self.settings.plan.name},
         )
+        log_rate_limit_scope(self.settings, self.size.workers)
 
     def on_reload(self, server) -> None:
         """Carry the master's machinery over to the hooks of the re-read config (SIGHUP)."""
@@ -136,8 +138,10 @@ class ClusterHooks:
         delay = self.crashes.delay()
         if delay:
             log.warning("Workers keep dying young: waiting %.1fs before the next one", delay)
+            metrics.record_backoff(delay)
             _wait_unless_signalled(server, delay)
         worker.started = time.time()
+        metrics.record_worker_start()
 
     def child_exit(self, server, worker) -> None:
         """Log a dead worker's cause; give up if workers keep dying at start."""
@@ -149,6 +153,8 @@ class ClusterHooks:
             over_memory=self.watchdog.forget(worker.pid),
             shutting_down=not server.LISTENERS,
         )
+        metrics.forget_worker(worker.pid)
+        metrics.record_death(death)
         level = logging.INFO if death.intended else logging.WARNING
         log.log(
             level,
@@ -179,6 +185,7 @@ class ClusterHooks:
 
     def on_exit(self, server) -> None:
         """Say so when shutdown had to kill workers that outlived the graceful timeout."""
+        metrics.remove_folder()
         if server.WORKERS:
             log.warning(
                 "Killed %s workers still busy when GRACEFUL_TIMEOUT=%ss ran out",

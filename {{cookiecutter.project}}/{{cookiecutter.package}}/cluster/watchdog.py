@@ -20,6 +20,7 @@ import time
 
 import psutil
 
+from . import metrics
 from .board import Board
 
 log = logging.getLogger(__name__)
@@ -78,6 +79,7 @@ class WorkerWatchdog:
         )
         # gunicorn reads this flag; the death is then reported as a timeout.
         worker.aborted = True
+        metrics.record_abort()
         self.stopping[pid] = (now, ABORT_GRACE)
         _signal(pid, signal.SIGABRT)
 
@@ -94,6 +96,7 @@ class WorkerWatchdog:
             extra={"worker": worker.slot + 1, "worker_pid": pid, "memory_mb": round(used)},
         )
         self.over_memory.add(pid)
+        metrics.record_recycle()
         self.stopping[pid] = (now, self.graceful_timeout)
         _signal(pid, signal.SIGTERM)
 

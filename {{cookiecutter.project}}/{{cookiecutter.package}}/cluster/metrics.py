@@ -1,0 +1,157 @@
+"""Prometheus metrics for the whole replica: the shared folder, and the master's own events.
+
+Every gunicorn process is its own Python, so prometheus_client runs in
+multiprocess mode: each process writes its numbers to files in one folder and
+whoever serves /metrics adds them up. The folder is private to this instance
+(made 0700 with a random name on tmpfs, fresh per start, removed at exit).
+prometheus_client picks its mode when it is first imported, so the master
+creates the folder while gunicorn reads its config, and gunicorn exports it to
+the environment before it loads the app (raw_env).
+
+A dead worker's counters and histograms stay counted: its files are folded
+into one archive file (so recycled workers do not pile up files and slow every
+scrape), and its live gauges are dropped. Scrapes take a shared lock on the
+folder and the fold an exclusive one, so no scrape sees a count twice or not
+at all.
+
+prometheus_client is imported inside the functions below: this module is
+imported with gunicorn.conf.py, before the folder exists.
+"""
+
+import atexit
+import contextlib
+import fcntl
+import functools
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from .limits import heartbeat_dir
+
+# prometheus_client reads this variable when it is first imported.
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+# Every metric's name starts with the package's name.
+PREFIX = "{{ cookiecutter.package }}"
+# Taken shared by scrapes and exclusive by the master while it folds a dead worker's files.
+LOCK_FILE = ".lock"
+# File kinds whose values add up across processes, so a dead worker's can be folded into one.
+ADDITIVE_KINDS = ("counter", "histogram")
+# Bounded labels for worker deaths, from lifecycle.Death.
+DEATH_CAUSES = ("shutdown", "forced", "memory", "timeout", "killed", "clean", "crashed")
+
+_folder: dict[str, Path] = {}
+
+
+def multiprocess_env() -> list[str]:
+    """gunicorn's raw_env entry naming this instance's metrics folder, created on first call.
+
+    gunicorn re-reads its config on SIGHUP; the folder made at start is kept.
+    """
+    if "path" not in _folder:
+        path = Path(tempfile.mkdtemp(prefix=f"{PREFIX}-metrics-", dir=heartbeat_dir()))
+        (path / LOCK_FILE).touch(mode=0o600)
+        _folder["path"] = path
+        atexit.register(_remove, path, os.getpid())
+    return [f"{MULTIPROC_ENV}={_folder['path']}"]
+
+
+def remove_folder() -> None:
+    """Delete the folder at the master's exit (also done by atexit, whichever comes first)."""
+    if "path" in _folder:
+        _remove(_folder["path"], os.getpid())
+
+
+def _remove(path: Path, owner: int) -> None:
+    # Forked workers run atexit handlers too: only the process that made the folder removes it.
+    if os.getpid() == owner:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def current_folder() -> Path | None:
+    """The folder this process writes to, or None outside a gunicorn cluster."""
+    value = os.environ.get(MULTIPROC_ENV)
+    return Path(value) if value else None
+
+
+@contextlib.contextmanager
+def folder_lock(folder: Path, exclusive: bool):
+    with open(folder / LOCK_FILE, "a+b") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        yield
+
+
+def forget_worker(pid: int) -> None:
+    """In child_exit: drop a dead worker's live gauges and fold its counts into the archive."""
+    folder = current_folder()
+    if folder is None:
+        return
+    from prometheus_client import multiprocess
+    from prometheus_client.mmap_dict import MmapedDict
+
+    with folder_lock(folder, exclusive=True):
+        multiprocess.mark_process_dead(pid, str(folder))
+        for kind in ADDITIVE_KINDS:
+            dead = folder / f"{kind}_{pid}.db"
+            if not dead.exists():
+                continue
+            archive = MmapedDict(str(folder / f"{kind}_archive.db"))
+            try:
+                for key, value, timestamp, _ in MmapedDict.read_all_values_from_file(str(dead)):
+                    total, _ = archive.read_value(key)
+                    archive.write_value(key, total + value, timestamp)
+            finally:
+                archive.close()
+            dead.unlink()
+
+
+@functools.cache
+def _events():
+    """The master's counters, made on first use (after gunicorn exported the folder)."""
+    from prometheus_client import Counter
+
+    return {
+        "starts": Counter(f"{PREFIX}_worker_starts_total", "Workers forked by the master"),
+        "deaths": Counter(f"{PREFIX}_worker_deaths_total", "Workers that died, by cause", ["cause"]),
+        "recycles": Counter(f"{PREFIX}_memory_recycles_total", "Workers recycled for passing their memory limit"),
+        "aborts": Counter(f"{PREFIX}_stuck_request_aborts_total", "Workers aborted for a request past the timeout"),
+        "backoffs": Counter(f"{PREFIX}_crash_loop_backoffs_total", "Spawns delayed because workers kept dying young"),
+        "backoff_seconds": Counter(f"{PREFIX}_crash_loop_backoff_seconds_total", "Seconds spawns were delayed"),
+    }
+
+
+def record_worker_start() -> None:
+    _events()["starts"].inc()
+
+
+def record_death(death) -> None:
+    """Count a lifecycle.Death under a short, bounded cause."""
+    _events()["deaths"].labels(death_cause(death)).inc()
+
+
+def death_cause(death) -> str:
+    if death.shutting_down:
+        return "forced" if death.status == "SIGKILL" else "shutdown"
+    if death.over_memory:
+        return "memory"
+    if death.timed_out:
+        return "timeout"
+    if death.status == "SIGKILL":
+        return "killed"
+    if death.status in ("exit code 0", "SIGTERM"):
+        return "clean"
+    return "crashed"
+
+
+def record_recycle() -> None:
+    _events()["recycles"].inc()
+
+
+def record_abort() -> None:
+    _events()["aborts"].inc()
+
+
+def record_backoff(seconds: float) -> None:
+    events = _events()
+    events["backoffs"].inc()
+    events["backoff_seconds"].inc(seconds)
