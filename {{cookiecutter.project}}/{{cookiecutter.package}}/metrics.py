@@ -37,8 +37,8 @@ PATH = "/metrics"
 UNMATCHED_ROUTE = "unmatched"
 # Any other method is counted as "other", for the same reason.
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
-# Addresses allowed to scrape without a token: this host and private networks
-# (Railway's private network is fd12::/16, or 10.0.0.0/8 in newer environments).
+# Addresses allowed to scrape without a token: this host and the private
+# ranges (RFC 1918, IPv6 unique local), Railway's private network among them.
 PRIVATE_NETWORKS = tuple(
     ipaddress.ip_network(network)
     for network in ("127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7")
