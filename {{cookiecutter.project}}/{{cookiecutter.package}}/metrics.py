@@ -11,6 +11,7 @@ security.py for which address that is). Any other request is answered exactly
 like an unknown path: the same 404 problem, the same rate limit.
 """
 
+import functools
 import hmac
 import ipaddress
 import time
@@ -140,11 +141,23 @@ def start_timer() -> None:
 
 
 def count_response(response: Response) -> Response:
-    route = PATH if g.get("metrics_scrape") else (request.url_rule.rule if request.url_rule else UNMATCHED_ROUTE)
-    method = request.method if request.method in KNOWN_METHODS else "other"
-    REQUESTS.labels(route, method, f"{response.status_code // 100}xx").inc()
-    LATENCY.labels(route, method).observe(time.perf_counter() - g.metrics_started)
+    elapsed = time.perf_counter() - g.metrics_started
+    current = request._get_current_object()
+    route = current.url_rule.rule if current.url_rule else UNMATCHED_ROUTE
+    if g.get("metrics_scrape"):
+        route = PATH
+    method = current.method if current.method in KNOWN_METHODS else "other"
+    counted, timed = _children(route, method, response.status_code // 100)
+    counted.inc()
+    timed.observe(elapsed)
     return response
+
+
+@functools.cache
+def _children(route: str, method: str, status_class: int) -> tuple:
+    # Looking a labelled child up takes a lock and builds a key; the set of
+    # routes, methods and classes is small, so each pair is found once.
+    return REQUESTS.labels(route, method, f"{status_class}xx"), LATENCY.labels(route, method)
 
 
 def stop_timer(_error=None) -> None:
