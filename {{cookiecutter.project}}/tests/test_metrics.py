@@ -237,16 +237,32 @@ def test_prometheus_counts_every_request_across_workers_and_a_killed_one(serve, 
     assert query(f"count({series('worker_memory_uss_bytes')} > 0)") == 3
 
 
+def _metrics_folder(server) -> Path:
+    # The master keeps its own metrics files open there.
+    opened = {Path(file.path).parent for file in psutil.Process(server.process.pid).open_files()}
+    [folder] = [path for path in opened if path.name.startswith(f"{PREFIX}-metrics-")]
+    return folder
+
+
 @pytest.mark.cluster
 def test_metrics_folder_is_private_and_removed_at_exit(serve):
     server = serve({"WEB_CONCURRENCY": "2"})
     server.wait_for_workers(2)
     status, _, body = server.request("/metrics")
     assert status == 200 and f"{series('workers_live')} 2.0" in body.decode()
-    # The master keeps its own metrics files open there.
-    opened = {Path(file.path).parent for file in psutil.Process(server.process.pid).open_files()}
-    [folder] = [path for path in opened if path.name.startswith(f"{PREFIX}-metrics-")]
+    folder = _metrics_folder(server)
     assert folder.stat().st_mode & 0o777 == 0o700
     server.signal(signal.SIGTERM)
     assert server.wait_exit() == 0
+    assert not folder.exists()
+
+
+@pytest.mark.cluster
+def test_a_killed_masters_folder_is_removed_by_the_next_start(serve):
+    killed = serve({"ENABLE_CLUSTERING": "false"})
+    folder = _metrics_folder(killed)
+    os.killpg(killed.process.pid, signal.SIGKILL)
+    killed.wait_exit()
+    assert folder.exists(), "SIGKILL runs no exit handler"
+    serve({"ENABLE_CLUSTERING": "false", "XDG_RUNTIME_DIR": killed.env["XDG_RUNTIME_DIR"]})
     assert not folder.exists()

@@ -3,7 +3,8 @@
 Every gunicorn process is its own Python, so prometheus_client runs in
 multiprocess mode: each process writes its numbers to files in one folder and
 whoever serves /metrics adds them up. The folder is private to this instance
-(made 0700 with a random name on tmpfs, fresh per start, removed at exit).
+(made 0700 with a random name on tmpfs, fresh per start, removed at exit, and
+removed at the next start if a SIGKILL stopped the master before it could).
 prometheus_client picks its mode when it is first imported, so the master
 creates the folder while gunicorn reads its config, and gunicorn exports it to
 the environment before it loads the app (raw_env).
@@ -24,8 +25,11 @@ import fcntl
 import functools
 import os
 import shutil
+import stat
 import tempfile
 from pathlib import Path
+
+import psutil
 
 from .limits import heartbeat_dir
 
@@ -49,11 +53,28 @@ def multiprocess_env() -> list[str]:
     gunicorn re-reads its config on SIGHUP; the folder made at start is kept.
     """
     if "path" not in _folder:
-        path = Path(tempfile.mkdtemp(prefix=f"{PREFIX}-metrics-", dir=heartbeat_dir()))
+        base = Path(os.environ.get("XDG_RUNTIME_DIR") or heartbeat_dir() or tempfile.gettempdir())
+        _remove_stale_folders(base)
+        path = Path(tempfile.mkdtemp(prefix=f"{PREFIX}-metrics-{os.getpid()}-", dir=base))
         (path / LOCK_FILE).touch(mode=0o600)
         _folder["path"] = path
         atexit.register(_remove, path, os.getpid())
     return [f"{MULTIPROC_ENV}={_folder['path']}"]
+
+
+def _remove_stale_folders(base: Path) -> None:
+    """Remove the folders of masters that were killed (SIGKILL skips every exit handler)."""
+    for folder in base.glob(f"{PREFIX}-metrics-*-*"):
+        owner = folder.name.removeprefix(f"{PREFIX}-metrics-").partition("-")[0]
+        try:
+            info = folder.lstat()
+        except OSError:
+            continue
+        # Only real folders of this user, never a link someone planted.
+        if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or not owner.isdigit():
+            continue
+        if not psutil.pid_exists(int(owner)):
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def remove_folder() -> None:
