@@ -237,6 +237,19 @@ def test_prometheus_counts_every_request_across_workers_and_a_killed_one(serve, 
     assert query(f"count({series('worker_memory_uss_bytes')} > 0)") == 3
 
 
+@pytest.mark.cluster
+def test_the_masters_events_are_counted(serve):
+    server = serve({"WEB_CONCURRENCY": "2", "WORKER_MAX_MEMORY_MB": "64"}, app="tests.faulty_app:app")
+    server.wait_for_workers(2)
+    assert [server.request("/leak?mb=20")[0] for _ in range(6)] == [200] * 6
+    server.wait_for_log(lambda log: "memory limit" in log.get("cause", ""), message="a memory recycle")
+    samples = _samples(server.request("/metrics")[2].decode())
+    assert samples[series("memory_recycles_total")] >= 1
+    assert samples[series("worker_deaths_total", cause="memory")] >= 1
+    assert samples[series("worker_starts_total")] >= 3
+    assert samples[series("stuck_request_aborts_total")] == 0
+
+
 def _metrics_folder(server) -> Path:
     # The master keeps its own metrics files open there.
     opened = {Path(file.path).parent for file in psutil.Process(server.process.pid).open_files()}

@@ -27,8 +27,9 @@ def build_app(test_config: dict | None = None) -> Flask:
     if test_config is not None:
         app.config.update(test_config)
 
-    # Order matters: the client address first, then the request id every answer
-    # carries, then /metrics, which answers before the rate limit is counted.
+    # Order matters: Sentry before the layers it watches, the client address
+    # before anything reads it, the request id before any answer carries it,
+    # and /metrics before the rate limit, so scrapes are not counted.
     error_tracking.init_app(app)
     security.init_app(app)
     request_log.init_app(app)
