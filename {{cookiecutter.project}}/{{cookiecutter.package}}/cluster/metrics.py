@@ -27,6 +27,7 @@ import os
 import shutil
 import stat
 import tempfile
+import time
 from pathlib import Path
 
 import psutil
@@ -41,6 +42,8 @@ PREFIX = "{{ cookiecutter.package }}"
 LOCK_FILE = ".lock"
 # File kinds whose values add up across processes, so a dead worker's can be folded into one.
 ADDITIVE_KINDS = ("counter", "histogram")
+# How long the master waits for scrapes to finish before it folds a dead worker's files.
+FOLD_WAIT_SECONDS = 1.0
 # Bounded labels for worker deaths, from lifecycle.Death.
 DEATH_CAUSES = ("shutdown", "forced", "memory", "timeout", "killed", "clean", "crashed")
 
@@ -102,6 +105,18 @@ def folder_lock(folder: Path, exclusive: bool):
         yield
 
 
+def _try_exclusive_lock(lock, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.01)
+
+
 def forget_worker(pid: int) -> None:
     """In child_exit: drop a dead worker's live gauges and fold its counts into the archive."""
     folder = current_folder()
@@ -110,8 +125,13 @@ def forget_worker(pid: int) -> None:
     from prometheus_client import multiprocess
     from prometheus_client.mmap_dict import MmapedDict
 
-    with folder_lock(folder, exclusive=True):
-        multiprocess.mark_process_dead(pid, str(folder))
+    # Scrapes already skip a live gauge's file that vanishes under them.
+    multiprocess.mark_process_dead(pid, str(folder))
+    with open(folder / LOCK_FILE, "a+b") as lock:
+        # A scrape stuck while holding the lock must not stall the master: the
+        # files then stay as they are, still counted, and are not folded.
+        if not _try_exclusive_lock(lock, FOLD_WAIT_SECONDS):
+            return
         for kind in ADDITIVE_KINDS:
             dead = folder / f"{kind}_{pid}.db"
             if not dead.exists():
@@ -131,9 +151,13 @@ def _events():
     """The master's counters, made on first use (after gunicorn exported the folder)."""
     from prometheus_client import Counter
 
+    deaths = Counter(f"{PREFIX}_worker_deaths_total", "Workers that died, by cause", ["cause"])
+    for cause in DEATH_CAUSES:
+        # Every cause shows from the start, at 0, so rate() and alerts see it.
+        deaths.labels(cause)
     return {
         "starts": Counter(f"{PREFIX}_worker_starts_total", "Workers forked by the master"),
-        "deaths": Counter(f"{PREFIX}_worker_deaths_total", "Workers that died, by cause", ["cause"]),
+        "deaths": deaths,
         "recycles": Counter(f"{PREFIX}_memory_recycles_total", "Workers recycled for passing their memory limit"),
         "aborts": Counter(f"{PREFIX}_stuck_request_aborts_total", "Workers aborted for a request past the timeout"),
         "backoffs": Counter(f"{PREFIX}_crash_loop_backoffs_total", "Spawns delayed because workers kept dying young"),
