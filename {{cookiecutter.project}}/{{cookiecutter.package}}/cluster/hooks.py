@@ -185,7 +185,6 @@ class ClusterHooks:
 
     def on_exit(self, server) -> None:
         """Say so when shutdown had to kill workers that outlived the graceful timeout."""
-        metrics.remove_folder()
         if server.WORKERS:
             log.warning(
                 "Killed %s workers still busy when GRACEFUL_TIMEOUT=%ss ran out",
@@ -193,6 +192,7 @@ class ClusterHooks:
                 self.settings.graceful_timeout,
                 extra={"forced": True, "worker_pids": sorted(server.WORKERS)},
             )
+        metrics.remove_folder()
 
     def nworkers_changed(self, server, new_value, old_value) -> None:
         if self.board:
