@@ -3,7 +3,7 @@
 Every value is decided in {{ cookiecutter.package }}.cluster; this file only assigns them.
 """
 
-from {{ cookiecutter.package }}.cluster import limits
+from {{ cookiecutter.package }}.cluster import limits, metrics
 from {{ cookiecutter.package }}.cluster.hooks import ClusterHooks
 from {{ cookiecutter.package }}.cluster.network import listen_addresses
 from {{ cookiecutter.package }}.cluster.sizing import size_cluster
@@ -36,6 +36,11 @@ preload_app = settings.worker_class != "gevent"
 limit_request_line = limits.LIMIT_REQUEST_LINE
 limit_request_fields = limits.LIMIT_REQUEST_FIELDS
 limit_request_field_size = limits.LIMIT_REQUEST_FIELD_SIZE
+
+# Observability: one private folder for every process's Prometheus metrics,
+# exported before the app is loaded; forwarded headers trusted as the app trusts them.
+raw_env = metrics.multiprocess_env()
+forwarded_allow_ips = ",".join(settings.forwarded_allow_ips)
 
 # Logging: JSON lines on stdout, gunicorn's included.
 logger_class = "{{ cookiecutter.package }}.logs.GunicornLogger"

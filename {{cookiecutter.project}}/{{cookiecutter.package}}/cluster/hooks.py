@@ -21,13 +21,14 @@ from gunicorn.errors import HaltServer
 from ..settings import Settings
 from . import board as scoreboard
 from . import gunicorn_compat as compat
-from . import limits, runtime
+from . import limits, metrics, runtime
 from .diagnostics import install_exception_logging, log_stacks
 from .errors import answer_protocol_errors_as_problems
 from .inflight import ConnectionQuota, InFlight, TimedApp, describe, request_key_holder
 from .lifecycle import CrashGuard, Death, describe_status, log_death
 from .master_loop import MasterLoop
 from .network import refuse_if_taken
+from .rate_limit_scope import log_rate_limit_scope
 from .sizing import ClusterSize
 from .watchdog import WorkerWatchdog
 
@@ -77,6 +78,7 @@ class ClusterHooks:
         compat.wrap_master_loop(server, self.loop)
         server.cluster = self
         log_start_story(server, self.settings, self.size)
+        log_rate_limit_scope(self.settings, self.size.workers)
 
     def on_reload(self, server) -> None:
         """Carry the master's machinery over to the hooks of the re-read config (SIGHUP)."""
@@ -104,6 +106,7 @@ class ClusterHooks:
             raise HaltServer(reason, EXIT_GAVE_UP)
         worker.slot = slot
         worker.started = time.time()
+        metrics.record_worker_start()
 
     def child_exit(self, server, worker) -> None:
         """Log a dead worker's cause; back off, or give up, if workers keep dying at start."""
@@ -115,6 +118,8 @@ class ClusterHooks:
             over_memory=self.watchdog.forget(worker.pid),
             shutting_down=not compat.listeners(server),
         )
+        metrics.forget_worker(worker.pid)
+        metrics.record_death(death)
         log_death(worker.slot + 1, worker.pid, death)
         if death.shutting_down:
             if death.status == "SIGKILL":
@@ -131,6 +136,7 @@ class ClusterHooks:
         delay = self.crashes.seconds_until_spawn()
         if delay:
             log.warning("Workers keep dying young: waiting %.1fs before the next one", delay)
+            metrics.record_backoff(delay)
 
     def on_exit(self, server) -> None:
         """Say so, once, when shutdown had to kill workers that outlived the graceful timeout."""
@@ -143,6 +149,7 @@ class ClusterHooks:
                 self.settings.graceful_timeout,
                 extra={"forced": True, "worker_pids": sorted(forced)},
             )
+        metrics.remove_folder()
 
     def nworkers_changed(self, server, new_value, old_value) -> None:
         if self.board:

@@ -22,6 +22,7 @@ import time
 import psutil
 
 from . import gunicorn_compat as compat
+from . import metrics
 from .board import Board
 
 log = logging.getLogger(__name__)
@@ -97,6 +98,7 @@ class WorkerWatchdog:
             },
         )
         compat.mark_aborted(worker)
+        metrics.record_abort()
         self.stopping[pid] = (now, ABORT_GRACE)
         _signal(pid, signal.SIGABRT)
 
@@ -113,6 +115,7 @@ class WorkerWatchdog:
             extra={"worker": worker.slot + 1, "worker_pid": pid, "memory_mb": round(used)},
         )
         self.over_memory.add(pid)
+        metrics.record_recycle()
         self.stopping[pid] = (now, self.graceful_timeout)
         _signal(pid, signal.SIGTERM)
 
