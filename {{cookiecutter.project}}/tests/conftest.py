@@ -39,4 +39,3 @@ def serve():
     yield start
     for server in started:
         server.kill()
-
