@@ -3,7 +3,7 @@
 Every value is decided in {{ cookiecutter.package }}.cluster; this file only assigns them.
 """
 
-from {{ cookiecutter.package }}.cluster import limits, metrics
+from {{ cookiecutter.package }}.cluster import limits, metrics, runtime
 from {{ cookiecutter.package }}.cluster.hooks import ClusterHooks
 from {{ cookiecutter.package }}.cluster.network import listen_addresses
 from {{ cookiecutter.package }}.cluster.sizing import size_cluster
@@ -37,9 +37,9 @@ limit_request_line = limits.LIMIT_REQUEST_LINE
 limit_request_fields = limits.LIMIT_REQUEST_FIELDS
 limit_request_field_size = limits.LIMIT_REQUEST_FIELD_SIZE
 
-# Observability: one private folder for every process's Prometheus metrics,
-# exported before the app is loaded; forwarded headers trusted as the app trusts them.
-raw_env = metrics.multiprocess_env()
+# Observability: every process's Prometheus metrics in the master's private
+# folder, exported before the app is loaded; forwarded headers trusted as the app trusts them.
+raw_env = metrics.multiprocess_env(runtime.instance_folder(settings.port))
 forwarded_allow_ips = ",".join(settings.forwarded_allow_ips)
 
 # Logging: JSON lines on stdout, gunicorn's included.

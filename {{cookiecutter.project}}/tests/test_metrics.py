@@ -253,7 +253,7 @@ def test_the_masters_events_are_counted(serve):
 def _metrics_folder(server) -> Path:
     # The master keeps its own metrics files open there.
     opened = {Path(file.path).parent for file in psutil.Process(server.process.pid).open_files()}
-    [folder] = [path for path in opened if path.name.startswith(f"{PREFIX}-metrics-")]
+    [folder] = [path for path in opened if path.name == "metrics"]
     return folder
 
 

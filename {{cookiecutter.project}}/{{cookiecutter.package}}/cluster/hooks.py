@@ -69,7 +69,7 @@ class ClusterHooks:
         compat.refuse_unless_compatible()
         refuse_if_taken(compat.bind_addresses(server), self.settings.port)
         install_exception_logging()
-        self.board = scoreboard.Board.create(runtime.make_private_folder(self.settings.port))
+        self.board = scoreboard.Board.create(runtime.instance_folder(self.settings.port))
         self.board.set_master(server.pid, self.size.workers)
         scoreboard.attach(self.board)
         self.watchdog = WorkerWatchdog(self.board, self.settings.worker_max_memory_mb, self.settings.graceful_timeout)
@@ -149,7 +149,6 @@ class ClusterHooks:
                 self.settings.graceful_timeout,
                 extra={"forced": True, "worker_pids": sorted(forced)},
             )
-        metrics.remove_folder()
 
     def nworkers_changed(self, server, new_value, old_value) -> None:
         if self.board:

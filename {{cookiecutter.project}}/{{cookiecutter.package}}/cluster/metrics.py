@@ -2,12 +2,12 @@
 
 Every gunicorn process is its own Python, so prometheus_client runs in
 multiprocess mode: each process writes its numbers to files in one folder and
-whoever serves /metrics adds them up. The folder is private to this instance
-(made 0700 with a random name on tmpfs, fresh per start, removed at exit, and
-removed at the next start if a SIGKILL stopped the master before it could).
-prometheus_client picks its mode when it is first imported, so the master
-creates the folder while gunicorn reads its config, and gunicorn exports it to
-the environment before it loads the app (raw_env).
+whoever serves /metrics adds them up. The folder lives in the master's
+private runtime folder (runtime.py: 0700, fresh per start, removed at exit or
+by the next start after a SIGKILL). prometheus_client picks its mode when it
+is first imported, so the master creates the folder while gunicorn reads its
+config, and gunicorn exports it to the environment before it loads the app
+(raw_env).
 
 A dead worker's counters and histograms stay counted: its files are folded
 into one archive file (so recycled workers do not pile up files and slow every
@@ -19,23 +19,17 @@ prometheus_client is imported inside the functions below: this module is
 imported with gunicorn.conf.py, before the folder exists.
 """
 
-import atexit
 import contextlib
 import fcntl
 import functools
 import os
-import shutil
-import stat
-import tempfile
 import time
 from pathlib import Path
 
-import psutil
-
-from .limits import heartbeat_dir
-
 # prometheus_client reads this variable when it is first imported.
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+# The metrics folder's name inside the master's runtime folder.
+FOLDER_NAME = "metrics"
 # Every metric's name starts with the package's name.
 PREFIX = "{{ cookiecutter.package }}"
 # Taken shared by scrapes and exclusive by the master while it folds a dead worker's files.
@@ -47,49 +41,14 @@ FOLD_WAIT_SECONDS = 1.0
 # Bounded labels for worker deaths, from lifecycle.Death.
 DEATH_CAUSES = ("shutdown", "forced", "memory", "timeout", "killed", "clean", "crashed")
 
-_folder: dict[str, Path] = {}
 
-
-def multiprocess_env() -> list[str]:
-    """gunicorn's raw_env entry naming this instance's metrics folder, created on first call.
-
-    gunicorn re-reads its config on SIGHUP; the folder made at start is kept.
-    """
-    if "path" not in _folder:
-        base = Path(os.environ.get("XDG_RUNTIME_DIR") or heartbeat_dir() or tempfile.gettempdir())
-        _remove_stale_folders(base)
-        path = Path(tempfile.mkdtemp(prefix=f"{PREFIX}-metrics-{os.getpid()}-", dir=base))
+def multiprocess_env(instance_folder: Path) -> list[str]:
+    """gunicorn's raw_env entry naming the metrics folder inside this master's private folder."""
+    path = instance_folder / FOLDER_NAME
+    if not path.exists():
+        path.mkdir(mode=0o700)
         (path / LOCK_FILE).touch(mode=0o600)
-        _folder["path"] = path
-        atexit.register(_remove, path, os.getpid())
-    return [f"{MULTIPROC_ENV}={_folder['path']}"]
-
-
-def _remove_stale_folders(base: Path) -> None:
-    """Remove the folders of masters that were killed (SIGKILL skips every exit handler)."""
-    for folder in base.glob(f"{PREFIX}-metrics-*-*"):
-        owner = folder.name.removeprefix(f"{PREFIX}-metrics-").partition("-")[0]
-        try:
-            info = folder.lstat()
-        except OSError:
-            continue
-        # Only real folders of this user, never a link someone planted.
-        if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or not owner.isdigit():
-            continue
-        if not psutil.pid_exists(int(owner)):
-            shutil.rmtree(folder, ignore_errors=True)
-
-
-def remove_folder() -> None:
-    """Delete the folder at the master's exit (also done by atexit, whichever comes first)."""
-    if "path" in _folder:
-        _remove(_folder["path"], os.getpid())
-
-
-def _remove(path: Path, owner: int) -> None:
-    # Forked workers run atexit handlers too: only the process that made the folder removes it.
-    if os.getpid() == owner:
-        shutil.rmtree(path, ignore_errors=True)
+    return [f"{MULTIPROC_ENV}={path}"]
 
 
 def current_folder() -> Path | None:

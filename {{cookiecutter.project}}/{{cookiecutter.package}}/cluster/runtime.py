@@ -4,8 +4,9 @@ A predictable path under /tmp lets anyone on the host plant a symlink there
 before the master (often root) starts. So each master makes a fresh folder
 with a random suffix (mkdtemp: mode 0700, created atomically, never an
 existing path), creates its files inside with O_EXCL | O_NOFOLLOW, and
-removes the folder when it exits. `status` scans for folders named after the
-port, owned by the caller, and believes only a board whose master is alive.
+removes the folder when it exits. The folder holds the scoreboard and the
+Prometheus metrics files. `status` scans for folders named after the port,
+owned by the caller, and believes only a board whose master is alive.
 """
 
 import atexit
@@ -26,6 +27,9 @@ PREFIX = "{{ cookiecutter.project }}-"
 # rounding. A process started later under the same pid is not that master.
 START_TIME_SLACK = 1.0
 
+# port -> this master's folder, made once: gunicorn re-reads its config on SIGHUP.
+_instance_folders: dict[int, Path] = {}
+
 
 def runtime_base(environ=os.environ) -> Path:
     """Where runtime folders go: the user's runtime dir, else RAM (/dev/shm), else tmp."""
@@ -36,17 +40,26 @@ def runtime_base(environ=os.environ) -> Path:
     return Path(tempfile.gettempdir())
 
 
+def instance_folder(port: int) -> Path:
+    """This master's private folder, made when gunicorn first reads its config and kept across reloads."""
+    if port not in _instance_folders:
+        _instance_folders[port] = make_private_folder(port)
+    return _instance_folders[port]
+
+
 def make_private_folder(port: int, base: Path | None = None) -> Path:
     """A new folder only this user can enter, removed when this process exits.
 
-    Folders left by earlier masters on this port that died without cleaning
-    up (SIGKILL, OOM) are removed first.
+    Folders left by earlier masters that died without cleaning up (SIGKILL,
+    OOM) are removed first, whatever port they served.
     """
     base = base or runtime_base()
-    for stale in _own_folders(port, base):
+    for folder in _own_folders("*", base):
         with contextlib.suppress(OSError, ValueError):
-            if not master_is_alive(Board.open(stale / FILE_NAME)):
-                shutil.rmtree(stale, ignore_errors=True)
+            board = Board.open(folder / FILE_NAME)
+            # A master pid of 0: another master is still writing its board.
+            if board.master()[0] and not master_is_alive(board):
+                shutil.rmtree(folder, ignore_errors=True)
     folder = Path(tempfile.mkdtemp(prefix=f"{PREFIX}{port}-", dir=base))
     owner = os.getpid()
 
@@ -78,7 +91,7 @@ def find_live_board(port: int, base: Path | None = None) -> Board | None:
     return None
 
 
-def _own_folders(port: int, base: Path) -> list[Path]:
+def _own_folders(port: int | str, base: Path) -> list[Path]:
     """Runtime folders for `port` in `base` that are real folders (not symlinks) of this user."""
     folders = []
     for folder in sorted(base.glob(f"{PREFIX}{port}-*")):
