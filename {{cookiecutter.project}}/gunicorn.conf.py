@@ -18,7 +18,7 @@ bind = listen_addresses(settings.port)
 backlog = limits.BACKLOG
 
 # Worker processes
-worker_class = settings.worker_class
+worker_class = f"{{ cookiecutter.package }}.cluster.workers.{settings.worker_class.title()}Worker"  # gunicorn's, with deadlines
 workers = size.workers
 threads = size.threads
 worker_connections = limits.WORKER_CONNECTIONS

@@ -31,7 +31,7 @@ def test_every_value_is_a_valid_gunicorn_setting(load_conf):
     assert config.workers == 3
     assert config.graceful_timeout == 12
     assert any(address.endswith(":9001") for address in config.bind)
-    assert config.preload_app is (config.worker_class_str != "gevent")
+    assert config.preload_app is ("gevent" not in config.worker_class_str.lower())
     assert config.accesslog is None
     assert config.control_socket_disable
     for hook in HOOKS:

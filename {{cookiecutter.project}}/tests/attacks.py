@@ -1,0 +1,127 @@
+"""Hostile clients for the tests, and the availability they leave: the figures make bench reports too.
+
+Availability is the share of `/health` probes, each on a new connection, one
+every PROBE_INTERVAL, answered 200 within PROBE_TIMEOUT.
+"""
+
+import contextlib
+import http.client
+import selectors
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+
+# A probe that takes longer than this counts as unanswered.
+PROBE_TIMEOUT = 2.0
+PROBE_INTERVAL = 0.1
+# What a slow client trickles, a byte at a time: a request head that never ends.
+SLOW_HEAD = b"GET /health HTTP/1.1\r\nHost: attacker\r\nX-Slow: " + b"a" * 4096
+
+
+@dataclass
+class Availability:
+    answered: int = 0
+    probes: int = 0
+    latencies: list[float] = field(default_factory=list)
+
+    @property
+    def share(self) -> float:
+        return self.answered / self.probes if self.probes else 0.0
+
+    def __str__(self) -> str:
+        slowest = max(self.latencies, default=0.0)
+        return f"{self.answered}/{self.probes} probes answered within {PROBE_TIMEOUT}s (slowest {slowest:.2f}s)"
+
+
+def probe_health(port: int, seconds: float) -> Availability:
+    """Probe `/health` for `seconds`, a new connection each time."""
+    result = Availability()
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        started = time.monotonic()
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=PROBE_TIMEOUT)
+        try:
+            connection.request("GET", "/health")
+            ok = connection.getresponse().status == 200
+        except OSError:
+            ok = False
+        finally:
+            connection.close()
+        elapsed = time.monotonic() - started
+        result.probes += 1
+        result.latencies.append(elapsed)
+        result.answered += ok and elapsed <= PROBE_TIMEOUT
+        time.sleep(max(0.0, PROBE_INTERVAL - elapsed))
+    return result
+
+
+class HostileConnections:
+    """Slow-header and silent connections, held from one thread; each is reopened when the server closes it.
+
+    `cut_off` counts connections the server closed, by kind: a server with a
+    total deadline on request heads closes slow ones however steadily they trickle.
+    """
+
+    def __init__(self, port: int, slow: int = 0, silent: int = 0, byte_every: float = 3.0):
+        self.port = port
+        self.wanted = {"slow": slow, "silent": silent}
+        self.byte_every = byte_every
+        self.cut_off = {"slow": 0, "silent": 0}
+        self.open = {"slow": 0, "silent": 0}
+        self.selector = selectors.DefaultSelector()
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> "HostileConnections":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.stopping.set()
+        self.thread.join(30)
+
+    def _open(self, kind: str) -> None:
+        sock = socket.socket()
+        sock.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            sock.connect(("127.0.0.1", self.port))
+        state = {"kind": kind, "sent": 0, "next": time.monotonic() + self.byte_every}
+        self.selector.register(sock, selectors.EVENT_READ, state)
+        self.open[kind] += 1
+
+    def _close(self, sock: socket.socket, state: dict, by_server: bool) -> None:
+        self.selector.unregister(sock)
+        sock.close()
+        self.open[state["kind"]] -= 1
+        self.cut_off[state["kind"]] += by_server
+
+    def _run(self) -> None:
+        while not self.stopping.is_set():
+            for kind, wanted in self.wanted.items():
+                for _ in range(min(50, wanted - self.open[kind])):
+                    self._open(kind)
+            for key, _ in self.selector.select(0.1):
+                try:
+                    closed = not key.fileobj.recv(65536)
+                except BlockingIOError:
+                    continue
+                except OSError:
+                    closed = True
+                if closed:
+                    self._close(key.fileobj, key.data, by_server=True)
+            now = time.monotonic()
+            for key in list(self.selector.get_map().values()):
+                state = key.data
+                if state["kind"] == "slow" and state["next"] <= now:
+                    state["next"] = now + self.byte_every
+                    try:
+                        key.fileobj.send(SLOW_HEAD[state["sent"] : state["sent"] + 1])
+                        state["sent"] += 1
+                    except BlockingIOError:
+                        pass
+                    except OSError:
+                        self._close(key.fileobj, state, by_server=True)
+        for key in list(self.selector.get_map().values()):
+            self._close(key.fileobj, key.data, by_server=False)
+        self.selector.close()
