@@ -4,8 +4,11 @@ Each test holds its attack against a real cluster and measures what
 attacks.py measures for `make bench`: the share of /health probes answered.
 """
 
+import os
+import signal
 import socket
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -85,3 +88,65 @@ def test_slow_body_gets_a_408_problem_not_a_worker_abort(serve):
     assert server.worker_pids() == pid, "the worker was aborted"
     assert not _died(server)
     assert server.request("/health")[0] == 200
+
+
+# Railway keeps this many stdout lines per second per replica.
+RAILWAY_LINES_PER_SECOND = 500
+FLOOD_SECONDS = 4
+
+
+def _flood(port: int, request: bytes, seconds: float, clients: int = 8) -> int:
+    """Send `request` on new connections from `clients` threads for `seconds`; return how many were sent."""
+    deadline = time.monotonic() + seconds
+
+    def one_client() -> int:
+        sent = 0
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+                    sock.sendall(request)
+                    sock.recv(4096)
+                sent += 1
+            except OSError:
+                pass
+        return sent
+
+    with ThreadPoolExecutor(clients) as pool:
+        return sum(pool.map(lambda _: one_client(), range(clients)))
+
+
+def _lines_per_second(server, seconds: float) -> list[int]:
+    counts, last = [], len(server.lines)
+    for _ in range(int(seconds)):
+        time.sleep(1)
+        counts.append(len(server.lines) - last)
+        last = len(server.lines)
+    return counts
+
+
+def test_log_flood_is_summed_within_railways_rate_and_lifecycle_lines_stay(serve):
+    server = serve({"WEB_CONCURRENCY": "2", "ACCESS_LOG": "all"})
+    victim = sorted(server.wait_for_workers(2))[0]
+    with ThreadPoolExecutor(3) as pool:
+        rates = pool.submit(_lines_per_second, server, FLOOD_SECONDS + 2)
+        invalid = pool.submit(_flood, server.port, b"NOT-HTTP\r\n\r\n", FLOOD_SECONDS)
+        valid = pool.submit(_flood, server.port, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", FLOOD_SECONDS)
+        time.sleep(FLOOD_SECONDS / 2)
+        os.kill(victim, signal.SIGKILL)
+        sent_invalid, sent_valid = invalid.result(), valid.result()
+        per_second = rates.result()
+    print(f"{sent_invalid} invalid + {sent_valid} valid requests in {FLOOD_SECONDS}s; stdout lines/s: {per_second}")
+    assert sent_invalid >= 500 * FLOOD_SECONDS, "the flood was too small to test anything"
+    assert max(per_second) <= RAILWAY_LINES_PER_SECOND, per_second
+    # Lifecycle lines are never held back.
+    server.wait_for_log(lambda log: log.get("worker_pid") == victim and " died " in log["message"])
+    server.wait_for_workers(2, without=victim)
+    # The invalid requests are summed, not dropped without a word.
+    summed = wait_until(
+        lambda: sum(log.get("invalid_requests", 0) for log in server.logs) >= sent_invalid * 0.5 or None,
+        timeout=10,
+        message="summaries of the invalid requests",
+    )
+    assert summed
+    summary = next(log for log in server.logs if log.get("invalid_requests", 0) > 1)
+    assert "invalid requests in the last second" in summary["message"]

@@ -22,9 +22,11 @@ from gunicorn.http.errors import ChunkMissingTerminator, InvalidChunkExtension, 
 from .cluster.errors import ClientError
 from .problems import Problem, problem_response
 
-# orjson serialises at most this many levels of nesting; deeper input is
-# refused when it is parsed, so whatever is parsed can also be answered.
-MAX_JSON_DEPTH = 254
+# orjson serialises at most 254 levels of nesting. Input deeper than this is
+# refused when it is parsed, so whatever is parsed can be answered, inside
+# an envelope of up to ANSWER_ENVELOPE_DEPTH levels ({"received": ...}).
+MAX_JSON_DEPTH = 200
+ANSWER_ENVELOPE_DEPTH = 254 - MAX_JSON_DEPTH
 # What parsed JSON costs in Python objects, in bytes, as an upper bound:
 # per container ({ or [), per separator (, or :) and per string.
 CONTAINER_COST = 80
@@ -140,7 +142,13 @@ class OrjsonProvider(DefaultJSONProvider):
 
 
 def _check_depth(value) -> None:
-    """Refuse what orjson could not serialise back: nesting deeper than MAX_JSON_DEPTH."""
+    """Refuse nesting deeper than MAX_JSON_DEPTH, measured by orjson at C speed.
+
+    orjson refuses to serialise past 254 levels, so `value` wrapped in
+    ANSWER_ENVELOPE_DEPTH lists serialises only if it is at most MAX_JSON_DEPTH deep.
+    """
+    for _ in range(ANSWER_ENVELOPE_DEPTH):
+        value = [value]
     try:
         orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS)
     except (orjson.JSONEncodeError, TypeError) as error:

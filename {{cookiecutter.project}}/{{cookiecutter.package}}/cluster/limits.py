@@ -42,6 +42,12 @@ MAX_BUFFERED_HEAD = 64 * 1024
 # connection that has no request in flight (idle, or still sending its head),
 # so idle clients cannot lock new ones out.
 EVICTION_MARGIN = 50
+# A gthread worker reads at most (threads - 1) bodies over this size at once,
+# so one thread stays free for small requests (/health among them) whatever
+# uploads arrive; the other large ones wait, unread, up to LARGE_BODY_WAIT
+# seconds for a turn (then 429).
+LARGE_BODY_BYTES = 2**20
+LARGE_BODY_WAIT = 10
 # Lingering close after an error answer: read (and discard) what the client
 # still sends for up to this long, this much, pausing at most LINGER_IDLE_SECONDS.
 LINGER_SECONDS = 5.0

@@ -31,9 +31,11 @@ Worker.handle_error.
 """
 
 import errno
+import re
 import selectors
 import socket
 import time
+from collections import deque
 from functools import partial
 
 import gunicorn.http
@@ -54,6 +56,8 @@ from .errors import BodyTimeout, BodyTooLarge, ClientError, HeadTimeout, linger,
 HEAD_READ_SIZE = 65536
 # A request head ends with an empty line.
 END_OF_HEAD = b"\r\n\r\n"
+# The body's size as a request head declares it: a Content-Length, or chunked (unknown, so large).
+DECLARED_BODY = re.compile(rb"\r\n(?:content-length[ \t]*:[ \t]*(\d+)|transfer-encoding[ \t]*:[^\r\n]*chunked)", re.I)
 
 _original_get_parser = gunicorn.http.get_parser
 
@@ -178,6 +182,14 @@ def install_deadline_parser() -> None:
     gunicorn.http.get_parser = deadline_get_parser
 
 
+def declares_large_body(head: bytes) -> bool:
+    """Whether a request head announces a body over limits.LARGE_BODY_BYTES (chunked counts as large)."""
+    for match in DECLARED_BODY.finditer(head):
+        if match.group(1) is None or int(match.group(1)) > limits.LARGE_BODY_BYTES:
+            return True
+    return False
+
+
 def body_left(req) -> bool:
     """Whether the client may still be sending the body of `req`."""
     reader = getattr(getattr(req, "body", None), "reader", None)
@@ -244,6 +256,10 @@ class GthreadWorker(_AnswersClientErrors, gthread.ThreadWorker):
         # Connections waiting for their head, and closing ones, oldest first.
         self.heads: dict[_Conn, None] = {}
         self.lingering: dict[_Conn, None] = {}
+        # Connections with a large body: how many are being read, and the ones waiting their turn.
+        self.large_slots = max(1, self.cfg.threads - 1)
+        self.large_in_flight: set[_Conn] = set()
+        self.large_waiting: deque[_Conn] = deque()
 
     def init_process(self):
         install_deadline_parser()
@@ -303,10 +319,28 @@ class GthreadWorker(_AnswersClientErrors, gthread.ThreadWorker):
         self.poller.unregister(conn.sock)
         if conn.parser is None:
             conn.parser = gunicorn.http.get_parser(self.cfg, conn.sock, conn.client)
-        conn.parser.unreader.unread(bytes(conn.head))
+        head = bytes(conn.head)
+        conn.parser.unreader.unread(head)
         conn.head = bytearray()
         conn.data_ready = True
-        self.enqueue_req(conn)
+        if declares_large_body(head):
+            conn.deadline = time.monotonic() + limits.LARGE_BODY_WAIT
+            self.large_waiting.append(conn)
+            self._start_large_bodies()
+        else:
+            self.enqueue_req(conn)
+
+    def _start_large_bodies(self) -> None:
+        while self.large_waiting and len(self.large_in_flight) < self.large_slots:
+            conn = self.large_waiting.popleft()
+            self.large_in_flight.add(conn)
+            self.enqueue_req(conn)
+
+    def finish_request(self, conn, fs):
+        if conn in self.large_in_flight:
+            self.large_in_flight.discard(conn)
+            self._start_large_bodies()
+        super().finish_request(conn, fs)
 
     def _drop_head(self, conn: _Conn, answer: ClientError | None = None) -> None:
         self.heads.pop(conn, None)
@@ -389,6 +423,16 @@ class GthreadWorker(_AnswersClientErrors, gthread.ThreadWorker):
                 self._drop_head(conn)
         for conn in [conn for conn in self.lingering if conn.deadline <= now]:
             self._end_linger(conn)
+        while self.large_waiting and self.large_waiting[0].deadline <= now:
+            conn = self.large_waiting.popleft()
+            self.nr_conns -= 1
+            self.log.warning("Large body from ip=%s waited %ss for a turn: answered 429", conn.client[0], limits.LARGE_BODY_WAIT)
+            try:
+                conn.sock.setblocking(True)
+                write_problem(conn.sock, 429, "Too Many Requests", "Too many large bodies are being read; retry shortly")
+            except OSError:
+                pass
+            self.linger(conn)
 
 
 # -- gevent --------------------------------------------------------------------
