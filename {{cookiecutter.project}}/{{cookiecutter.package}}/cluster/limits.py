@@ -48,6 +48,9 @@ EVICTION_MARGIN = 50
 # seconds for a turn (then 429).
 LARGE_BODY_BYTES = 2**20
 LARGE_BODY_WAIT = 10
+# A gevent worker runs every request on one thread, and parsing a large body
+# holds it: it reads one large body at a time, so its loop stays responsive.
+GEVENT_LARGE_BODIES = 1
 # Lingering close after an error answer: read (and discard) what the client
 # still sends for up to this long, this much, pausing at most LINGER_IDLE_SECONDS.
 LINGER_SECONDS = 5.0

@@ -34,6 +34,7 @@ import errno
 import re
 import selectors
 import socket
+import threading
 import time
 from collections import deque
 from functools import partial
@@ -73,6 +74,11 @@ class DeadlineUnreader(SocketUnreader):
     (HEADER_TIMEOUT) and its body (BODY_TIMEOUT).
     """
 
+    # Under gevent, a body arriving faster than it is read never makes a read
+    # wait, so its greenlet would keep the worker's only thread from everyone
+    # else until the whole body is in: each read of a body yields first.
+    yields_in_body = False
+
     def __init__(self, sock, max_chunk=8192):
         super().__init__(sock, max_chunk)
         self.deadline: float | None = None
@@ -108,6 +114,8 @@ class DeadlineUnreader(SocketUnreader):
             return self._expired()
         finally:
             self.sock.settimeout(previous)
+        if self.in_body and self.yields_in_body:
+            time.sleep(0)  # gevent's sleep: lets every other ready greenlet run
         if data and self.idle:
             self.idle = False
             if self.head_clock_starts_on_first_byte:
@@ -176,9 +184,10 @@ def deadline_get_parser(cfg, source, source_addr, http2_connection=False):
     return DeadlineParser(cfg, source, source_addr)
 
 
-def install_deadline_parser() -> None:
+def install_deadline_parser(cooperative: bool = False) -> None:
     """Make this worker process read every HTTP/1 request with DeadlineParser."""
     DeadlineRequest.max_body_bytes = load_settings_or_exit().plan.max_body_mb * 2**20
+    DeadlineUnreader.yields_in_body = cooperative
     gunicorn.http.get_parser = deadline_get_parser
 
 
@@ -188,6 +197,22 @@ def declares_large_body(head: bytes) -> bool:
         if match.group(1) is None or int(match.group(1)) > limits.LARGE_BODY_BYTES:
             return True
     return False
+
+
+def has_large_body(req) -> bool:
+    """Whether a parsed request carries a body over limits.LARGE_BODY_BYTES (chunked counts as large)."""
+    reader = getattr(getattr(req, "body", None), "reader", None)
+    if isinstance(reader, LengthReader):
+        return reader.length > limits.LARGE_BODY_BYTES
+    return isinstance(reader, ChunkedReader)
+
+
+def refuse_for_now(sock) -> None:
+    """Answer 429: the worker is reading as many large bodies as it may."""
+    try:
+        write_problem(sock, 429, "Too Many Requests", "Too many large bodies are being read; retry shortly")
+    except OSError:
+        pass
 
 
 def body_left(req) -> bool:
@@ -427,11 +452,7 @@ class GthreadWorker(_AnswersClientErrors, gthread.ThreadWorker):
             conn = self.large_waiting.popleft()
             self.nr_conns -= 1
             self.log.warning("Large body from ip=%s waited %ss for a turn: answered 429", conn.client[0], limits.LARGE_BODY_WAIT)
-            try:
-                conn.sock.setblocking(True)
-                write_problem(conn.sock, 429, "Too Many Requests", "Too many large bodies are being read; retry shortly")
-            except OSError:
-                pass
+            refuse_for_now(conn.sock)
             self.linger(conn)
 
 
@@ -446,11 +467,16 @@ def _gevent_worker_class():
         """gevent, with request deadlines, lingering error closes and eviction of idle connections."""
 
         def init_process(self):
-            install_deadline_parser()
+            install_deadline_parser(cooperative=True)
             # Open connections, oldest first, and the ones with a request in flight.
             self.connections: dict = {}
             self.busy: set = set()
             super().init_process()
+
+        def run(self):
+            # Made here, after gevent patched threading: waiting for a turn blocks one greenlet only.
+            self.large_bodies = threading.BoundedSemaphore(limits.GEVENT_LARGE_BODIES)
+            super().run()
 
         def handle(self, listener, client, addr):
             self._evict_if_full()
@@ -462,6 +488,15 @@ def _gevent_worker_class():
 
         def handle_request(self, listener_name, req, sock, addr):
             self.busy.add(sock)
+            large = has_large_body(req)
+            if large and not self.large_bodies.acquire(timeout=limits.LARGE_BODY_WAIT):
+                self.busy.discard(sock)
+                self.log.warning("Large body from ip=%s waited %ss for a turn: answered 429", addr[0], limits.LARGE_BODY_WAIT)
+                refuse_for_now(sock)
+                linger(sock)
+                raise StopIteration()
+            if large:
+                req.unreader.await_body()  # the body's clock starts with its turn
             try:
                 return super().handle_request(listener_name, req, sock, addr)
             except StopIteration:
@@ -471,6 +506,8 @@ def _gevent_worker_class():
                 raise
             finally:
                 self.busy.discard(sock)
+                if large:
+                    self.large_bodies.release()
 
         def _evict_if_full(self) -> None:
             excess = len(self.connections) - (self.worker_connections - limits.EVICTION_MARGIN)
