@@ -13,9 +13,7 @@ from .servers import Server
 pytestmark = pytest.mark.cluster
 
 PROBLEM = b"application/problem+json"
-CHUNKED_HEAD = (
-    b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
-)
+CHUNKED_HEAD = b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
 
 
 @pytest.fixture(scope="module")
@@ -88,3 +86,10 @@ def test_json_too_deep_to_answer_is_refused_when_parsed(server, depth):
     assert status == 400, body
     assert headers["Content-Type"] == "application/problem+json"
     assert b"nested" in body or b"depth" in body
+
+
+def test_a_client_still_sending_a_refused_body_reads_the_413(server):
+    """The server answers 413 before the body is in, then closes lingeringly: no broken pipe, no reset."""
+    body = b"{" + b" " * (2 * 2**20) + b"}"  # over the free plan's 1 MB
+    statuses = [server.request("/echo", "POST", body, {"Content-Type": "application/json"})[0] for _ in range(30)]
+    assert statuses == [413] * 30

@@ -73,7 +73,9 @@ def test_slow_body_gets_a_408_problem_not_a_worker_abort(serve):
     server = serve({"WEB_CONCURRENCY": "1"})
     pid = server.wait_for_workers(1)
     with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
-        sock.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{")
+        sock.sendall(
+            b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"
+        )
         started = time.monotonic()
         sock.settimeout(1.0)
         answer = b""
@@ -130,7 +132,9 @@ def test_log_flood_is_summed_within_railways_rate_and_lifecycle_lines_stay(serve
     with ThreadPoolExecutor(3) as pool:
         rates = pool.submit(_lines_per_second, server, FLOOD_SECONDS + 2)
         invalid = pool.submit(_flood, server.port, b"NOT-HTTP\r\n\r\n", FLOOD_SECONDS)
-        valid = pool.submit(_flood, server.port, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", FLOOD_SECONDS)
+        valid = pool.submit(
+            _flood, server.port, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", FLOOD_SECONDS
+        )
         time.sleep(FLOOD_SECONDS / 2)
         os.kill(victim, signal.SIGKILL)
         sent_invalid, sent_valid = invalid.result(), valid.result()

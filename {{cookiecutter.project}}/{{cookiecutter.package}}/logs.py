@@ -23,9 +23,10 @@ RAILWAY_LEVELS = {"DEBUG": "debug", "INFO": "info", "WARNING": "warn", "ERROR": 
 # Railway keeps 500 log lines per second per replica and drops the rest, the
 # lines that matter included. A replica's workers share this many per second
 # for everything a request can make them log (app lines, the access log,
-# gunicorn's warnings); the rest of the 500 is kept for lifecycle lines (the
+# gunicorn's warnings). Any second of wall time spans two budget seconds, so
+# it can see twice this; the rest of the 500 is kept for lifecycle lines (the
 # master's, and the cluster's own in workers) and one summary line per worker.
-WORKER_LINES_PER_SECOND = 300
+WORKER_LINES_PER_SECOND = 200
 # Never budgeted: the cluster's lifecycle (starts, deaths, recycles, stacks, stops).
 LIFECYCLE_LOGGER = "{{ cookiecutter.package }}.cluster"
 # gunicorn's line for each request it cannot parse; a flood of them is summed per second.

@@ -30,6 +30,7 @@ keepalived_conns and TConn; AsyncWorker.handle/handle_request and
 Worker.handle_error.
 """
 
+import contextlib
 import errno
 import re
 import selectors
@@ -209,10 +210,8 @@ def has_large_body(req) -> bool:
 
 def refuse_for_now(sock) -> None:
     """Answer 429: the worker is reading as many large bodies as it may."""
-    try:
+    with contextlib.suppress(OSError):
         write_problem(sock, 429, "Too Many Requests", "Too many large bodies are being read; retry shortly")
-    except OSError:
-        pass
 
 
 def body_left(req) -> bool:
@@ -369,17 +368,13 @@ class GthreadWorker(_AnswersClientErrors, gthread.ThreadWorker):
 
     def _drop_head(self, conn: _Conn, answer: ClientError | None = None) -> None:
         self.heads.pop(conn, None)
-        try:
+        with contextlib.suppress(KeyError, ValueError, OSError):
             self.poller.unregister(conn.sock)
-        except (KeyError, ValueError, OSError):
-            pass
         self.nr_conns -= 1
         if answer is not None:
             self.log.warning("Invalid request from ip=%s: %s", conn.client[0] if conn.client else "", answer)
-            try:
+            with contextlib.suppress(OSError):
                 write_problem(conn.sock, answer.status, answer.reason, str(answer))
-            except OSError:
-                pass
             self.linger(conn)
         else:
             util.close(conn.sock)
@@ -391,10 +386,8 @@ class GthreadWorker(_AnswersClientErrors, gthread.ThreadWorker):
                 self._drop_head(next(iter(self.heads)))
             elif self.keepalived_conns:
                 conn = self.keepalived_conns.popleft()
-                try:
+                with contextlib.suppress(KeyError, ValueError, OSError):
                     self.poller.unregister(conn.sock)
-                except (KeyError, ValueError, OSError):
-                    pass
                 self.nr_conns -= 1
                 conn.close()
             else:
@@ -426,10 +419,8 @@ class GthreadWorker(_AnswersClientErrors, gthread.ThreadWorker):
 
     def _end_linger(self, conn: _Conn) -> None:
         self.lingering.pop(conn, None)
-        try:
+        with contextlib.suppress(KeyError, ValueError, OSError):
             self.poller.unregister(conn.sock)
-        except (KeyError, ValueError, OSError):
-            pass
         util.close(conn.sock)
 
     def murder_pending(self):
@@ -451,7 +442,9 @@ class GthreadWorker(_AnswersClientErrors, gthread.ThreadWorker):
         while self.large_waiting and self.large_waiting[0].deadline <= now:
             conn = self.large_waiting.popleft()
             self.nr_conns -= 1
-            self.log.warning("Large body from ip=%s waited %ss for a turn: answered 429", conn.client[0], limits.LARGE_BODY_WAIT)
+            self.log.warning(
+                "Large body from ip=%s waited %ss for a turn: answered 429", conn.client[0], limits.LARGE_BODY_WAIT
+            )
             refuse_for_now(conn.sock)
             self.linger(conn)
 
@@ -491,7 +484,9 @@ def _gevent_worker_class():
             large = has_large_body(req)
             if large and not self.large_bodies.acquire(timeout=limits.LARGE_BODY_WAIT):
                 self.busy.discard(sock)
-                self.log.warning("Large body from ip=%s waited %ss for a turn: answered 429", addr[0], limits.LARGE_BODY_WAIT)
+                self.log.warning(
+                    "Large body from ip=%s waited %ss for a turn: answered 429", addr[0], limits.LARGE_BODY_WAIT
+                )
                 refuse_for_now(sock)
                 linger(sock)
                 raise StopIteration()
@@ -517,10 +512,8 @@ def _gevent_worker_class():
             for sock in idle:
                 # Its greenlet, blocked reading, sees the end of the stream and closes it.
                 self.connections.pop(sock, None)
-                try:
+                with contextlib.suppress(OSError):
                     sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
 
     return GeventWorker
 
