@@ -1,10 +1,14 @@
 """The app layer through Flask's test client: factory, problems, health, headers."""
 
+import datetime
 import json
+import uuid
+from decimal import Decimal
 
 import pytest
 
 from {{ cookiecutter.package }} import create_app
+from {{ cookiecutter.package }}.bodies import MAX_JSON_DEPTH, ParseBudget, parse_cost
 from {{ cookiecutter.package }}.problems import Problem
 from {{ cookiecutter.package }}.request_log import LineBudget
 
@@ -161,3 +165,45 @@ def test_access_log_budget_caps_lines_per_second_and_counts_the_rest():
     assert budget.skipped == 300
     now[0] += 1
     assert budget.allow() and budget.skipped == 0
+
+
+def test_json_provider_keeps_flasks_output(app):
+    moment = datetime.datetime(2020, 1, 1, tzinfo=datetime.UTC)
+    identifier = uuid.UUID(int=1)
+    with app.app_context():
+        encoded = app.json.dumps({"b": 1, "a": moment, 3: Decimal("1.5"), "u": identifier})
+    assert encoded.index('"3"') < encoded.index('"a"') < encoded.index('"b"'), "keys are sorted"
+    assert json.loads(encoded) == {"3": "1.5", "a": "Wed, 01 Jan 2020 00:00:00 GMT", "b": 1, "u": str(identifier)}
+
+
+def test_json_keeps_integers_beyond_64_bits(client):
+    big = 2**100 + 1
+    response = client.post("/echo", data=json.dumps({"n": big}), content_type="application/json")
+    assert response.status_code == 200
+    assert json.loads(response.data)["received"]["n"] == big
+
+
+def test_json_as_deep_as_allowed_is_answered_and_deeper_is_a_400(client):
+    def nested(depth):
+        return '{"a":' + "[" * (depth - 1) + "]" * (depth - 1) + "}"
+
+    assert client.post("/echo", data=nested(MAX_JSON_DEPTH), content_type="application/json").status_code == 200
+    body = _problem(client.post("/echo", data=nested(MAX_JSON_DEPTH + 1), content_type="application/json"), 400)
+    assert "nested deeper" in body["detail"]
+
+
+def test_json_too_costly_to_parse_is_a_413_before_it_is_parsed(monkeypatch):
+    monkeypatch.setenv("WORKER_MAX_MEMORY_MB", "32")
+    client = create_app({"TESTING": True}).test_client()
+    bomb = b"[" + b"{}," * 300_000 + b"{}]"  # 0.9 MB: about 60 MB of Python objects
+    assert parse_cost(bomb) > 16 * 2**20
+    body = _problem(client.post("/echo", data=bomb, content_type="application/json"), 413)
+    assert "memory" in body["detail"]
+
+
+def test_parse_budget_makes_bodies_wait_their_turn():
+    budget = ParseBudget(100)
+    assert budget.reserve(80, wait=0)
+    assert not budget.reserve(30, wait=0.05)
+    budget.release(80)
+    assert budget.reserve(30, wait=0)
