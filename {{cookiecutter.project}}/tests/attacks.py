@@ -125,3 +125,75 @@ class HostileConnections:
         for key in list(self.selector.get_map().values()):
             self._close(key.fileobj, key.data, by_server=False)
         self.selector.close()
+
+
+class BodyBombs:
+    """Clients posting `bodies` to `path` over and over, from one thread, as one remote attacker would.
+
+    One thread, not one per client: the kernel shares CPU out per thread, and
+    twenty local client threads would take the CPU a replica has to itself
+    on Railway. `answers` counts the status codes, and "reset" for a
+    connection that ended without a full status line.
+    """
+
+    def __init__(self, port: int, bodies: list[bytes], clients: int = 20, path: str = "/echo"):
+        self.port = port
+        self.requests = [
+            b"POST %s HTTP/1.1\r\nHost: attacker\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
+            b"Connection: close\r\n\r\n%s" % (path.encode(), len(body), body)
+            for body in bodies
+        ]
+        self.clients = clients
+        self.answers: dict[str, int] = {}
+        self.selector = selectors.DefaultSelector()
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.sent = 0
+
+    def __enter__(self) -> "BodyBombs":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.stopping.set()
+        self.thread.join(60)
+
+    def _open(self) -> None:
+        sock = socket.socket()
+        sock.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            sock.connect(("127.0.0.1", self.port))
+        state = {"out": memoryview(self.requests[self.sent % len(self.requests)]), "in": b""}
+        self.sent += 1
+        self.selector.register(sock, selectors.EVENT_READ | selectors.EVENT_WRITE, state)
+
+    def _finish(self, sock: socket.socket, state: dict) -> None:
+        self.selector.unregister(sock)
+        sock.close()
+        head = state["in"].split(b"\r\n", 1)[0].split(b" ")
+        status = head[1].decode() if len(head) > 1 and head[0].startswith(b"HTTP/") else "reset"
+        self.answers[status] = self.answers.get(status, 0) + 1
+
+    def _run(self) -> None:
+        while not self.stopping.is_set():
+            while len(self.selector.get_map()) < self.clients:
+                self._open()
+            for key, events in self.selector.select(0.1):
+                sock, state = key.fileobj, key.data
+                try:
+                    if events & selectors.EVENT_WRITE and state["out"]:
+                        state["out"] = state["out"][sock.send(state["out"][:262144]) :]
+                        if not state["out"]:
+                            self.selector.modify(sock, selectors.EVENT_READ, state)
+                    if events & selectors.EVENT_READ:
+                        data = sock.recv(65536)
+                        state["in"] += data
+                        if not data:
+                            self._finish(sock, state)
+                except BlockingIOError:
+                    continue
+                except OSError:
+                    self._finish(sock, state)
+        for key in list(self.selector.get_map().values()):
+            key.fileobj.close()
+        self.selector.close()

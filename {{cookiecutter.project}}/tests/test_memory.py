@@ -7,11 +7,6 @@ gunicorn forks a worker. The kernel's OOM killer must never act.
 import os
 import signal
 import sys
-import time
-import urllib.error
-import urllib.request
-from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -19,7 +14,7 @@ import pytest
 from {{ cookiecutter.package }}.plans import PLANS
 from {{ cookiecutter.package }}.settings import WORKER_CLASS
 
-from .attacks import probe_health
+from .attacks import BodyBombs, probe_health
 from .servers import Server, wait_until
 
 pytestmark = pytest.mark.cluster
@@ -29,6 +24,12 @@ PLAN = PLANS["hobby"]
 ATTACK_SECONDS = 30
 CLIENTS = 20
 AVAILABILITY = 0.99
+# A Railway replica's vCPUs are its own. Here it shares the machine with the
+# test's clients and whatever else runs, and the kernel splits CPU by
+# threads (1024 each): weigh the replica like 16 busy threads.
+REPLICA_CPU_SHARES = 16 * 1024
+# The rate limit would answer most bombs with 429 before their bodies cost anything.
+UNLIMITED = "1000000/minute"
 
 
 def _cgroups_writable() -> str | None:
@@ -54,6 +55,7 @@ def replica():
     (memory / "memory.limit_in_bytes").write_text(str(PLAN.memory_mb * 2**20))
     period = int((cpu / "cpu.cfs_period_us").read_text())
     (cpu / "cpu.cfs_quota_us").write_text(str(PLAN.vcpu * period))
+    (cpu / "cpu.shares").write_text(str(REPLICA_CPU_SHARES))
     yield memory, cpu
     for group in (memory, cpu):
         for pid in (group / "cgroup.procs").read_text().split():
@@ -79,45 +81,20 @@ def _bombs() -> list[bytes]:
     return [empty_objects, half + b" " * (limit - len(half))]
 
 
-def _post(port: int, body: bytes) -> str:
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{port}/echo", data=body, method="POST", headers={"Content-Type": "application/json"}
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=60) as response:
-            response.read()
-            return str(response.status)
-    except urllib.error.HTTPError as error:
-        error.read()
-        return str(error.code)
-    except OSError as error:
-        return type(error).__name__
-
-
 def test_body_bombs_in_a_replica_sized_cgroup_never_wake_the_oom_killer(replica):
     memory, cpu = replica
     # The shell joins the cgroups, then becomes gunicorn's master: every worker is forked inside.
     join_then_serve = (
         f"echo $$ > {memory}/cgroup.procs && echo $$ > {cpu}/cgroup.procs && exec {sys.executable} -m gunicorn main:app"
     )
-    server = Server({"RAILWAY_PLAN": PLAN.name}, command=["sh", "-c", join_then_serve])
+    server = Server({"RAILWAY_PLAN": PLAN.name, "RATE_LIMIT": UNLIMITED}, command=["sh", "-c", join_then_serve])
     try:
         server.wait_healthy()
         story = server.wait_for_log(lambda log: "workers" in log and "threads" in log)
         server.wait_for_workers(story["workers"])
-        bombs = _bombs()
-        deadline = time.monotonic() + ATTACK_SECONDS
-
-        def attacker(number: int) -> Counter:
-            answers = Counter()
-            while time.monotonic() < deadline:
-                answers[_post(server.port, bombs[number % len(bombs)])] += 1
-            return answers
-
-        with ThreadPoolExecutor(CLIENTS + 1) as pool:
-            availability = pool.submit(probe_health, server.port, ATTACK_SECONDS)
-            answers = sum((future.result() for future in [pool.submit(attacker, n) for n in range(CLIENTS)]), Counter())
-            availability = availability.result()
+        with BodyBombs(server.port, _bombs(), clients=CLIENTS) as bombs:
+            availability = probe_health(server.port, ATTACK_SECONDS)
+        answers = bombs.answers
         peak_mb = int((memory / "memory.max_usage_in_bytes").read_text()) / 2**20
         print(
             f"{WORKER_CLASS}: answers {dict(answers)}; {availability}; peak {peak_mb:.0f} MB of {PLAN.memory_mb} MB; "
@@ -126,7 +103,7 @@ def test_body_bombs_in_a_replica_sized_cgroup_never_wake_the_oom_killer(replica)
         assert _oom_kills(memory) == 0
         if WORKER_CLASS != "sync":  # a sync worker serves one request at a time: see the README
             assert availability.share >= AVAILABILITY, str(availability)
-        assert all(status.isdigit() and status[0] in "24" for status in answers), answers
+        assert all(status[0] in "24" for status in answers), answers  # no 5xx, no reset
         assert sum(answers.values()) >= CLIENTS, answers
     finally:
         server.kill()
