@@ -2,12 +2,13 @@
 
 import datetime
 import json
+import logging
 import uuid
 from decimal import Decimal
 
 import pytest
 
-from {{ cookiecutter.package }} import create_app
+from {{ cookiecutter.package }} import create_app, logs
 from {{ cookiecutter.package }}.bodies import MAX_JSON_DEPTH, ParseBudget, parse_cost
 from {{ cookiecutter.package }}.problems import Problem
 from {{ cookiecutter.package }}.request_log import LineBudget
@@ -207,3 +208,25 @@ def test_parse_budget_makes_bodies_wait_their_turn():
     assert not budget.reserve(30, wait=0.05)
     budget.release(80)
     assert budget.reserve(30, wait=0)
+
+
+def test_log_budget_sums_invalid_requests_and_never_holds_back_lifecycle(caplog):
+    budget = logs.LineBudget()
+    budget.master_pid = -1  # as in a worker
+
+    def passes(name, message, level=logging.WARNING):
+        return budget.filter(logging.LogRecord(name, level, __file__, 1, message, None, None))
+
+    shown = sum(passes("gunicorn.error", "Invalid request from ip=192.0.2.1: bad line") for _ in range(1000))
+    assert shown <= 2 * logs.INVALID_REQUESTS_SHOWN  # one window, or two if the second turned meanwhile
+    assert sum(passes("{{ cookiecutter.package }}.views", "hello", logging.INFO) for _ in range(1000)) <= (
+        2 * logs.WORKER_LINES_PER_SECOND
+    )
+    assert all(passes("{{ cookiecutter.package }}.cluster.hooks", "Worker 1 died") for _ in range(1000))
+    assert all(passes("gunicorn.error", "Booting worker with pid: 7", logging.INFO) for _ in range(100))
+    budget.window -= 1  # the second is over
+    with caplog.at_level(logging.WARNING):
+        budget.flush()
+    summary = next(record for record in caplog.records if getattr(record, "summary", False))
+    assert summary.invalid_requests + shown >= 1000
+    assert "invalid requests in the last second" in summary.getMessage()

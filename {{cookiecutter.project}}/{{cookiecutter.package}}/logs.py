@@ -29,6 +29,8 @@ RAILWAY_LEVELS = {"DEBUG": "debug", "INFO": "info", "WARNING": "warn", "ERROR": 
 WORKER_LINES_PER_SECOND = 200
 # Never budgeted: the cluster's lifecycle (starts, deaths, recycles, stacks, stops).
 LIFECYCLE_LOGGER = "{{ cookiecutter.package }}.cluster"
+# gunicorn's warnings about a worker itself ("Worker graceful timeout"); its info lines are all lifecycle.
+GUNICORN_WORKER_STORY = "Worker "
 # gunicorn's line for each request it cannot parse; a flood of them is summed per second.
 INVALID_REQUEST = "Invalid request from ip="
 # Invalid requests shown in full per worker and second; the rest are only counted.
@@ -74,7 +76,7 @@ class LineBudget(logging.Filter):
         self.flush_pending = False
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.process == self.master_pid or record.name.startswith(LIFECYCLE_LOGGER):
+        if record.process == self.master_pid or _is_lifecycle(record):
             return True
         if getattr(record, "summary", False):
             return True
@@ -112,6 +114,15 @@ class LineBudget(logging.Filter):
         held_back = (self.invalid, self.skipped) if self.invalid > INVALID_REQUESTS_SHOWN or self.skipped else None
         self.window, self.used, self.invalid, self.skipped = now, 0, 0, 0
         return held_back
+
+
+def _is_lifecycle(record: logging.LogRecord) -> bool:
+    """The cluster's own lines, and gunicorn's worker story: booting, exiting, restarting."""
+    if record.name.startswith(LIFECYCLE_LOGGER):
+        return True
+    return record.name == "gunicorn.error" and (
+        record.levelno == logging.INFO or str(record.msg).startswith(GUNICORN_WORKER_STORY)
+    )
 
 
 def _workers_in_replica() -> int:
