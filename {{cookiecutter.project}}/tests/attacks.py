@@ -197,3 +197,47 @@ class BodyBombs:
         for key in list(self.selector.get_map().values()):
             key.fileobj.close()
         self.selector.close()
+
+
+def flood(port: int, request: bytes, seconds: float, connections: int = 50) -> int:
+    """Send `request` on `connections` new connections at a time, from one thread, for `seconds`.
+
+    Each connection sends once, reads until the server closes it, and is
+    replaced. Returns how many requests were answered.
+    """
+    selector = selectors.DefaultSelector()
+    answered = 0
+    deadline = time.monotonic() + seconds
+
+    def open_one() -> None:
+        sock = socket.socket()
+        sock.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            sock.connect(("127.0.0.1", port))
+        selector.register(sock, selectors.EVENT_WRITE)
+
+    try:
+        while time.monotonic() < deadline:
+            while len(selector.get_map()) < connections:
+                open_one()
+            for key, events in selector.select(0.1):
+                sock = key.fileobj
+                try:
+                    if events & selectors.EVENT_WRITE:
+                        sock.sendall(request)
+                        selector.modify(sock, selectors.EVENT_READ)
+                        continue
+                    if sock.recv(65536):
+                        continue
+                    answered += 1
+                except (BlockingIOError, InterruptedError):
+                    continue
+                except OSError:
+                    pass
+                selector.unregister(sock)
+                sock.close()
+    finally:
+        for key in list(selector.get_map().values()):
+            key.fileobj.close()
+        selector.close()
+    return answered
