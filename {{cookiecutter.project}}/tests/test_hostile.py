@@ -132,7 +132,8 @@ def test_log_flood_is_summed_within_railways_rate_and_lifecycle_lines_stay(serve
         sent_invalid, sent_valid = invalid.result(), valid.result()
         per_second = rates.result()
     print(f"{sent_invalid} invalid + {sent_valid} valid requests in {FLOOD_SECONDS}s; stdout lines/s: {per_second}")
-    assert sent_invalid >= 200, "the flood was too small to test anything"
+    # Enough that a line per invalid request would break the per-worker bound below.
+    assert sent_invalid >= 50, "the flood was too small to test anything"
     assert max(per_second) <= RAILWAY_LINES_PER_SECOND, per_second
     # Lifecycle lines are never held back.
     server.wait_for_log(lambda log: log.get("worker_pid") == victim and " died " in log["message"])
