@@ -17,17 +17,24 @@ as long as it likes. These subclasses change only how requests are read:
   (413) instead of being waited for.
 - Error answers close lingeringly (RFC 9112 section 9.6), so a client still
   sending a refused body reads its 413 instead of a reset.
+- Large bodies (over limits.LARGE_BODY_BYTES) are read a few at a time per
+  worker, so small requests (/health) always find a thread or a turn.
 - sync serves one connection at a time: the deadlines bound how long one
   client holds it, nothing more (see the README).
 
 gunicorn.conf.py names GthreadWorker, GeventWorker or SyncWorker; `gunicorn -k`
 on the command line still picks gunicorn's own worker.
 
-gunicorn internals this relies on (checked at start-up): gunicorn.http.get_parser,
-RequestParser/Request/SocketUnreader/ChunkedReader, ThreadWorker.accept,
-on_client_socket_readable, murder_pending, enqueue_req, nr_conns, poller,
-keepalived_conns and TConn; AsyncWorker.handle/handle_request and
-Worker.handle_error.
+gunicorn internals this relies on: gunicorn.http.get_parser (replaced in each
+worker process); RequestParser (unreader, mesg_class), Request (__init__,
+set_body_reader, unreader, body.reader), SocketUnreader (chunk, sock, buf),
+ChunkedReader (parse_chunk_size, parser), LengthReader.length and
+EOFReader.finished; gthread's TConn and ThreadWorker (accept,
+on_client_socket_readable, enqueue_req, finish_request, murder_pending,
+nr_conns, worker_connections, poller, keepalived_conns, and handle() trusting
+conn.data_ready and a ready conn.parser), STOP_KEEPALIVE_LINGER; ggevent's
+GeventWorker (init_process, run, handle, handle_request raising StopIteration
+to close); SyncWorker (init_process, handle_request); Worker.handle_error.
 """
 
 import contextlib
