@@ -18,7 +18,8 @@ bind = listen_addresses(settings.port)
 backlog = limits.BACKLOG
 
 # Worker processes
-worker_class = settings.worker_class
+# gunicorn's own worker class, with deadlines on reading requests (cluster/workers.py).
+worker_class = f"{{ cookiecutter.package }}.cluster.workers.{settings.worker_class.title()}Worker"
 workers = size.workers
 threads = size.threads
 worker_connections = limits.WORKER_CONNECTIONS

@@ -6,16 +6,24 @@ import sys
 
 import pytest
 
-from {{ cookiecutter.package }}.cluster.gunicorn_compat import EXIT_INCOMPATIBLE, INTERNALS, missing_internals
+from {{ cookiecutter.package }}.cluster.gunicorn_compat import (
+    EXIT_INCOMPATIBLE,
+    INTERNALS,
+    gevent_internals,
+    missing_internals,
+)
 
 from .servers import PROJECT_ROOT, free_port
 
 # Runs gunicorn in-process after breaking one internal, the way a changed gunicorn would look.
 BREAK_AND_START = """
 import sys
+import gunicorn.http
 from gunicorn import arbiter, sock, util
-from gunicorn.http import message
-from gunicorn.workers import base
+from gunicorn.http import body, message, parser, unreader
+from gunicorn.http2 import negotiation
+from gunicorn.workers import base, gthread, sync
+{extra_import}
 owner = {owner}
 def broken(*args, **kwargs):
     pass
@@ -32,6 +40,18 @@ OWNERS = {
     "Request": "message.Request",
     "util": "util",
     "gunicorn.arbiter": "arbiter",
+    "gunicorn.http": "gunicorn.http",
+    "RequestParser": "parser.RequestParser",
+    "SocketUnreader": "unreader.SocketUnreader",
+    "ChunkedReader": "body.ChunkedReader",
+    "LengthReader": "body.LengthReader",
+    "EOFReader": "body.EOFReader",
+    "negotiation": "negotiation",
+    "TConn": "gthread.TConn",
+    "ThreadWorker": "gthread.ThreadWorker",
+    "gthread": "gthread",
+    "SyncWorker": "sync.SyncWorker",
+    "GeventWorker": "ggevent.GeventWorker",
 }
 
 
@@ -40,14 +60,15 @@ def test_this_gunicorn_has_every_internal():
 
 
 # gunicorn's own start already fails without its os module: nothing to guard there.
-BREAKABLE = [internal for internal in INTERNALS if internal.name != "gunicorn.arbiter.os"]
+BREAKABLE = [internal for internal in (*INTERNALS, *gevent_internals()) if internal.name != "gunicorn.arbiter.os"]
 
 
 @pytest.mark.cluster
 @pytest.mark.parametrize("internal", BREAKABLE, ids=[internal.name for internal in BREAKABLE])
 def test_a_changed_internal_refuses_the_start(internal):
     owner = OWNERS[internal.name.rsplit(".", 1)[0]]
-    script = BREAK_AND_START.format(owner=owner, attribute=internal.attribute)
+    extra_import = "from gunicorn.workers import ggevent" if owner.startswith("ggevent") else ""
+    script = BREAK_AND_START.format(owner=owner, attribute=internal.attribute, extra_import=extra_import)
     env = {"PATH": "/usr/bin:/bin", "PORT": str(free_port()), "WEB_CONCURRENCY": "1"}
     finished = subprocess.run(
         [sys.executable, "-c", script], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=60

@@ -4,7 +4,7 @@ import logging
 
 from flask import Flask
 
-from . import error_tracking, health, metrics, problems, ratelimit, request_log, security, views
+from . import bodies, error_tracking, health, metrics, problems, ratelimit, request_log, security, views
 from .logs import configure_logging
 from .settings import load_settings_or_exit
 
@@ -36,6 +36,7 @@ def build_app(test_config: dict | None = None) -> Flask:
     request_log.init_app(app)
     metrics.init_app(app)
     problems.init_app(app)
+    bodies.init_app(app, settings.worker_max_memory_mb)
     ratelimit.init_app(app, exempt=[health.bp])
     app.register_blueprint(health.bp)
     app.register_blueprint(views.bp)

@@ -7,9 +7,11 @@ INTERNALS. gunicorn has changed such internals before (24.0 replaced the
 signal queue), and a wrapper around something renamed would silently do
 nothing. So the master checks each one's shape before anything starts, and
 refuses to start, with one JSON line, when one is missing.
-(errors.py swaps gunicorn.util.write_error; it is checked here too.)
+(errors.py swaps gunicorn.util.write_error, and workers.py subclasses gunicorn's
+workers and request readers; their internals are checked here too.)
 """
 
+import importlib.util
 import inspect
 import logging
 import os
@@ -18,9 +20,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import gunicorn
+import gunicorn.http
 from gunicorn import arbiter, sock, util
-from gunicorn.http import message
-from gunicorn.workers import base
+from gunicorn.http import body, message, parser, unreader
+from gunicorn.http2 import negotiation
+from gunicorn.workers import base, gthread, sync
 
 log = logging.getLogger(__name__)
 
@@ -86,12 +90,53 @@ INTERNALS = (
     Internal("Message.__init__", message.Message, "__init__", uses=("must_close",)),
     Internal("Request.__init__", message.Request, "__init__", uses=("req_number",)),
     Internal("util.write_error", util, "write_error", ("sock", "status_int", "reason", "mesg")),
+    # workers.py: requests read against deadlines (DeadlineParser and its readers).
+    Internal("gunicorn.http.get_parser", gunicorn.http, "get_parser", ("cfg", "source", "source_addr", "http2_connection")),
+    Internal("RequestParser.__init__", parser.RequestParser, "__init__", ("self", "cfg", "source", "source_addr")),
+    Internal("Request.set_body_reader", message.Request, "set_body_reader", ("self",)),
+    Internal("SocketUnreader.chunk", unreader.SocketUnreader, "chunk", ("self", "size_hint")),
+    Internal("ChunkedReader.parse_chunk_size", body.ChunkedReader, "parse_chunk_size", ("self", "unreader", "data")),
+    Internal("LengthReader.__init__", body.LengthReader, "__init__", ("self", "unreader", "length")),
+    Internal("EOFReader.__init__", body.EOFReader, "__init__", ("self", "unreader")),
+    Internal("Worker.handle_error", base.Worker, "handle_error", ("self", "req", "client", "addr", "exc")),
+    Internal("util.write_nonblock", util, "write_nonblock", ("sock", "data", "chunked")),
+    Internal("util.close", util, "close", ("sock",)),
+    Internal("negotiation.prior_knowledge_allowed", negotiation, "prior_knowledge_allowed", ("cfg", "peer_addr")),
+    # workers.py: gthread's connections wait for their request head in the worker's event loop.
+    Internal("TConn.__init__", gthread.TConn, "__init__", uses=("data_ready", "parser")),
+    Internal("ThreadWorker.__init__", gthread.ThreadWorker, "__init__", uses=("poller", "keepalived_conns", "nr_conns")),
+    Internal("ThreadWorker.accept", gthread.ThreadWorker, "accept", ("self", "listener")),
+    Internal("ThreadWorker.on_client_socket_readable", gthread.ThreadWorker, "on_client_socket_readable", ("self", "conn", "client")),
+    Internal("ThreadWorker.enqueue_req", gthread.ThreadWorker, "enqueue_req", ("self", "conn")),
+    Internal("ThreadWorker.finish_request", gthread.ThreadWorker, "finish_request", ("self", "conn", "fs")),
+    Internal("ThreadWorker.murder_pending", gthread.ThreadWorker, "murder_pending", ("self",)),
+    Internal("ThreadWorker.handle", gthread.ThreadWorker, "handle", ("self", "conn"), ("data_ready", "parser")),
+    Internal("gthread.STOP_KEEPALIVE_LINGER", gthread, "STOP_KEEPALIVE_LINGER", kind=float),
+    Internal("SyncWorker.handle_request", sync.SyncWorker, "handle_request", ("self", "listener", "req", "client", "addr")),
 )
+
+
+def gevent_internals() -> tuple[Internal, ...]:
+    """What workers.GeventWorker relies on; only where gevent is installed (gevent projects)."""
+    if importlib.util.find_spec("gevent") is None:
+        return ()
+    from gunicorn.workers import ggevent
+
+    return (
+        Internal("GeventWorker.run", ggevent.GeventWorker, "run", ("self",)),
+        Internal("GeventWorker.handle", ggevent.GeventWorker, "handle", ("self", "listener", "client", "addr")),
+        Internal(
+            "GeventWorker.handle_request",
+            ggevent.GeventWorker,
+            "handle_request",
+            ("self", "listener_name", "req", "sock", "addr"),
+        ),
+    )
 
 
 def missing_internals() -> list[str]:
     """Each wrapped internal that this gunicorn no longer has in the expected shape."""
-    problems = [internal.problem() for internal in INTERNALS]
+    problems = [internal.problem() for internal in (*INTERNALS, *gevent_internals())]
     if getattr(arbiter, "os", None) is not os:
         problems.append("gunicorn.arbiter.os is not the os module")
     return [problem for problem in problems if problem]

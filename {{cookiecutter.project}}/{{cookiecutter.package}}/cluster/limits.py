@@ -28,6 +28,36 @@ LIMIT_REQUEST_LINE = 8190
 LIMIT_REQUEST_FIELDS = 100
 LIMIT_REQUEST_FIELD_SIZE = 8190
 
+# Slow and silent clients (cluster/workers.py). The request line and headers
+# must arrive within this many seconds, counted from the connection's first
+# byte (from the accept for a new connection): a total, not a per-read timeout.
+HEADER_TIMEOUT = 10
+# The whole body must arrive within this many seconds of its headers. Shorter
+# than REQUEST_TIMEOUT, so a slow upload gets a 408 and never looks like a
+# stuck request that aborts its worker.
+BODY_TIMEOUT = 20
+# A request head buffered without a thread is handed to one at this size even
+# unfinished; gunicorn's parser then answers 414/431 or reads the rest.
+MAX_BUFFERED_HEAD = 64 * 1024
+# When a worker is this close to WORKER_CONNECTIONS, it closes its oldest
+# connection that has no request in flight (idle, or still sending its head),
+# so idle clients cannot lock new ones out.
+EVICTION_MARGIN = 50
+# A gthread worker reads at most (threads - 1) bodies over this size at once,
+# so one thread stays free for small requests (/health among them) whatever
+# uploads arrive; the other large ones wait, unread, up to LARGE_BODY_WAIT
+# seconds for a turn (then 429).
+LARGE_BODY_BYTES = 2**20
+LARGE_BODY_WAIT = 10
+# A gevent worker runs every request on one thread, and parsing a large body
+# holds it: it reads one large body at a time, so its loop stays responsive.
+GEVENT_LARGE_BODIES = 1
+# Lingering close after an error answer: read (and discard) what the client
+# still sends for up to this long, this much, pausing at most LINGER_IDLE_SECONDS.
+LINGER_SECONDS = 5.0
+LINGER_MAX_BYTES = 64 * 2**20
+LINGER_IDLE_SECONDS = 1.0
+
 
 def heartbeat_timeout(worker_class: str, request_timeout: int) -> int:
     """gunicorn's `timeout` for this worker class (0 turns it off).
