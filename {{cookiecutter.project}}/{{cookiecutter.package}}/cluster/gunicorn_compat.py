@@ -91,7 +91,9 @@ INTERNALS = (
     Internal("Request.__init__", message.Request, "__init__", uses=("req_number",)),
     Internal("util.write_error", util, "write_error", ("sock", "status_int", "reason", "mesg")),
     # workers.py: requests read against deadlines (DeadlineParser and its readers).
-    Internal("gunicorn.http.get_parser", gunicorn.http, "get_parser", ("cfg", "source", "source_addr", "http2_connection")),
+    Internal(
+        "gunicorn.http.get_parser", gunicorn.http, "get_parser", ("cfg", "source", "source_addr", "http2_connection")
+    ),
     Internal("RequestParser.__init__", parser.RequestParser, "__init__", ("self", "cfg", "source", "source_addr")),
     Internal("Request.set_body_reader", message.Request, "set_body_reader", ("self",)),
     Internal("SocketUnreader.chunk", unreader.SocketUnreader, "chunk", ("self", "size_hint")),
@@ -104,15 +106,24 @@ INTERNALS = (
     Internal("negotiation.prior_knowledge_allowed", negotiation, "prior_knowledge_allowed", ("cfg", "peer_addr")),
     # workers.py: gthread's connections wait for their request head in the worker's event loop.
     Internal("TConn.__init__", gthread.TConn, "__init__", uses=("data_ready", "parser")),
-    Internal("ThreadWorker.__init__", gthread.ThreadWorker, "__init__", uses=("poller", "keepalived_conns", "nr_conns")),
+    Internal(
+        "ThreadWorker.__init__", gthread.ThreadWorker, "__init__", uses=("poller", "keepalived_conns", "nr_conns")
+    ),
     Internal("ThreadWorker.accept", gthread.ThreadWorker, "accept", ("self", "listener")),
-    Internal("ThreadWorker.on_client_socket_readable", gthread.ThreadWorker, "on_client_socket_readable", ("self", "conn", "client")),
+    Internal(
+        "ThreadWorker.on_client_socket_readable",
+        gthread.ThreadWorker,
+        "on_client_socket_readable",
+        ("self", "conn", "client"),
+    ),
     Internal("ThreadWorker.enqueue_req", gthread.ThreadWorker, "enqueue_req", ("self", "conn")),
     Internal("ThreadWorker.finish_request", gthread.ThreadWorker, "finish_request", ("self", "conn", "fs")),
     Internal("ThreadWorker.murder_pending", gthread.ThreadWorker, "murder_pending", ("self",)),
     Internal("ThreadWorker.handle", gthread.ThreadWorker, "handle", ("self", "conn"), ("data_ready", "parser")),
     Internal("gthread.STOP_KEEPALIVE_LINGER", gthread, "STOP_KEEPALIVE_LINGER", kind=float),
-    Internal("SyncWorker.handle_request", sync.SyncWorker, "handle_request", ("self", "listener", "req", "client", "addr")),
+    Internal(
+        "SyncWorker.handle_request", sync.SyncWorker, "handle_request", ("self", "listener", "req", "client", "addr")
+    ),
 )
 
 
