@@ -17,9 +17,8 @@ os.environ.setdefault("RATE_LIMIT", "1000000000/second")
 
 
 def bare_app():
-    from flask import Flask, jsonify
-
     from bench_routes import RECORDS
+    from flask import Flask, jsonify
 
     app = Flask("bare")
 

@@ -11,13 +11,18 @@ class Profile:
     loads: tuple  # (name, path, connections) of the throughput comparison
     gthread_grid: tuple  # (workers per CPU rule, threads) pairs of the sizing sweep
     other_workers: dict  # worker class -> worker counts of the sizing sweep
+    sweep_baselines: bool  # run bare gunicorn and flask run beside each cell of the sweep
     memory_workers: tuple  # worker counts of the memory measure
+    memory_classes: tuple  # worker classes whose memory is measured
     attack_seconds: float
     attack_servers: tuple  # worker classes under attack, plus "bare gunicorn"
+    bomb_mb: int | None  # body bomb size; None: the plan's body limit
     redeploy_seconds: float
     redeploy_servers: tuple
+    redeploy_orders: int  # how many of the two orders run
     chaos_seconds: float
     layer_seconds: float  # CPU seconds per app variant of the in-process layer costs
+    layer_rounds: int
     flame_seconds: float  # 0: no flame graph
 
 
@@ -25,17 +30,26 @@ FULL = Profile(
     name="full",
     rounds=3,
     seconds=5.0,
-    loads=(("cpu, 16 connections", "/cpu", 16), ("io, 200 connections", "/io", 200), ("io, 1000 connections", "/io", 1000)),
+    loads=(
+        ("cpu, 16 connections", "/cpu", 16),
+        ("io, 200 connections", "/io", 200),
+        ("io, 1000 connections", "/io", 1000),
+    ),
     gthread_grid=(("cpus+1", 16), ("cpus+1", 32), ("2*cpus+1", 4), ("2*cpus+1", 8), ("2*cpus+1", 16),
                   ("2*cpus+1", 32), ("2*cpus+1", 64)),
     other_workers={"gevent": ("cpus", "cpus+1", "2*cpus"), "sync": ("cpus+1", "2*cpus+1", "4*cpus+1")},
+    sweep_baselines=True,
     memory_workers=(1, 2, 4, 8),
-    attack_seconds=10.0,
+    memory_classes=("gthread", "gevent"),
+    attack_seconds=8.0,
     attack_servers=("gthread", "gevent", "sync", "bare gunicorn"),
+    bomb_mb=None,
     redeploy_seconds=8.0,
     redeploy_servers=("gthread", "bare gunicorn"),
+    redeploy_orders=2,
     chaos_seconds=20.0,
     layer_seconds=1.0,
+    layer_rounds=5,
     flame_seconds=5.0,
 )  # fmt: skip
 
@@ -46,13 +60,18 @@ QUICK = Profile(
     loads=FULL.loads,
     gthread_grid=(("2*cpus+1", 4), ("2*cpus+1", 32)),
     other_workers={"gevent": ("cpus",), "sync": ("2*cpus+1",)},
+    sweep_baselines=True,
     memory_workers=(1, 4),
+    memory_classes=FULL.memory_classes,
     attack_seconds=4.0,
     attack_servers=FULL.attack_servers,
+    bomb_mb=None,
     redeploy_seconds=5.0,
     redeploy_servers=FULL.redeploy_servers,
+    redeploy_orders=2,
     chaos_seconds=6.0,
     layer_seconds=0.3,
+    layer_rounds=3,
     flame_seconds=2.0,
 )
 
@@ -61,17 +80,22 @@ SMOKE = Profile(
     name="smoke",
     rounds=1,
     seconds=1.0,
-    loads=(("cpu, 16 connections", "/cpu", 16), ("io, 200 connections", "/io", 200)),
-    gthread_grid=(("2*cpus+1", 4),),
+    loads=(("cpu, 16 connections", "/cpu", 16),),
+    gthread_grid=(("cpus+1", 32),),
     other_workers={},
+    sweep_baselines=False,
     memory_workers=(1, 2),
-    attack_seconds=1.5,
+    memory_classes=("gthread",),
+    attack_seconds=1.0,
     attack_servers=("gthread",),
-    redeploy_seconds=3.0,
+    bomb_mb=1,
+    redeploy_seconds=2.0,
     redeploy_servers=("gthread",),
+    redeploy_orders=1,
     chaos_seconds=3.0,
-    layer_seconds=0.1,
-    flame_seconds=0.0,
+    layer_seconds=0.05,
+    layer_rounds=1,
+    flame_seconds=1.0,
 )
 
 PROFILES = {profile.name: profile for profile in (FULL, QUICK, SMOKE)}

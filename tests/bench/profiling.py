@@ -43,7 +43,10 @@ def flame_graph(server, out: Path, seconds: float) -> dict:
     load = threading.Thread(target=wrk, args=(server.url + "/cpu", 16, seconds + 2), daemon=True)
     load.start()
     record = subprocess.run(
-        [str(PY_SPY), "record", "--pid", str(worker), "--duration", str(round(seconds)), "--output", str(svg), "--nonblocking"],
+        [
+            str(PY_SPY), "record", "--pid", str(worker), "--duration", str(max(1, round(seconds))),
+            "--output", str(svg), "--nonblocking",
+        ],
         capture_output=True,
         text=True,
         timeout=seconds + 60,

@@ -6,6 +6,7 @@ the other, nginx is switched to it (a graceful reload) and the old one gets
 SIGTERM, the way Railway's edge and its stop signal race.
 """
 
+import contextlib
 import shutil
 import signal
 import socket
@@ -118,10 +119,8 @@ def redeploy(start, order: str, seconds: float) -> dict:
             old.process.send_signal(signal.SIGTERM)
             time.sleep(SIGTERM_LEAD)
             proxy.switch(new.port)
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             old.process.wait(60)
-        except subprocess.TimeoutExpired:
-            pass
         exit_seconds = time.monotonic() - stopped_at
         load.join()
     finally:

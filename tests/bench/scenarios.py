@@ -84,7 +84,9 @@ class Bench:
         """
         project, venv, _ = self.default
         cells = [("gthread", rule, threads) for rule, threads in self.profile.gthread_grid]
-        cells += [(worker_class, rule, 1) for worker_class, rules in self.profile.other_workers.items() for rule in rules]
+        cells += [
+            (worker_class, rule, 1) for worker_class, rules in self.profile.other_workers.items() for rule in rules
+        ]
         rows = []
         for worker_class, rule, threads in cells:
             if worker_class not in self.projects:
@@ -96,9 +98,12 @@ class Bench:
                 return self.start_cluster(worker_class, args, WEB_CONCURRENCY=str(workers))
 
             cpu = self._one_run(start, "/cpu", 16)
-            bare = self._one_run(self.start_bare, "/cpu", 16)
             io = self._one_run(start, "/io", 200)
-            flask = self._one_run(lambda: servers.flask_dev_server(project, venv), "/io", 200)
+            if self.profile.sweep_baselines:
+                bare = self._one_run(self.start_bare, "/cpu", 16)
+                flask = self._one_run(lambda: servers.flask_dev_server(project, venv), "/io", 200)
+            else:
+                bare = flask = None
             rows.append(
                 {
                     "worker_class": worker_class,
@@ -107,11 +112,11 @@ class Bench:
                     "threads": threads,
                     "cpu_rps": round(cpu.rps),
                     "cpu_p99_ms": cpu.p99_ms,
-                    "cpu_vs_bare": round(cpu.rps / bare.rps, 2) if bare.rps else None,
+                    "cpu_vs_bare": round(cpu.rps / bare.rps, 2) if bare and bare.rps else None,
                     "io_rps": round(io.rps),
                     "io_p99_ms": io.p99_ms,
                     "io_errors": io.errors + io.timeouts + io.non_2xx,
-                    "io_vs_flask": round(io.rps / flask.rps, 2) if flask.rps else None,
+                    "io_vs_flask": round(io.rps / flask.rps, 2) if flask and flask.rps else None,
                 }
             )
         return {"cpus": self.cpus, "rows": rows}
@@ -119,7 +124,7 @@ class Bench:
     def memory(self) -> dict:
         """PSS of the whole cluster (master and workers) for each worker count, after load, per worker class."""
         figures = {}
-        for worker_class in ("gthread", "gevent"):
+        for worker_class in self.profile.memory_classes:
             if worker_class not in self.projects:
                 continue
             by_count = {}
@@ -155,7 +160,7 @@ class Bench:
         """/cpu throughput of the default cluster with its metrics on and off, alternated."""
         samples = {"on": [], "off": []}
         served = {}
-        for _ in range(max(2, self.profile.rounds)):
+        for _ in range(self.profile.rounds):
             for state, env in (("on", {}), ("off", METRICS_OFF)):
                 server = self.start_cluster(**env)
                 try:
@@ -192,10 +197,12 @@ class Bench:
                     server = self.start_cluster(name, memory_limit_mb=plan["memory_mb"])
                     name = f"cluster ({name})"
                 try:
-                    result = attacks.run(attack, server, self.profile.attack_seconds, plan["max_body_mb"])
+                    result = attacks.run(
+                        attack, server, self.profile.attack_seconds, self.profile.bomb_mb or plan["max_body_mb"]
+                    )
+                    result["cgroup"] = server.cgroup_figures()
                 finally:
                     server.stop(signal.SIGKILL)
-                    result["cgroup"] = server.cgroup_figures() if server.cgroup else None
                 figures.setdefault(attack, {})[name] = result
         return figures
 
@@ -208,7 +215,7 @@ class Bench:
         for name in self.profile.redeploy_servers:
             start = self.start_bare if name == "bare gunicorn" else (lambda name=name: self.start_cluster(name))
             label = name if name == "bare gunicorn" else f"cluster ({name})"
-            for order in redeploy.ORDERS:
+            for order in redeploy.ORDERS[: self.profile.redeploy_orders]:
                 figures.setdefault(order, {})[label] = redeploy.redeploy(start, order, self.profile.redeploy_seconds)
         return figures
 

@@ -93,10 +93,8 @@ class Server:
         """Proportional set size of the master and all its workers: shared pages counted once."""
         total = 0
         for process in self.processes():
-            try:
+            with contextlib.suppress(psutil.Error):  # a worker that just exited
                 total += process.memory_full_info().pss
-            except psutil.Error:  # a worker that just exited
-                pass
         return total / 2**20
 
     def log_lines(self) -> int:
@@ -115,9 +113,12 @@ class Server:
                 self.process.wait()
         self.log.close()
         shutil.rmtree(self.runtime_dir, ignore_errors=True)
-        if self.cgroup:
-            with contextlib.suppress(OSError):
+        deadline = time.monotonic() + 5
+        while self.cgroup and self.cgroup.exists() and time.monotonic() < deadline:
+            try:
                 self.cgroup.rmdir()
+            except OSError:  # its last processes are still exiting
+                time.sleep(0.05)
         return self.process.returncode
 
     def cgroup_figures(self) -> dict | None:
