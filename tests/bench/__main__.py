@@ -49,7 +49,7 @@ def install_bench_tools() -> None:
     )
 
 
-def machine() -> str:
+def machine(venv: Path) -> str:
     model = next(
         (
             line.split(":", 1)[1].strip()
@@ -58,7 +58,12 @@ def machine() -> str:
         ),
         platform.processor(),
     )
-    return f"{os.cpu_count()} cores ({model}), Python {platform.python_version()}, {platform.system()}"
+    python = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", "import platform; print(platform.python_version())"],
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    return f"{os.cpu_count()} cores ({model}), projects on Python {python}, {platform.system()}"
 
 
 def main(argv=None) -> int:
