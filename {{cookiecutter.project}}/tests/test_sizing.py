@@ -110,7 +110,7 @@ def test_clustering_off_is_one_worker():
 
 @pytest.mark.parametrize(
     ("worker_class", "cpus", "expected"),
-    [("sync", 2, 5), ("gthread", 2, 3), ("gevent", 2, 2), ("sync", 0.5, 3), ("gthread", 0.5, 2), ("gevent", 1.5, 2)],
+    [("sync", 2, 5), ("gthread", 2, 5), ("gevent", 2, 2), ("sync", 0.5, 3), ("gthread", 0.5, 3), ("gevent", 1.5, 2)],
 )
 def test_cpu_rule_per_worker_class(worker_class, cpus, expected):
     assert sizing.workers_for_cpus(cpus, worker_class) == expected

@@ -20,11 +20,11 @@ UNLIMITED_BYTES = 1 << 60
 # Memory kept aside for the master process and the kernel's page cache.
 MASTER_RESERVE_MB = 96
 # Threads per gthread worker, chosen by `make bench`'s sizing sweep on 2 CPUs:
-# (CPUs + 1) x 32 threads let a 50 ms I/O route outrun `flask run` at 200
-# connections, where 5 x 4 threads (20 requests in flight) did a third of it,
-# with CPU-bound throughput as high as with fewer threads. Idle threads are
-# never started (the pool grows on demand), and large request bodies are
-# capped per worker, so more threads do not multiply the worst case.
+# 5 workers x 32 threads served a 50 ms I/O route at 200 connections about
+# twice as fast as `flask run`, where 5 x 4 (20 requests in flight) managed a
+# third of it, and CPU-bound throughput did not drop. Idle threads are never
+# started (the pool grows on demand), and large request bodies are capped per
+# worker, so more threads do not multiply the worst-case memory.
 GTHREAD_THREADS = 32
 
 
@@ -103,17 +103,14 @@ def available_memory_mb(root: Path = CGROUP_ROOT) -> Measure:
 def workers_for_cpus(cpus: float, worker_class: str) -> int:
     """Workers that keep every CPU busy for this worker class.
 
-    A sync worker blocks while its one request waits, so gunicorn's rule of
-    2 x CPUs + 1 keeps a CPU busy while another worker waits. A gthread worker
-    overlaps waits with its threads, so one per CPU plus one (to run while
-    another holds its GIL or restarts) measured best: more processes only add
-    memory and contention. A gevent worker never blocks on I/O: one per CPU.
+    sync and gthread workers block while a request runs Python code, so
+    gunicorn's rule of 2 x CPUs + 1 keeps a CPU busy while another worker
+    waits or holds its GIL. A gevent worker never blocks on I/O, so one per CPU
+    is enough.
     """
     whole_cpus = max(1, math.ceil(cpus))
     if worker_class == "gevent":
         return whole_cpus
-    if worker_class == "gthread":
-        return whole_cpus + 1
     return 2 * whole_cpus + 1
 
 
