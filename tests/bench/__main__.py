@@ -91,7 +91,7 @@ def main(argv=None) -> int:
     bench = Bench(projects, profile, node_missing=servers.install_node_cluster())
 
     results = {
-        "machine": machine(),
+        "machine": machine(bench.default[1]),
         "profile": profile.name,
         "rounds": profile.rounds,
         "seconds_per_run": profile.seconds,
