@@ -47,8 +47,8 @@ FULL = Profile(
     redeploy_servers=("gthread", "bare gunicorn"),
     redeploy_orders=3,
     chaos_seconds=20.0,
-    layer_seconds=1.0,
-    layer_rounds=5,
+    layer_seconds=0.5,
+    layer_rounds=3,
     flame_seconds=5.0,
 )  # fmt: skip
 
