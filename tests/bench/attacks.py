@@ -104,14 +104,15 @@ def _connect(port: int) -> socket.socket | None:
         return None
 
 
-def slow_headers(port: int, seconds: float, stop: threading.Event) -> dict:
+def slow_headers(port: int, seconds: float, stop: threading.Event, scale: float = 1.0) -> dict:
     """SLOW_HEADER_CONNECTIONS clients each sending a header byte every few seconds, reconnecting when cut."""
     request = b"GET /health HTTP/1.1\r\nHost: bench\r\nX-Slow: " + b"a" * 1000
     sockets: dict[socket.socket, int] = {}
+    count = max(1, round(SLOW_HEADER_CONNECTIONS * scale))
     cut = 0
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline and not stop.is_set():
-        while len(sockets) < SLOW_HEADER_CONNECTIONS:
+        while len(sockets) < count:
             sock = _connect(port)
             if sock is None:
                 break
@@ -127,12 +128,13 @@ def slow_headers(port: int, seconds: float, stop: threading.Event) -> dict:
         stop.wait(min(SLOW_HEADER_BYTE_EVERY, max(0.0, deadline - time.monotonic())))
     for sock in sockets:
         sock.close()
-    return {"connections": SLOW_HEADER_CONNECTIONS, "cut_by_server": cut}
+    return {"connections": count, "cut_by_server": cut}
 
 
-def silent(port: int, seconds: float, stop: threading.Event) -> dict:
+def silent(port: int, seconds: float, stop: threading.Event, scale: float = 1.0) -> dict:
     """SILENT_CONNECTIONS clients that connect and never send a byte, reconnecting when cut."""
     sockets: list[socket.socket] = []
+    count = max(1, round(SILENT_CONNECTIONS * scale))
     cut = 0
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline and not stop.is_set():
@@ -151,7 +153,7 @@ def silent(port: int, seconds: float, stop: threading.Event) -> dict:
             else:
                 alive.append(sock)
         sockets = alive
-        while len(sockets) < SILENT_CONNECTIONS:
+        while len(sockets) < count:
             sock = _connect(port)
             if sock is None:
                 break
@@ -159,10 +161,10 @@ def silent(port: int, seconds: float, stop: threading.Event) -> dict:
         stop.wait(0.5)
     for sock in sockets:
         sock.close()
-    return {"connections": SILENT_CONNECTIONS, "cut_by_server": cut}
+    return {"connections": count, "cut_by_server": cut}
 
 
-def body_bombs(port: int, seconds: float, stop: threading.Event, body_mb: int) -> dict:
+def body_bombs(port: int, seconds: float, stop: threading.Event, scale: float = 1.0, body_mb: int = 8) -> dict:
     """BOMB_CLIENTS clients posting JSON bodies of `[{},{},...]` at the plan's size limit to /echo."""
     items = (body_mb * 2**20 - 2) // 3
     body = b"[" + b"{}," * (items - 1) + b"{}]"
@@ -185,17 +187,18 @@ def body_bombs(port: int, seconds: float, stop: threading.Event, body_mb: int) -
             with lock:
                 statuses[outcome] = statuses.get(outcome, 0) + 1
 
-    threads = [threading.Thread(target=client, daemon=True) for _ in range(BOMB_CLIENTS)]
+    clients = max(1, round(BOMB_CLIENTS * scale))
+    threads = [threading.Thread(target=client, daemon=True) for _ in range(clients)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(seconds + 60)
-    return {"clients": BOMB_CLIENTS, "body_mb": round(len(body) / 2**20, 1), "outcomes": statuses}
+    return {"clients": clients, "body_mb": round(len(body) / 2**20, 1), "outcomes": statuses}
 
 
-def log_flood(port: int, seconds: float, stop: threading.Event) -> dict:
+def log_flood(port: int, seconds: float, stop: threading.Event, scale: float = 1.0) -> dict:
     """Malformed requests as fast as FLOOD_THREADS clients can send them, each on a new connection."""
-    sent = [0] * FLOOD_THREADS
+    sent = [0] * max(1, round(FLOOD_THREADS * scale))
     deadline = time.monotonic() + seconds
 
     def client(index):
@@ -209,7 +212,7 @@ def log_flood(port: int, seconds: float, stop: threading.Event) -> dict:
             sock.close()
             sent[index] += 1
 
-    threads = [threading.Thread(target=client, args=(index,), daemon=True) for index in range(FLOOD_THREADS)]
+    threads = [threading.Thread(target=client, args=(index,), daemon=True) for index in range(len(sent))]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -225,14 +228,17 @@ ATTACKS = {
 }
 
 
-def run(attack: str, server, seconds: float, body_mb: int) -> dict:
-    """One attack against a running server: availability, peak memory and log lines per second."""
+def run(attack: str, server, seconds: float, body_mb: int, scale: float = 1.0) -> dict:
+    """One attack against a running server: availability, peak memory and log lines per second.
+
+    `scale` shrinks the attacker (connections, clients) for the bench's smoke run.
+    """
     stop = threading.Event()
     lines_before, started = server.log_lines(), time.monotonic()
     peak_lines = 0
     with MemorySampler(server) as memory, Prober(server.port) as prober:
         result = {}
-        kwargs = {"body_mb": body_mb} if attack == "body bombs" else {}
+        kwargs = {"scale": scale, **({"body_mb": body_mb} if attack == "body bombs" else {})}
         attacker = threading.Thread(
             target=lambda: result.update(ATTACKS[attack](server.port, seconds, stop, **kwargs)), daemon=True
         )

@@ -17,6 +17,7 @@ class Profile:
     attack_seconds: float
     attack_servers: tuple  # worker classes under attack, plus "bare gunicorn"
     bomb_mb: int | None  # body bomb size; None: the plan's body limit
+    attack_scale: float  # share of the attackers' connections and clients (1: as issue 9 describes them)
     redeploy_seconds: float
     redeploy_servers: tuple
     redeploy_orders: int  # how many of redeploy.ORDERS run (the control run is last)
@@ -43,6 +44,7 @@ FULL = Profile(
     attack_seconds=6.0,
     attack_servers=("gthread", "gevent", "sync", "bare gunicorn"),
     bomb_mb=None,
+    attack_scale=1.0,
     redeploy_seconds=8.0,
     redeploy_servers=("gthread", "bare gunicorn"),
     redeploy_orders=3,
@@ -65,6 +67,7 @@ QUICK = Profile(
     attack_seconds=4.0,
     attack_servers=FULL.attack_servers,
     bomb_mb=None,
+    attack_scale=1.0,
     redeploy_seconds=5.0,
     redeploy_servers=FULL.redeploy_servers,
     redeploy_orders=3,
@@ -88,6 +91,7 @@ SMOKE = Profile(
     attack_seconds=1.0,
     attack_servers=("gthread",),
     bomb_mb=1,
+    attack_scale=0.1,
     redeploy_seconds=2.0,
     redeploy_servers=("gthread",),
     redeploy_orders=1,

@@ -198,7 +198,11 @@ class Bench:
                     name = f"cluster ({name})"
                 try:
                     result = attacks.run(
-                        attack, server, self.profile.attack_seconds, self.profile.bomb_mb or plan["max_body_mb"]
+                        attack,
+                        server,
+                        self.profile.attack_seconds,
+                        self.profile.bomb_mb or plan["max_body_mb"],
+                        self.profile.attack_scale,
                     )
                     result["cgroup"] = server.cgroup_figures()
                 finally:
