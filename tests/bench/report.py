@@ -49,7 +49,9 @@ def _throughput(figures: dict) -> list[str]:
 
 def _sizing(sweep: dict) -> list[str]:
     lines = [
-        f"sizing sweep on {sweep['cpus']} CPUs (one run per cell, each beside its own bare gunicorn and flask run)",
+        f"sizing sweep on {sweep['cpus']} CPUs (one run per cell, alternated with bare gunicorn and flask run; "
+        f"ratios to their medians: {sweep.get('bare_cpu_rps') or 0:.0f} and "
+        f"{sweep.get('flask_io_rps') or 0:.0f} req/s)",
         f"  {'class':<8} {'rule':<9} {'workers':>7} {'threads':>7} {'cpu req/s':>9} {'vs bare':>7} {'cpu p99':>8} "
         f"{'io req/s':>8} {'vs flask':>8} {'io p99':>8} {'io errors':>9}",
     ]

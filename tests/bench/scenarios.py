@@ -77,17 +77,18 @@ class Bench:
             server.stop(signal.SIGKILL)
 
     def sizing_sweep(self) -> dict:
-        """Workers x threads per worker class: /cpu at 16 connections and /io at 200, against the same bare run.
+        """Workers x threads per worker class: /cpu at 16 connections and /io at 200.
 
-        One run per cell, alternated with bare gunicorn and `flask run`, so each
-        cell can be read as a ratio to its own baselines.
+        One run per cell, alternated with a run of bare gunicorn (/cpu) and of
+        `flask run` (/io); ratios are to the median of those baseline runs, which
+        a single noisy baseline cannot swing.
         """
         project, venv, _ = self.default
         cells = [("gthread", rule, threads) for rule, threads in self.profile.gthread_grid]
         cells += [
             (worker_class, rule, 1) for worker_class, rules in self.profile.other_workers.items() for rule in rules
         ]
-        rows = []
+        rows, bare_rps, flask_rps = [], [], []
         for worker_class, rule, threads in cells:
             if worker_class not in self.projects:
                 continue
@@ -100,10 +101,8 @@ class Bench:
             cpu = self._one_run(start, "/cpu", 16)
             io = self._one_run(start, "/io", 200)
             if self.profile.sweep_baselines:
-                bare = self._one_run(self.start_bare, "/cpu", 16)
-                flask = self._one_run(lambda: servers.flask_dev_server(project, venv), "/io", 200)
-            else:
-                bare = flask = None
+                bare_rps.append(self._one_run(self.start_bare, "/cpu", 16).rps)
+                flask_rps.append(self._one_run(lambda: servers.flask_dev_server(project, venv), "/io", 200).rps)
             rows.append(
                 {
                     "worker_class": worker_class,
@@ -112,14 +111,17 @@ class Bench:
                     "threads": threads,
                     "cpu_rps": round(cpu.rps),
                     "cpu_p99_ms": cpu.p99_ms,
-                    "cpu_vs_bare": round(cpu.rps / bare.rps, 2) if bare and bare.rps else None,
                     "io_rps": round(io.rps),
                     "io_p99_ms": io.p99_ms,
                     "io_errors": io.errors + io.timeouts + io.non_2xx,
-                    "io_vs_flask": round(io.rps / flask.rps, 2) if flask and flask.rps else None,
                 }
             )
-        return {"cpus": self.cpus, "rows": rows}
+        bare = statistics.median(bare_rps) if bare_rps else None
+        flask = statistics.median(flask_rps) if flask_rps else None
+        for row in rows:
+            row["cpu_vs_bare"] = round(row["cpu_rps"] / bare, 2) if bare else None
+            row["io_vs_flask"] = round(row["io_rps"] / flask, 2) if flask else None
+        return {"cpus": self.cpus, "bare_cpu_rps": bare, "flask_io_rps": flask, "rows": rows}
 
     def memory(self) -> dict:
         """PSS of the whole cluster (master and workers) for each worker count, after load, per worker class."""
