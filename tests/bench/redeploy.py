@@ -6,7 +6,6 @@ the other, nginx is switched to it (a graceful reload) and the old one gets
 SIGTERM, the way Railway's edge and its stop signal race.
 """
 
-import contextlib
 import shutil
 import signal
 import socket
@@ -104,6 +103,15 @@ def redeploy(start, order: str, seconds: float) -> dict:
     """Failed requests through nginx while `start()`'s old server hands over to a new one, in `order`."""
     old, new = start(), start()
     proxy = Nginx(old.port)
+    moments = {}  # when the old server got SIGTERM, and when it exited
+    exited = threading.Event()
+
+    def terminate_old():
+        moments["sigterm"] = time.monotonic()
+        old.process.send_signal(signal.SIGTERM)
+        threading.Thread(target=lambda: (old.process.wait(), moments.update(exit=time.monotonic()), exited.set()),
+                         daemon=True).start()  # fmt: skip
+
     try:
         result = {}
         load = threading.Thread(
@@ -111,23 +119,17 @@ def redeploy(start, order: str, seconds: float) -> dict:
         )
         load.start()
         time.sleep(seconds / 3)
-        stopped_at = time.monotonic()
-        if order == CONTROL:
-            pass
-        elif order == "switch, then SIGTERM":
+        if order == "switch, then SIGTERM":
             proxy.switch(new.port)
-            old.process.send_signal(signal.SIGTERM)
-        else:
-            old.process.send_signal(signal.SIGTERM)
+            terminate_old()
+        elif order != CONTROL:
+            terminate_old()
             time.sleep(SIGTERM_LEAD)
             proxy.switch(new.port)
         load.join()
         if order == CONTROL:
-            stopped_at = time.monotonic()
-            old.process.send_signal(signal.SIGTERM)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            old.process.wait(60)
-        exit_seconds = time.monotonic() - stopped_at
+            terminate_old()
+        exited.wait(60)
     finally:
         proxy.stop()
         exit_code = old.stop()
@@ -138,7 +140,8 @@ def redeploy(start, order: str, seconds: float) -> dict:
         "failed": run.errors + run.timeouts + run.non_2xx,
         "timeouts": run.timeouts,
         "old_exit_code": exit_code,
-        "old_exit_seconds": round(exit_seconds, 2),
+        # Seconds from SIGTERM to the old server's exit (None: still running a minute later).
+        "old_exit_seconds": round(moments["exit"] - moments["sigterm"], 2) if "exit" in moments else None,
     }
 
 

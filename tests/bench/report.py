@@ -125,7 +125,8 @@ def _redeploy(redeploys: dict) -> list[str]:
         for name, row in by_server.items():
             lines.append(
                 f"  {order:<30} {name:<18} {row['failed']:>5} of {row['requests']:>6} failed "
-                f"({row['timeouts']} timeouts); old exit {row['old_exit_code']} after {row['old_exit_seconds']}s"
+                f"({row['timeouts']} timeouts); old exit {row['old_exit_code']} "
+                f"{'after ' + str(row['old_exit_seconds']) + 's' if row['old_exit_seconds'] is not None else 'forced'}"
             )
     return lines
 
