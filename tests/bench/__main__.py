@@ -1,4 +1,4 @@
-"""Run the benchmark: `make bench` (full) or `python -m tests.bench --quick` (a smoke run)."""
+"""Run the benchmark: `make bench` (full, ~15 min), `--quick` (a few minutes), `--smoke` (the test's check)."""
 
 import argparse
 import json
@@ -7,13 +7,21 @@ import platform
 import shutil
 import subprocess
 import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from ..support import ROOT, project_venv
-from . import report
+from . import profiling, report, servers
+from .profiles import PROFILES
 from .scenarios import Bench
 
 OUT = ROOT / "build" / "bench"
+WORKER_CLASSES = ("gthread", "gevent", "sync")
+SCENARIOS = (
+    "throughput", "sizing", "memory", "layers", "metrics", "attacks", "redeploy", "chaos", "graceful_stop", "startup",
+    "flame",
+)  # fmt: skip
 
 
 def generate(name: str, worker_class: str, into: Path) -> tuple[Path, Path, str]:
@@ -32,7 +40,16 @@ def generate(name: str, worker_class: str, into: Path) -> tuple[Path, Path, str]
     return project, project_venv(project), package
 
 
-def machine() -> str:
+def install_bench_tools() -> None:
+    """The bench's own pinned tools (py-spy) into this venv."""
+    requirements = Path(__file__).with_name("requirements.txt")
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-r", str(requirements)],
+        check=False,
+    )
+
+
+def machine(venv: Path) -> str:
     model = next(
         (
             line.split(":", 1)[1].strip()
@@ -41,35 +58,83 @@ def machine() -> str:
         ),
         platform.processor(),
     )
-    return f"{os.cpu_count()} cores ({model}), Python {platform.python_version()}, {platform.system()}"
+    python = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", "import platform; print(platform.python_version())"],
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    return f"{os.cpu_count()} cores ({model}), projects on Python {python}, {platform.system()}"
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.bench")
-    parser.add_argument("--quick", action="store_true", help="one short round of each scenario (checks the bench)")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--quick", action="store_true", help="one short round of each scenario (a few minutes)")
+    mode.add_argument("--smoke", action="store_true", help="the smallest run of each scenario (checks the bench)")
+    parser.add_argument("--only", help=f"comma-separated scenarios, of: {', '.join(SCENARIOS)}")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args(argv)
-    rounds, seconds = (1, 1.0) if args.quick else (3, 8.0)
+    profile = PROFILES["smoke" if args.smoke else "quick" if args.quick else "full"]
+    chosen = args.only.split(",") if args.only else list(SCENARIOS)
+    unknown = set(chosen) - set(SCENARIOS)
+    if unknown:
+        parser.error(f"unknown scenarios: {', '.join(sorted(unknown))}")
 
+    started = time.monotonic()
+    args.out.mkdir(parents=True, exist_ok=True)
     shutil.rmtree(args.out / "projects", ignore_errors=True)
-    default = generate("bench-gthread", "gthread", args.out / "projects")
-    gevent = generate("bench-gevent", "gevent", args.out / "projects")
-    bench = Bench(default, gevent, rounds=rounds, seconds=seconds)
+    if "flame" in chosen and profile.flame_seconds and not profiling.PY_SPY.exists():
+        install_bench_tools()
+    with ThreadPoolExecutor() as pool:
+        baked = pool.map(lambda name: generate(f"bench-{name}", name, args.out / "projects"), WORKER_CLASSES)
+        projects = dict(zip(WORKER_CLASSES, baked, strict=True))
+    bench = Bench(projects, profile, node_missing=servers.install_node_cluster())
 
-    results = {"machine": machine(), "rounds": rounds, "seconds_per_run": seconds}
-    results["throughput"] = bench.throughput()
-    results["workers"] = bench.workers_sweep((1, 2) if args.quick else (1, 2, 4, 8))
-    results["chaos"] = bench.chaos(duration=4.0 if args.quick else 20.0, every=2.0)
-    results["graceful_stop"] = bench.graceful_stop(load_seconds=1.0 if args.quick else 3.0)
-    results["startup"] = bench.startup()
+    results = {
+        "machine": machine(bench.default[1]),
+        "profile": profile.name,
+        "rounds": profile.rounds,
+        "seconds_per_run": profile.seconds,
+    }
+    if bench.node_missing:
+        results["node_skipped"] = bench.node_missing
+    steps = {
+        "throughput": bench.throughput,
+        "sizing": bench.sizing_sweep,
+        "memory": bench.memory,
+        "layers": lambda: profiling.layer_costs(*bench.default, profile.layer_seconds, profile.layer_rounds),
+        "metrics": bench.metrics_cost,
+        "attacks": bench.attacks,
+        "redeploy": bench.redeploys,
+        "chaos": bench.chaos,
+        "graceful_stop": bench.graceful_stop,
+        "startup": bench.startup,
+        "flame": lambda: _flame(bench, args.out, profile.flame_seconds),
+    }
+    for name in chosen:
+        step_started = time.monotonic()
+        print(f"[{time.monotonic() - started:5.0f}s] {name}...", file=sys.stderr, flush=True)
+        results[name] = steps[name]()
+        results.setdefault("step_seconds", {})[name] = round(time.monotonic() - step_started, 1)
+    results["total_seconds"] = round(time.monotonic() - started)
     results = json.loads(json.dumps(results, default=str))
 
     print(report.table(results))
     print()
     print(report.goals(results))
     data, chart = report.write(results, args.out)
-    print(f"\nfigures: {data}\nchart: {chart}")
+    print(f"\nfigures: {data}\nchart: {chart}\ntook {results['total_seconds']}s")
     return 0
+
+
+def _flame(bench: Bench, out: Path, seconds: float) -> dict:
+    if not seconds:
+        return {"skipped": "not in this profile"}
+    server = bench.start_cluster()
+    try:
+        return profiling.flame_graph(server, out, seconds)
+    finally:
+        server.stop()
 
 
 if __name__ == "__main__":

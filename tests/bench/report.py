@@ -1,97 +1,266 @@
-"""The bench's figures as a table on stdout, a JSON file and a PNG chart."""
+"""The bench's figures as tables on stdout, a goals table, a JSON file and a PNG chart."""
 
 import json
 from pathlib import Path
 
 BASELINE = "bare gunicorn"
+NODE = "node (express cluster)"
 
 
 def ratio(value: float, base: float) -> str:
-    return f"{value / base:.1f}x" if base else "-"
+    return f"{value / base:.2f}x" if base else "-"
 
 
-def table(results: dict) -> str:
-    lines = [f"machine: {results['machine']}", ""]
-    for load, by_server in results["throughput"].items():
-        base = by_server[BASELINE]["rps"]
-        lines.append(
-            f"{load:<24} {'req/s':>8} {'vs bare':>8} {'errors':>7} {'timeouts':>8} {'p50 ms':>8} {'p99 ms':>8}"
-        )
-        for name, run in by_server.items():
-            lines.append(
-                f"  {name:<22} {run['rps']:>8.0f} {ratio(run['rps'], base):>8} {run['errors'] + run['non_2xx']:>7} "
-                f"{run['timeouts']:>8} {_ms(run['p50_ms']):>8} {_ms(run['p99_ms']):>8}"
-            )
-        lines.append("")
-    sweep = results["workers"]
-    one = sweep["1"]["pss_mb"] if "1" in sweep else sweep[1]["pss_mb"]
-    lines.append(f"{'workers':<24} {'PSS MB':>8} {'per extra worker':>17} {'cpu req/s':>10}")
-    for count, row in sweep.items():
-        if str(count) == "bare":
-            lines.append(f"  {'bare gunicorn (1 sync)':<22} {row['pss_mb']:>8.1f}")
-            continue
-        extra = (row["pss_mb"] - one) / (int(count) - 1) if int(count) > 1 else None
-        extra_text = f"{extra:.1f} MB ({extra / one:.0%})" if extra is not None else "-"
-        lines.append(f"  {count!s:<22} {row['pss_mb']:>8.1f} {extra_text:>17} {row['cpu_rps']:>10}")
-    chaos = results["chaos"]
-    lines += [
-        "",
-        f"chaos: {chaos['kills']} workers SIGKILLed under load; {chaos['success_ratio']:.2%} of "
-        f"{chaos['requests']} requests succeeded; replacement serving in {chaos['replacement_serving_s']['median']}s "
-        f"(median), {chaos['replacement_serving_s']['max']}s (max)",
-    ]
-    stop = results["graceful_stop"]
-    lines.append(
-        f"graceful stop: SIGTERM under load; {stop['answered']} answered, {stop['dropped_after_accept']} dropped "
-        f"after being accepted, exit {stop['exit_code']} after {stop['exit_seconds']}s"
-    )
-    startup = results["startup"]
-    lines.append(
-        f"startup to first /health 200: bare {startup[BASELINE]}s, cluster {startup['cluster (gthread)']}s "
-        f"({ratio(startup['cluster (gthread)'], startup[BASELINE])})"
-    )
-    return "\n".join(lines)
-
-
-def goals(results: dict) -> str:
-    """Each of the seed's claims, its goal, and what this run measured."""
-    throughput = results["throughput"]
-
-    def times_bare(load: str, name: str) -> float:
-        base = throughput[load][BASELINE]["rps"]
-        return throughput[load][name]["rps"] / base if base else float("inf")
-
-    sweep = {str(count): row for count, row in results["workers"].items()}
-    counts = sorted(int(count) for count in sweep if count != "bare")
-    one, most = sweep["1"]["pss_mb"], sweep[str(counts[-1])]["pss_mb"]
-    per_extra = (most - one) / (counts[-1] - 1) / one
-    gevent_1000 = throughput["io, 1000 connections"]["cluster (gevent)"]
-    chaos, stop, startup = results["chaos"], results["graceful_stop"], results["startup"]
-    rows = [
-        ("CPU-bound, 16 connections", ">= 1.8x bare",
-         f"gthread {times_bare('cpu, 16 connections', 'cluster (gthread)'):.1f}x, "
-         f"gevent {times_bare('cpu, 16 connections', 'cluster (gevent)'):.1f}x"),
-        ("I/O-bound, 200 connections (default gthread)", ">= 10x bare",
-         f"{times_bare('io, 200 connections', 'cluster (gthread)'):.1f}x"),
-        ("I/O-bound, 1000 connections (gevent)", ">= 100x bare, no errors",
-         f"{times_bare('io, 1000 connections', 'cluster (gevent)'):.0f}x, "
-         f"{gevent_1000['errors'] + gevent_1000['timeouts'] + gevent_1000['non_2xx']} errors"),
-        ("memory per extra worker", "<= 15% of a 1-worker server",
-         f"{per_extra:.0%} ({counts[-1]} workers: {most:.0f} MB, 1 worker: {one:.0f} MB)"),
-        ("SIGKILL a worker every 2 s under load", ">= 99.5% succeed, replaced within 1 s",
-         f"{chaos['success_ratio']:.2%}, replaced in {chaos['replacement_serving_s']['max']}s at most"),
-        ("SIGTERM under load", "0 accepted requests lost, exit within 10 s",
-         f"{stop['dropped_after_accept']} lost, exit {stop['exit_code']} after {stop['exit_seconds']}s"),
-        ("start to first /health 200", "<= 1.5x bare",
-         f"{startup['cluster (gthread)'] / startup[BASELINE]:.1f}x"),
-    ]  # fmt: skip
-    lines = ["| claim | goal | measured |", "|---|---|---|"]
-    lines += [f"| {claim} | {goal} | {measured} |" for claim, goal, measured in rows]
-    return "\n".join(lines)
+def _times(value) -> str:
+    return f"{value:.2f}x" if value is not None else "-"
 
 
 def _ms(value) -> str:
     return f"{value:.1f}" if value is not None else "-"
+
+
+def table(results: dict) -> str:
+    """Every figure of the run, section by section (sections not run are left out)."""
+    lines = [f"machine: {results['machine']}; profile {results['profile']}", ""]
+    if "node_skipped" in results:
+        lines += [f"node: skipped ({results['node_skipped']})", ""]
+    for name, render in SECTIONS.items():
+        if name in results:
+            lines += render(results[name])
+            lines.append("")
+    return "\n".join(lines).rstrip()
+
+
+def _throughput(figures: dict) -> list[str]:
+    lines = []
+    for load, by_server in figures.items():
+        base = by_server[BASELINE]["rps"]
+        lines.append(
+            f"{load:<26} {'req/s':>8} {'vs bare':>8} {'errors':>7} {'timeouts':>8} {'p50 ms':>8} {'p99 ms':>8}"
+        )
+        for name, run in by_server.items():
+            lines.append(
+                f"  {name:<24} {run['rps']:>8.0f} {ratio(run['rps'], base):>8} {run['errors'] + run['non_2xx']:>7} "
+                f"{run['timeouts']:>8} {_ms(run['p50_ms']):>8} {_ms(run['p99_ms']):>8}"
+            )
+        lines.append("")
+    return lines[:-1]
+
+
+def _sizing(sweep: dict) -> list[str]:
+    lines = [
+        f"sizing sweep on {sweep['cpus']} CPUs (one run per cell, alternated with bare gunicorn and flask run; "
+        f"ratios to their medians: {sweep.get('bare_cpu_rps') or 0:.0f} and "
+        f"{sweep.get('flask_io_rps') or 0:.0f} req/s)",
+        f"  {'class':<8} {'rule':<9} {'workers':>7} {'threads':>7} {'cpu req/s':>9} {'vs bare':>7} {'cpu p99':>8} "
+        f"{'io req/s':>8} {'vs flask':>8} {'io p99':>8} {'io errors':>9}",
+    ]
+    for row in sweep["rows"]:
+        lines.append(
+            f"  {row['worker_class']:<8} {row['rule']:<9} {row['workers']:>7} {row['threads']:>7} {row['cpu_rps']:>9} "
+            f"{_times(row['cpu_vs_bare']):>7} {_ms(row['cpu_p99_ms']):>8} {row['io_rps']:>8} "
+            f"{_times(row['io_vs_flask']):>8} {_ms(row['io_p99_ms']):>8} {row['io_errors']:>9}"
+        )
+    return lines
+
+
+def _memory(memory: dict) -> list[str]:
+    lines = [f"{'memory (PSS after load)':<26} {'workers':>7} {'PSS MB':>8}  worker USS MB"]
+    for worker_class, figures in memory.items():
+        if worker_class == BASELINE:
+            lines.append(f"  {'bare gunicorn (1 sync)':<24} {1:>7} {figures['pss_mb']:>8.1f}")
+            continue
+        for count, row in figures["by_workers"].items():
+            lines.append(f"  {worker_class:<24} {count:>7} {row['pss_mb']:>8.1f}  {row['worker_uss_mb']}")
+        lines.append(
+            f"  {worker_class}: {figures['per_extra_worker_mb']} MB per extra worker "
+            f"({figures['per_extra_worker_share']:.0%} of the smallest cluster)"
+        )
+    return lines
+
+
+def _layers(layers: dict) -> list[str]:
+    lines = ["CPU per /cpu request, in-process (median of alternated runs)"]
+    for name, micros in layers["us_per_request"].items():
+        cost = layers["cost_vs_bare"].get(name)
+        lines.append(f"  {name:<24} {micros:>8.0f} us" + (f"  {cost:+.0%} vs bare Flask" if cost is not None else ""))
+    return lines
+
+
+def _metrics(metrics: dict) -> list[str]:
+    cost = f"{metrics['cost']:+.1%}" if metrics["cost"] is not None else "-"
+    return [
+        f"metrics cost on /cpu, 16 connections: on {metrics['on_rps']} req/s, off {metrics['off_rps']} req/s: "
+        f"cost {cost} ({metrics['note']})"
+    ]
+
+
+def _attacks(attacks: dict) -> list[str]:
+    lines = [
+        f"{'attack':<26} {'/health ok':>10} {'peak PSS':>9} {'cgroup peak':>11} {'OOM kills':>9} "
+        f"{'log lines/s':>11} {'peak':>6}  what the attacker saw"
+    ]
+    for attack, by_server in attacks.items():
+        lines.append(f"  {attack}")
+        for name, row in by_server.items():
+            cgroup = row.get("cgroup") or {}
+            seen = {
+                key: value
+                for key, value in row.items()
+                if key in ("cut_by_server", "outcomes", "malformed_requests", "connections", "body_mb")
+            }
+            lines.append(
+                f"    {name:<22} {row['health_answered']:>10.1%} {row['peak_pss_mb']:>8.0f}M "
+                f"{str(cgroup.get('peak_mb', '-')) + 'M':>11} {cgroup.get('oom_kills', '-'):>9} "
+                f"{row['log_lines_per_s']:>11} {row['peak_log_lines_per_s']:>6}  {seen}"
+            )
+    return lines
+
+
+def _redeploy(redeploys: dict) -> list[str]:
+    if "skipped" in redeploys:
+        return [f"redeploy through nginx: skipped ({redeploys['skipped']})"]
+    lines = ["redeploy through nginx (keep-alive pool, 64 connections on /io)"]
+    for order, by_server in redeploys.items():
+        for name, row in by_server.items():
+            lines.append(
+                f"  {order:<30} {name:<18} {row['failed']:>5} of {row['requests']:>6} failed "
+                f"({row['timeouts']} timeouts); old exit {row['old_exit_code']} "
+                f"{'after ' + str(row['old_exit_seconds']) + 's' if row['old_exit_seconds'] is not None else 'forced'}"
+            )
+    return lines
+
+
+def _chaos(chaos: dict) -> list[str]:
+    return [
+        f"chaos: {chaos['kills']} workers SIGKILLed under load; {chaos['success_ratio']:.2%} of "
+        f"{chaos['requests']} requests succeeded; replacement serving in {chaos['replacement_serving_s']['median']}s "
+        f"(median), {chaos['replacement_serving_s']['max']}s (max)"
+    ]
+
+
+def _stop(stop: dict) -> list[str]:
+    return [
+        f"graceful stop: SIGTERM under load; {stop['answered']} answered, {stop['dropped_after_accept']} dropped "
+        f"after being accepted, exit {stop['exit_code']} after {stop['exit_seconds']}s"
+    ]
+
+
+def _startup(startup: dict) -> list[str]:
+    return [
+        f"startup to first /health 200: bare {startup[BASELINE]}s, cluster {startup['cluster (gthread)']}s "
+        f"({ratio(startup['cluster (gthread)'], startup[BASELINE])})"
+    ]
+
+
+def _flame(flame: dict) -> list[str]:
+    return [f"flame graph: {flame.get('svg') or 'skipped: ' + flame['skipped']}"]
+
+
+SECTIONS = {
+    "throughput": _throughput,
+    "sizing": _sizing,
+    "memory": _memory,
+    "layers": _layers,
+    "metrics": _metrics,
+    "attacks": _attacks,
+    "redeploy": _redeploy,
+    "chaos": _chaos,
+    "graceful_stop": _stop,
+    "startup": _startup,
+    "flame": _flame,
+}
+
+
+def goals(results: dict) -> str:
+    """Each goal of the issues, and what this run measured: met, missed, or not measured."""
+    rows = []
+
+    def add(claim, goal, measured, met):
+        rows.append((claim, goal, measured, "-" if met is None else "met" if met else "MISSED"))
+
+    throughput = results.get("throughput", {})
+
+    def rps(load, name):
+        return throughput.get(load, {}).get(name, {}).get("rps")
+
+    cpu, io200, io1000 = "cpu, 16 connections", "io, 200 connections", "io, 1000 connections"
+    if cpu in throughput:
+        base = rps(cpu, BASELINE)
+        gthread = rps(cpu, "cluster (gthread)") / base
+        add("CPU-bound, 16 connections (default gthread)", ">= 1.8x bare", f"{gthread:.2f}x", gthread >= 1.8)
+        others = ", ".join(
+            f"{name} {rps(cpu, name) / base:.2f}x"
+            for name in throughput[cpu]
+            if name.startswith("cluster (g") or "sync" in name
+        )
+        add("CPU-bound, 16 connections, each class", "(for reading)", others, None)
+    if io200 in throughput:
+        gthread, flask = rps(io200, "cluster (gthread)"), rps(io200, "flask run")
+        add("I/O 50 ms, 200 connections (default gthread)", ">= flask run",
+            f"{gthread:.0f} vs {flask:.0f} req/s ({gthread / flask:.2f}x; {gthread / rps(io200, BASELINE):.0f}x bare)",
+            gthread >= flask)  # fmt: skip
+    if io1000 in throughput:
+        run = throughput[io1000]["cluster (gevent)"]
+        errors = run["errors"] + run["timeouts"] + run["non_2xx"]
+        times = run["rps"] / rps(io1000, BASELINE)
+        add("I/O 50 ms, 1000 connections (gevent)", ">= 100x bare, 0 errors", f"{times:.0f}x, {errors} errors",
+            times >= 100 and errors == 0)  # fmt: skip
+    for load in (cpu, io1000):
+        node = rps(load, NODE)
+        if node:
+            run = throughput[load]["cluster (gevent)"]
+            errors = run["errors"] + run["timeouts"] + run["non_2xx"]
+            share = run["rps"] / node
+            add(f"gevent vs Node, {load}", ">= 50% of Node" + (", 0 errors" if load == io1000 else ""),
+                f"{run['rps']:.0f} vs {node:.0f} req/s ({share:.0%}), {errors} errors",
+                share >= 0.5 and (load == cpu or errors == 0))  # fmt: skip
+    for worker_class, figures in results.get("memory", {}).items():
+        if worker_class != BASELINE:
+            share = figures["per_extra_worker_share"]
+            add(f"memory per extra worker ({worker_class})", "<= 15% of a 1-worker server",
+                f"{share:.0%} ({figures['per_extra_worker_mb']} MB)", share <= 0.15)  # fmt: skip
+    if "layers" in results:
+        overhead = results["layers"]["cost_vs_bare"]["generated app"]
+        add("template overhead per request vs bare Flask (/cpu)", "<= 25%", f"{overhead:+.0%}", overhead <= 0.25)
+    if "metrics" in results:
+        metrics = results["metrics"]
+        measured = metrics["note"] == "metrics on versus off"
+        add("metrics cost on /cpu", "<= 5%", f"{metrics['cost']:+.1%} ({metrics['note']})",
+            metrics["cost"] <= 0.05 if measured else None)  # fmt: skip
+    for attack, by_server in results.get("attacks", {}).items():
+        for name, row in by_server.items():
+            oom = (row.get("cgroup") or {}).get("oom_kills")
+            add(f"{attack}: {name}", "/health >= 99% within 2 s" + (", 0 OOM kills" if oom is not None else ""),
+                f"{row['health_answered']:.1%}" + (f", {oom} OOM kills" if oom is not None else ""),
+                None if name == BASELINE else row["health_answered"] >= 0.99 and not oom)  # fmt: skip
+        if attack == "log flood":
+            for name, row in by_server.items():
+                add(f"log flood: {name}", "<= 500 lines/s", f"peak {row['peak_log_lines_per_s']} lines/s",
+                    None if name == BASELINE else row["peak_log_lines_per_s"] <= 500)  # fmt: skip
+    for order, by_server in (results.get("redeploy") or {}).items():
+        if order == "skipped":
+            continue
+        for name, row in by_server.items():
+            add(f"redeploy through nginx, {order}: {name}", "0 failed", f"{row['failed']} of {row['requests']}",
+                None if name == BASELINE or "control" in order else row["failed"] == 0)  # fmt: skip
+    if "chaos" in results:
+        chaos = results["chaos"]
+        add("SIGKILL a worker every 2 s under load", ">= 99.5% succeed, replaced within 1 s",
+            f"{chaos['success_ratio']:.2%}, replaced in {chaos['replacement_serving_s']['max']}s at most",
+            chaos["success_ratio"] >= 0.995 and chaos["replacement_serving_s"]["max"] <= 1)  # fmt: skip
+    if "graceful_stop" in results:
+        stop = results["graceful_stop"]
+        add("SIGTERM under load", "0 accepted requests lost, exit within 10 s",
+            f"{stop['dropped_after_accept']} lost, exit {stop['exit_code']} after {stop['exit_seconds']}s",
+            stop["dropped_after_accept"] == 0 and stop["exit_code"] == 0 and stop["exit_seconds"] <= 10)  # fmt: skip
+    if "startup" in results:
+        startup = results["startup"]
+        times = startup["cluster (gthread)"] / startup[BASELINE]
+        add("start to first /health 200", "<= 1.5x bare", f"{times:.1f}x", times <= 1.5)
+    lines = ["| claim | goal | measured | |", "|---|---|---|---|"]
+    lines += [f"| {claim} | {goal} | {measured} | {verdict} |" for claim, goal, measured, verdict in rows]
+    return "\n".join(lines)
 
 
 def write(results: dict, out: Path) -> tuple[Path, Path]:
@@ -102,22 +271,74 @@ def write(results: dict, out: Path) -> tuple[Path, Path]:
 
 
 def chart(results: dict, path: Path) -> Path:
-    """Throughput and memory versus workers."""
+    """req/s and p99 of every server, load by load; memory against workers; availability under attack."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = {int(count): row for count, row in results["workers"].items() if str(count) != "bare"}
-    counts = sorted(rows)
-    figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
-    left.plot(counts, [rows[c]["cpu_rps"] for c in counts], marker="o")
-    left.set(title="/cpu throughput, 16 connections", xlabel="workers", ylabel="requests/s")
-    right.plot(counts, [rows[c]["pss_mb"] for c in counts], marker="o", label="cluster")
-    right.axhline(results["workers"]["bare"]["pss_mb"], linestyle="--", color="grey", label="bare gunicorn")
-    right.set(title="memory (PSS of all processes)", xlabel="workers", ylabel="MB")
-    right.legend()
-    figure.suptitle(results["machine"], fontsize=8)
+    throughput = results.get("throughput", {})
+    loads = list(throughput)
+    columns = max(1, len(loads))
+    figure, axes = plt.subplots(3, columns, figsize=(5 * columns, 11), squeeze=False)
+    for column, load in enumerate(loads):
+        names = list(throughput[load])
+        positions = range(len(names))
+        colours = [f"C{index}" for index in positions]
+        top, middle = axes[0][column], axes[1][column]
+        top.bar(positions, [throughput[load][name]["rps"] for name in names], color=colours)
+        top.set(title=f"{load}: requests/s", xticks=list(positions))
+        top.set_xticklabels(names, rotation=30, ha="right", fontsize=7)
+        middle.bar(positions, [throughput[load][name]["p99_ms"] or 0 for name in names], color=colours)
+        middle.set(title=f"{load}: p99 latency (ms)", xticks=list(positions))
+        middle.set_xticklabels(names, rotation=30, ha="right", fontsize=7)
+    for axis in axes[2]:
+        axis.axis("off")
+    memory = results.get("memory", {})
+    if memory:
+        axis = axes[2][0]
+        axis.axis("on")
+        for worker_class, figures in memory.items():
+            if worker_class == BASELINE:
+                axis.axhline(figures["pss_mb"], linestyle="--", color="grey", label="bare gunicorn")
+                continue
+            counts = sorted(figures["by_workers"], key=int)
+            axis.plot([int(c) for c in counts], [figures["by_workers"][c]["pss_mb"] for c in counts], marker="o",
+                      label=worker_class)  # fmt: skip
+        axis.set(title="memory: PSS of the whole server", xlabel="workers", ylabel="MB")
+        axis.legend(fontsize=7)
+    attacks = results.get("attacks", {})
+    if attacks and columns > 1:
+        axis = axes[2][1]
+        axis.axis("on")
+        servers = list(next(iter(attacks.values())))
+        width = 0.8 / max(1, len(servers))
+        for index, name in enumerate(servers):
+            axis.bar([a + index * width for a in range(len(attacks))],
+                     [attacks[attack].get(name, {}).get("health_answered", 0) * 100 for attack in attacks],
+                     width, label=name)  # fmt: skip
+        axis.set(
+            title="under attack: /health answered within 2 s (%)",
+            xticks=[a + 0.4 - width / 2 for a in range(len(attacks))],
+        )
+        axis.set_xticklabels(list(attacks), fontsize=7)
+        axis.legend(fontsize=7)
+    redeploys = {order: rows for order, rows in (results.get("redeploy") or {}).items() if order != "skipped"}
+    if redeploys and columns > 2:
+        axis = axes[2][2]
+        axis.axis("on")
+        names = list(next(iter(redeploys.values())))
+        width = 0.8 / max(1, len(names))
+        for index, name in enumerate(names):
+            failed = [redeploys[order].get(name, {}).get("failed", 0) for order in redeploys]
+            axis.bar([o + index * width for o in range(len(redeploys))], failed, width, label=name)
+        axis.set(
+            title="redeploy through nginx: failed requests", xticks=[o + 0.4 - width / 2 for o in range(len(redeploys))]
+        )
+        axis.set_xticklabels(list(redeploys), fontsize=7)
+        axis.set_yscale("symlog")
+        axis.legend(fontsize=7)
+    figure.suptitle(f"{results['machine']} ({results['profile']} profile)", fontsize=8)
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)

@@ -6,77 +6,230 @@ import signal
 import statistics
 import threading
 import time
+import urllib.error
+import urllib.request
 from dataclasses import asdict
 
-from . import servers
+from . import attacks, redeploy, servers
 from .load import SteadyClient, wrk
+from .profiles import Profile, workers_for
+
+# The plan the default project is generated for (cookiecutter.json's first choice): its replica size and body limit.
+DEFAULT_PLAN = "hobby"
+
+# The switch the metrics layer honours to turn itself off (issue 12: its cost is measured with and without).
+METRICS_OFF = {"METRICS": "off"}
 
 
 class Bench:
-    """The projects under test and how long each load runs."""
+    """The generated projects under test (worker class -> (project dir, venv, package)) and the profile."""
 
-    def __init__(self, default, gevent, rounds: int, seconds: float):
-        # (project dir, venv, package) of the default (gthread) and the gevent project
-        self.default = default
-        self.gevent = gevent
-        self.rounds = rounds
-        self.seconds = seconds
+    def __init__(self, projects: dict, profile: Profile, node_missing: str | None = None):
+        self.projects = projects
+        self.profile = profile
+        self.node_missing = node_missing
+        self.cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+    @property
+    def default(self):
+        return self.projects["gthread"]
+
+    def start_cluster(self, worker_class: str = "gthread", gunicorn_args=(), **env) -> servers.Server:
+        project, venv, package = self.projects[worker_class]
+        return servers.cluster(project, venv, package, f"cluster ({worker_class})", gunicorn_args, **env)
+
+    def start_bare(self, **env) -> servers.Server:
+        project, venv, _ = self.default
+        return servers.bare_gunicorn(project, venv, **env)
 
     def contenders(self) -> dict:
         """How to start each server compared in the throughput runs."""
-        project, venv, package = self.default
-        gevent_project, gevent_venv, gevent_package = self.gevent
-        return {
-            "bare gunicorn": lambda: servers.bare_gunicorn(project, venv),
+        project, venv, _ = self.default
+        found = {
+            "bare gunicorn": self.start_bare,
             "flask run": lambda: servers.flask_dev_server(project, venv),
-            "cluster (gthread)": lambda: servers.cluster(project, venv, package, "cluster (gthread)"),
-            "cluster (gevent)": lambda: servers.cluster(
-                gevent_project, gevent_venv, gevent_package, "cluster (gevent)"
-            ),
+            **{f"cluster ({name})": (lambda name=name: self.start_cluster(name)) for name in self.projects},
         }
+        if not self.node_missing:
+            found["node (express cluster)"] = servers.node_cluster
+        return found
 
     def throughput(self) -> dict:
-        """Requests/s for /cpu at 16 connections and /io at 200 and 1000: medians of alternated runs.
+        """Requests/s and latency of each server for each load: medians of alternated runs.
 
         Each run has a freshly started server to itself: an overloaded server
         keeps working off the queued requests of a run long after it ends.
         """
-        loads = {
-            "cpu, 16 connections": ("/cpu", 16),
-            "io, 200 connections": ("/io", 200),
-            "io, 1000 connections": ("/io", 1000),
-        }
         figures = {}
-        for load, (path, connections) in loads.items():
+        for load, path, connections in self.profile.loads:
             samples = {}
-            for _ in range(self.rounds):
+            for _ in range(self.profile.rounds):
                 for name, start in self.contenders().items():
-                    server = start()
-                    try:
-                        samples.setdefault(name, []).append(wrk(server.url + path, connections, self.seconds))
-                    finally:
-                        server.stop(signal.SIGKILL)
+                    samples.setdefault(name, []).append(self._one_run(start, path, connections))
             figures[load] = {name: _median_result(results) for name, results in samples.items()}
         return figures
 
-    def workers_sweep(self, counts=(1, 2, 4, 8)) -> dict:
-        """Memory (PSS of the whole cluster) and /cpu throughput for each worker count."""
-        project, venv, package = self.default
-        sweep = {}
-        for count in counts:
-            with servers.running(servers.cluster, project, venv, package, WEB_CONCURRENCY=str(count)) as server:
-                wrk(server.url + "/cpu", 16, max(1.0, self.seconds / 2))
-                rps = statistics.median(wrk(server.url + "/cpu", 16, self.seconds).rps for _ in range(self.rounds))
-                sweep[count] = {"pss_mb": round(server.pss_mb(), 1), "cpu_rps": round(rps)}
-        with servers.running(servers.bare_gunicorn, project, venv) as bare:
-            wrk(bare.url + "/cpu", 16, max(1.0, self.seconds / 2))
-            sweep["bare"] = {"pss_mb": round(bare.pss_mb(), 1)}
-        return sweep
+    def _one_run(self, start, path: str, connections: int, seconds: float | None = None):
+        server = start()
+        try:
+            return wrk(server.url + path, connections, seconds or self.profile.seconds)
+        finally:
+            server.stop(signal.SIGKILL)
 
-    def chaos(self, duration: float, every: float) -> dict:
-        """Steady load while a random worker is SIGKILLed every `every` seconds."""
-        project, venv, package = self.default
-        with servers.running(servers.cluster, project, venv, package) as server:
+    def sizing_sweep(self) -> dict:
+        """Workers x threads per worker class: /cpu at 16 connections and /io at 200.
+
+        One run per cell, alternated with a run of bare gunicorn (/cpu) and of
+        `flask run` (/io); ratios are to the median of those baseline runs, which
+        a single noisy baseline cannot swing.
+        """
+        project, venv, _ = self.default
+        cells = [("gthread", rule, threads) for rule, threads in self.profile.gthread_grid]
+        cells += [
+            (worker_class, rule, 1) for worker_class, rules in self.profile.other_workers.items() for rule in rules
+        ]
+        rows, bare_rps, flask_rps = [], [], []
+        for worker_class, rule, threads in cells:
+            if worker_class not in self.projects:
+                continue
+            workers = workers_for(rule, self.cpus)
+            args = ("--threads", str(threads)) if worker_class == "gthread" else ()
+
+            def start(worker_class=worker_class, args=args, workers=workers):
+                return self.start_cluster(worker_class, args, WEB_CONCURRENCY=str(workers))
+
+            cpu = self._one_run(start, "/cpu", 16)
+            io = self._one_run(start, "/io", 200)
+            if self.profile.sweep_baselines:
+                bare_rps.append(self._one_run(self.start_bare, "/cpu", 16).rps)
+                flask_rps.append(self._one_run(lambda: servers.flask_dev_server(project, venv), "/io", 200).rps)
+            rows.append(
+                {
+                    "worker_class": worker_class,
+                    "rule": rule,
+                    "workers": workers,
+                    "threads": threads,
+                    "cpu_rps": round(cpu.rps),
+                    "cpu_p99_ms": cpu.p99_ms,
+                    "io_rps": round(io.rps),
+                    "io_p99_ms": io.p99_ms,
+                    "io_errors": io.errors + io.timeouts + io.non_2xx,
+                }
+            )
+        bare = statistics.median(bare_rps) if bare_rps else None
+        flask = statistics.median(flask_rps) if flask_rps else None
+        for row in rows:
+            row["cpu_vs_bare"] = round(row["cpu_rps"] / bare, 2) if bare else None
+            row["io_vs_flask"] = round(row["io_rps"] / flask, 2) if flask else None
+        return {"cpus": self.cpus, "bare_cpu_rps": bare, "flask_io_rps": flask, "rows": rows}
+
+    def memory(self) -> dict:
+        """PSS of the whole cluster (master and workers) for each worker count, after load, per worker class."""
+        figures = {}
+        for worker_class in self.profile.memory_classes:
+            if worker_class not in self.projects:
+                continue
+            by_count = {}
+            for count in self.profile.memory_workers:
+                server = self.start_cluster(worker_class, WEB_CONCURRENCY=str(count))
+                try:
+                    # Touch what serving touches: both routes, every worker.
+                    wrk(server.url + "/cpu", 16, 1)
+                    wrk(server.url + "/io", 200, 1)
+                    by_count[str(count)] = {
+                        "pss_mb": round(server.pss_mb(), 1),
+                        "worker_uss_mb": [round(p.memory_full_info().uss / 2**20, 1) for p in server.processes()[1:]],
+                    }
+                finally:
+                    server.stop()
+            counts = sorted(int(count) for count in by_count)
+            one, most = by_count[str(counts[0])]["pss_mb"], by_count[str(counts[-1])]["pss_mb"]
+            per_extra = (most - one) / (counts[-1] - counts[0]) if len(counts) > 1 else 0.0
+            figures[worker_class] = {
+                "by_workers": by_count,
+                "per_extra_worker_mb": round(per_extra, 2),
+                "per_extra_worker_share": round(per_extra / one, 3),
+            }
+        server = self.start_bare()
+        try:
+            wrk(server.url + "/cpu", 16, 1)
+            figures["bare gunicorn"] = {"pss_mb": round(server.pss_mb(), 1)}
+        finally:
+            server.stop()
+        return figures
+
+    def metrics_cost(self) -> dict:
+        """/cpu throughput of the default cluster with its metrics on and off, alternated."""
+        samples = {"on": [], "off": []}
+        served = {}
+        for _ in range(self.profile.rounds):
+            for state, env in (("on", {}), ("off", METRICS_OFF)):
+                server = self.start_cluster(**env)
+                try:
+                    served[state] = _status(server.url + "/metrics")
+                    samples[state].append(wrk(server.url + "/cpu", 16, self.profile.seconds).rps)
+                finally:
+                    server.stop(signal.SIGKILL)
+        on, off = statistics.median(samples["on"]), statistics.median(samples["off"])
+        if served["on"] != 200:
+            note = f"/metrics answered {served['on']}: this project has no metrics yet, both runs are the same app"
+        elif served["off"] == 200:
+            note = f"{METRICS_OFF} did not turn metrics off: both runs had them"
+        else:
+            note = "metrics on versus off"
+        return {
+            "on_rps": round(on),
+            "off_rps": round(off),
+            "cost": round(1 - on / off, 3) if off else None,
+            "metrics_status": served,
+            "note": note,
+        }
+
+    def attacks(self) -> dict:
+        """Each attack against each server, inside a cgroup of the plan's replica memory where we may make one."""
+        from ..support import PLANS
+
+        plan = PLANS[DEFAULT_PLAN]
+        figures = {}
+        for attack in attacks.ATTACKS:
+            for name in self.profile.attack_servers:
+                if name == "bare gunicorn":
+                    server = self.start_bare(memory_limit_mb=plan["memory_mb"])
+                else:
+                    server = self.start_cluster(name, memory_limit_mb=plan["memory_mb"])
+                    name = f"cluster ({name})"
+                try:
+                    result = attacks.run(
+                        attack,
+                        server,
+                        self.profile.attack_seconds,
+                        self.profile.bomb_mb or plan["max_body_mb"],
+                        self.profile.attack_scale,
+                    )
+                    result["cgroup"] = server.cgroup_figures()
+                finally:
+                    server.stop(signal.SIGKILL)
+                figures.setdefault(attack, {})[name] = result
+        return figures
+
+    def redeploys(self) -> dict:
+        """Failed requests through nginx across a redeploy, in both orders, for the cluster and bare gunicorn."""
+        missing = redeploy.nginx_missing()
+        if missing:
+            return {"skipped": missing}
+        figures = {}
+        for name in self.profile.redeploy_servers:
+            start = self.start_bare if name == "bare gunicorn" else (lambda name=name: self.start_cluster(name))
+            label = name if name == "bare gunicorn" else f"cluster ({name})"
+            for order in redeploy.ORDERS[: self.profile.redeploy_orders]:
+                figures.setdefault(order, {})[label] = redeploy.redeploy(start, order, self.profile.redeploy_seconds)
+        return figures
+
+    def chaos(self) -> dict:
+        """Steady load while a random worker is SIGKILLed every 2 seconds."""
+        duration, every = self.profile.chaos_seconds, 2.0
+        _, _, package = self.default
+        with servers.running(self.start_cluster) as server:
             board = servers.board_of(server, package)
             configured = board.master()[1]
             result = {}
@@ -101,12 +254,11 @@ class Bench:
             },
         }
 
-    def graceful_stop(self, load_seconds: float) -> dict:
+    def graceful_stop(self) -> dict:
         """SIGTERM in the middle of load: count requests accepted but never answered."""
-        project, venv, package = self.default
-        server = servers.cluster(project, venv, package)
+        server = self.start_cluster(SHUTDOWN_DELAY="0")
         with SteadyClient("127.0.0.1", server.port, "/io", threads=32) as client:
-            time.sleep(load_seconds)
+            time.sleep(1.0 if self.profile.rounds == 1 else 3.0)
             stopped_at = time.monotonic()
             server.process.send_signal(signal.SIGTERM)
             server.process.wait(60)
@@ -125,17 +277,23 @@ class Bench:
 
     def startup(self) -> dict:
         """Seconds from start to the first /health 200, bare gunicorn and the cluster alternated."""
-        project, venv, package = self.default
         times = {"bare gunicorn": [], "cluster (gthread)": []}
-        for _ in range(self.rounds):
-            for name, factory, args in (
-                ("bare gunicorn", servers.bare_gunicorn, (project, venv)),
-                ("cluster (gthread)", servers.cluster, (project, venv, package)),
-            ):
-                server = factory(*args)
+        for _ in range(self.profile.rounds):
+            for name, factory in (("bare gunicorn", self.start_bare), ("cluster (gthread)", self.start_cluster)):
+                server = factory()
                 times[name].append(server.startup_seconds)
                 server.stop()
         return {name: round(statistics.median(values), 3) for name, values in times.items()}
+
+
+def _status(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status
+    except urllib.error.HTTPError as error:
+        return error.code
+    except OSError:
+        return 0
 
 
 def _median_result(results) -> dict:

@@ -1,5 +1,6 @@
 """The servers being compared, each started from a generated project on a free port."""
 
+import contextlib
 import os
 import shutil
 import signal
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import psutil
 
+CGROUP_MEMORY = Path("/sys/fs/cgroup/memory")
 # Everything allowed: the benchmark measures throughput, not the rate limiter's verdicts.
 UNLIMITED = {"RATE_LIMIT": "1000000000/second"}
 STARTUP_DEADLINE = 60.0
@@ -28,7 +30,15 @@ def free_port() -> int:
 class Server:
     """One server process (and its children), started in its own process group."""
 
-    def __init__(self, name: str, project: Path, venv: Path, command: list[str], env: dict | None = None):
+    def __init__(
+        self,
+        name: str,
+        project: Path,
+        venv: Path | None,
+        command: list[str],
+        env: dict | None = None,
+        memory_limit_mb: int | None = None,
+    ):
         self.name = name
         self.project = project
         self.port = free_port()
@@ -37,12 +47,13 @@ class Server:
             **{k: v for k, v in os.environ.items() if k not in ("WEB_CONCURRENCY", "ENABLE_CLUSTERING", "PORT")},
             **UNLIMITED,
             "PORT": str(self.port),
-            "PATH": f"{venv / 'bin'}:{os.environ['PATH']}",
+            "PATH": f"{venv / 'bin'}:{os.environ['PATH']}" if venv else os.environ["PATH"],
             "XDG_RUNTIME_DIR": self.runtime_dir,
             "PYTHONUNBUFFERED": "1",
             **(env or {}),
         }
         self.log = open(Path(self.runtime_dir) / "server.log", "w+")  # noqa: SIM115 (closed in stop)
+        self.cgroup = memory_cgroup(f"bench-{self.port}", memory_limit_mb) if memory_limit_mb else None
         self.started = time.monotonic()
         self.process = subprocess.Popen(
             [part.replace("{port}", str(self.port)) for part in command],
@@ -51,6 +62,8 @@ class Server:
             stdout=self.log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            # Inside the replica-sized cgroup before exec, so every worker it forks is too.
+            preexec_fn=(lambda: (self.cgroup / "cgroup.procs").write_text(str(os.getpid()))) if self.cgroup else None,
         )
         self.startup_seconds = self._wait_healthy()
 
@@ -72,10 +85,23 @@ class Server:
                 time.sleep(0.01)
         raise RuntimeError(f"{self.name} did not answer /health within {STARTUP_DEADLINE}s")
 
+    def processes(self) -> list[psutil.Process]:
+        root = psutil.Process(self.process.pid)
+        return [root, *root.children(recursive=True)]
+
     def pss_mb(self) -> float:
         """Proportional set size of the master and all its workers: shared pages counted once."""
-        root = psutil.Process(self.process.pid)
-        return sum(p.memory_full_info().pss for p in [root, *root.children(recursive=True)]) / 2**20
+        total = 0
+        for process in self.processes():
+            with contextlib.suppress(psutil.Error):  # a worker that just exited
+                total += process.memory_full_info().pss
+        return total / 2**20
+
+    def log_lines(self) -> int:
+        """Lines the server has written to stdout and stderr so far."""
+        self.log.flush()
+        with open(self.log.name, "rb") as log:
+            return sum(chunk.count(b"\n") for chunk in iter(lambda: log.read(1 << 20), b""))
 
     def stop(self, signum: int = signal.SIGTERM, timeout: float = 30) -> int:
         if self.process.poll() is None:
@@ -87,13 +113,46 @@ class Server:
                 self.process.wait()
         self.log.close()
         shutil.rmtree(self.runtime_dir, ignore_errors=True)
+        deadline = time.monotonic() + 5
+        while self.cgroup and self.cgroup.exists() and time.monotonic() < deadline:
+            try:
+                self.cgroup.rmdir()
+            except OSError:  # its last processes are still exiting
+                time.sleep(0.05)
         return self.process.returncode
 
+    def cgroup_figures(self) -> dict | None:
+        """The kernel's view of the replica-sized cgroup: peak memory and OOM kills."""
+        if not self.cgroup:
+            return None
+        oom = dict(line.split() for line in (self.cgroup / "memory.oom_control").read_text().splitlines())
+        return {
+            "limit_mb": int((self.cgroup / "memory.limit_in_bytes").read_text()) // 2**20,
+            "peak_mb": round(int((self.cgroup / "memory.max_usage_in_bytes").read_text()) / 2**20, 1),
+            "oom_kills": int(oom.get("oom_kill", 0)),
+        }
 
-def cluster(project: Path, venv: Path, package: str, name: str = "cluster", **env) -> Server:
-    """The generated project's own start command, serving the benchmark routes, every worker up."""
-    command = ["python", "-m", f"{package}.cluster", "serve", "bench_routes:app"]
-    server = Server(name, project, venv, command, env)
+
+def memory_cgroup(name: str, limit_mb: int) -> Path | None:
+    """A cgroup v1 memory group of `limit_mb`, like a Railway replica; None where we may not make one."""
+    group = CGROUP_MEMORY / name
+    try:
+        group.mkdir(exist_ok=True)
+        (group / "memory.limit_in_bytes").write_text(str(limit_mb * 2**20))
+    except OSError:
+        return None
+    return group
+
+
+def cluster(
+    project: Path, venv: Path, package: str, name: str = "cluster", gunicorn_args=(), memory_limit_mb=None, **env
+) -> Server:
+    """The generated project's own start command, serving the benchmark routes, every worker up.
+
+    `gunicorn_args` (e.g. `--threads 16`) override what the project's sizing chose.
+    """
+    command = ["python", "-m", f"{package}.cluster", "serve", "bench_routes:app", *gunicorn_args]
+    server = Server(name, project, venv, command, env, memory_limit_mb)
     # Measure the steady state: connections made while only the first worker
     # is up would all be served by it.
     board = board_of(server, package)
@@ -105,16 +164,47 @@ def cluster(project: Path, venv: Path, package: str, name: str = "cluster", **en
     return server
 
 
-def bare_gunicorn(project: Path, venv: Path) -> Server:
+def bare_gunicorn(project: Path, venv: Path, memory_limit_mb=None, **env) -> Server:
     """What Railway runs without this template: gunicorn's defaults, one sync worker."""
     command = ["gunicorn", "--config", "/dev/null", "--bind", "127.0.0.1:{port}", "bench_routes:app"]
-    return Server("bare gunicorn", project, venv, command)
+    return Server("bare gunicorn", project, venv, command, env, memory_limit_mb)
 
 
 def flask_dev_server(project: Path, venv: Path) -> Server:
     """`flask run`: Flask's threaded development server."""
     command = ["flask", "--app", "bench_routes:app", "run", "--port", "{port}"]
     return Server("flask run", project, venv, command)
+
+
+NODE_DIR = Path(__file__).with_name("node")
+
+
+def install_node_cluster() -> str | None:
+    """`npm ci` the Node cluster's pinned packages; the reason when Node cannot run here."""
+    if shutil.which("node") is None or shutil.which("npm") is None:
+        return "node and npm are not installed (apt-get install nodejs npm)"
+    lock = NODE_DIR / "package-lock.json"
+    installed = NODE_DIR / "node_modules" / ".package-lock.json"
+    if not installed.exists() or installed.stat().st_mtime < lock.stat().st_mtime:
+        run = subprocess.run(
+            ["npm", "ci", "--silent", "--no-audit", "--no-fund"], cwd=NODE_DIR, capture_output=True, text=True
+        )
+        if run.returncode != 0:
+            return f"npm ci failed: {run.stderr.strip()[-300:]}"
+    return None
+
+
+def node_cluster(**env) -> Server:
+    """The seed's stack: Node's cluster module, one express worker per core (tests/bench/node)."""
+    server = Server("node (express cluster)", NODE_DIR, None, ["node", "cluster.js"], env)
+    workers = int(env.get("WEB_CONCURRENCY", os.cpu_count() or 1))
+    deadline = time.monotonic() + STARTUP_DEADLINE
+    while len(server.processes()) < 1 + workers:  # like cluster(): every worker up
+        if time.monotonic() > deadline:
+            raise RuntimeError("node: not every worker started")
+        time.sleep(0.01)
+    time.sleep(0.2)  # the last worker forked; give it time to listen
+    return server
 
 
 @contextmanager
