@@ -220,8 +220,7 @@ def board_of(server: Server, package: str):
     """The cluster's scoreboard, read from the generated project's own module."""
     sys.path.insert(0, str(server.project))
     try:
-        board = __import__(f"{package}.cluster.board", fromlist=["Board"])
+        runtime = __import__(f"{package}.cluster.runtime", fromlist=["find_live_board"])
     finally:
         sys.path.pop(0)
-    path = board.runtime_dir(server.port, base=server.runtime_dir) / "workers.board"
-    return board.Board.open(path)
+    return runtime.find_live_board(server.port, base=Path(server.runtime_dir))

@@ -43,12 +43,13 @@ MAX_BUFFERED_HEAD = 64 * 1024
 # connection that has no request in flight (idle, or still sending its head),
 # so idle clients cannot lock new ones out.
 EVICTION_MARGIN = 50
-# A gthread worker reads at most (threads - 1) bodies over this size at once,
-# so one thread stays free for small requests (/health among them) whatever
-# uploads arrive; the other large ones wait, unread, up to LARGE_BODY_WAIT
-# seconds for a turn (then 429).
+# A gthread worker reads at most GTHREAD_LARGE_BODIES bodies over this size at
+# once (and never on its last thread), so raw uploads stay bounded however many
+# threads it runs and small requests (/health among them) always find a thread;
+# the other large ones wait, unread, up to LARGE_BODY_WAIT seconds (then 429).
 LARGE_BODY_BYTES = 2**20
 LARGE_BODY_WAIT = 10
+GTHREAD_LARGE_BODIES = 3
 # A gevent worker runs every request on one thread, and parsing a large body
 # holds it: it reads one large body at a time, so its loop stays responsive.
 GEVENT_LARGE_BODIES = 1

@@ -288,7 +288,7 @@ class GthreadWorker(_AnswersClientErrors, gthread.ThreadWorker):
         self.heads: dict[_Conn, None] = {}
         self.lingering: dict[_Conn, None] = {}
         # Connections with a large body: how many are being read, and the ones waiting their turn.
-        self.large_slots = max(1, self.cfg.threads - 1)
+        self.large_slots = max(1, min(limits.GTHREAD_LARGE_BODIES, self.cfg.threads - 1))
         self.large_in_flight: set[_Conn] = set()
         self.large_waiting: deque[_Conn] = deque()
 
