@@ -3,7 +3,7 @@
 Every value is decided in my_service.cluster; this file only assigns them.
 """
 
-from my_service.cluster import limits
+from my_service.cluster import limits, metrics, runtime
 from my_service.cluster.hooks import ClusterHooks
 from my_service.cluster.network import listen_addresses
 from my_service.cluster.sizing import size_cluster
@@ -18,13 +18,14 @@ bind = listen_addresses(settings.port)
 backlog = limits.BACKLOG
 
 # Worker processes
-worker_class = settings.worker_class
+# gunicorn's own worker class, with deadlines on reading requests (cluster/workers.py).
+worker_class = f"my_service.cluster.workers.{settings.worker_class.title()}Worker"
 workers = size.workers
 threads = size.threads
 worker_connections = limits.WORKER_CONNECTIONS
 max_requests = limits.MAX_REQUESTS
 max_requests_jitter = limits.MAX_REQUESTS_JITTER
-timeout = limits.REQUEST_TIMEOUT
+timeout = limits.heartbeat_timeout(settings.worker_class, settings.request_timeout)
 graceful_timeout = settings.graceful_timeout
 keepalive = limits.KEEPALIVE
 worker_tmp_dir = limits.heartbeat_dir()
@@ -36,6 +37,11 @@ preload_app = settings.worker_class != "gevent"
 limit_request_line = limits.LIMIT_REQUEST_LINE
 limit_request_fields = limits.LIMIT_REQUEST_FIELDS
 limit_request_field_size = limits.LIMIT_REQUEST_FIELD_SIZE
+
+# Observability: every process's Prometheus metrics in the master's private
+# folder, exported before the app is loaded; forwarded headers trusted as the app trusts them.
+raw_env = metrics.multiprocess_env(runtime.instance_folder(settings.port))
+forwarded_allow_ips = ",".join(settings.forwarded_allow_ips)
 
 # Logging: JSON lines on stdout, gunicorn's included.
 logger_class = "my_service.logs.GunicornLogger"

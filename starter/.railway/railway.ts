@@ -7,9 +7,10 @@ import { defineRailway, redis, service } from "railway/iac";
 const PLAN = "hobby";
 // Seconds gunicorn gives requests in flight after SIGTERM (the cluster's GRACEFUL_TIMEOUT).
 const GRACEFUL_TIMEOUT = 10;
-// Railway SIGKILLs the old deploy this long after SIGTERM (its default is 0 s):
-// the graceful timeout plus a margin for the workers to exit.
-const DRAINING_SECONDS = GRACEFUL_TIMEOUT + 5;
+// Railway SIGKILLs the old deploy this long after SIGTERM (its default is 0 s): the lame-duck
+// phase (SHUTDOWN_DELAY, 3 s), then the drain and graceful stop (GRACEFUL_TIMEOUT), then
+// 5 s for the workers to exit. railway-template.json uses the same figure.
+const DRAINING_SECONDS = 18;
 const MB = 1024 * 1024;
 
 export default defineRailway((ctx, project) => {

@@ -4,13 +4,14 @@ import logging
 
 from flask import Flask
 
-from . import health, problems, ratelimit, request_log, security, views
+from . import bodies, error_tracking, health, metrics, problems, ratelimit, request_log, security, views
 from .logs import configure_logging
 from .settings import load_settings_or_exit
 
 
 def build_app(test_config: dict | None = None) -> Flask:
-    settings = load_settings_or_exit()
+    # Tests may hand in their own Settings; everything below derives from them.
+    settings = (test_config or {}).get("SETTINGS") or load_settings_or_exit()
     if not logging.getLogger().handlers:
         # Outside gunicorn (flask run, tests) nobody has set up logging yet.
         configure_logging(settings.log_level)
@@ -19,6 +20,7 @@ def build_app(test_config: dict | None = None) -> Flask:
     app.config.from_mapping(
         SETTINGS=settings,
         MAX_CONTENT_LENGTH=settings.plan.max_body_mb * 2**20,
+        # None (RATE_LIMIT=off) turns the limiter off.
         RATELIMIT_DEFAULT=settings.rate_limit,
         RATELIMIT_STORAGE_URI=settings.redis_url or "memory://",
         ACCESS_LOG=settings.access_log,
@@ -26,9 +28,15 @@ def build_app(test_config: dict | None = None) -> Flask:
     if test_config is not None:
         app.config.update(test_config)
 
+    # Order matters: Sentry before the layers it watches, the client address
+    # before anything reads it, the request id before any answer carries it,
+    # and /metrics before the rate limit, so scrapes are not counted.
+    error_tracking.init_app(app)
     security.init_app(app)
     request_log.init_app(app)
+    metrics.init_app(app)
     problems.init_app(app)
+    bodies.init_app(app, settings.worker_max_memory_mb)
     ratelimit.init_app(app, exempt=[health.bp])
     app.register_blueprint(health.bp)
     app.register_blueprint(views.bp)

@@ -27,18 +27,21 @@ _process = {}
 
 
 def _start_facts() -> None:
-    _process.update(started=time.time(), memory_at=0.0, memory_mb=0.0)
+    _process.update(started=time.time(), memory_at=0.0, rss_mib=0.0, uss_mib=0.0)
 
 
 _start_facts()
 os.register_at_fork(after_in_child=_start_facts)
 
 
-def _memory_mb() -> float:
+def _memory_check() -> dict:
+    """RSS (what the container's limit counts) and USS (what WORKER_MAX_MEMORY_MB limits), in MiB."""
     now = time.monotonic()
     if now - _process["memory_at"] > MEMORY_CACHE_SECONDS:
-        _process.update(memory_at=now, memory_mb=psutil.Process().memory_info().rss / 2**20)
-    return _process["memory_mb"]
+        memory = psutil.Process().memory_full_info()
+        _process.update(memory_at=now, rss_mib=memory.rss / 2**20, uss_mib=memory.uss / 2**20)
+    rss, uss = round(_process["rss_mib"], 1), round(_process["uss_mib"], 1)
+    return _observed(rss, "MiB", pid=os.getpid(), observedKind="RSS", rss_mib=rss, uss_mib=uss)
 
 
 def _observed(value: float, unit: str, **extra) -> dict:
@@ -75,7 +78,7 @@ def live():
     """Liveness: this worker answers, with its own facts and the cluster's worker count."""
     checks = {
         "worker:uptime": [_observed(round(time.time() - _process["started"], 1), "s")],
-        "worker:memory": [_observed(round(_memory_mb(), 1), "MiB", pid=os.getpid())],
+        "worker:memory": [_memory_check()],
         "cluster:workers": [_cluster_check()],
     }
     return _health_response("pass", checks)
@@ -83,7 +86,10 @@ def live():
 
 @bp.get("/ready")
 def ready():
-    """Readiness: also reaches Redis when the rate limit is shared through it."""
+    """Readiness: fails once the replica is stopping; also reaches Redis when the rate limit is shared through it."""
+    scoreboard = board.current()
+    if scoreboard is not None and scoreboard.stopping_since():
+        return problem_response(503, "Stopping: this replica takes no new traffic (SHUTDOWN_DELAY)")
     checks = {}
     settings = current_app.config["SETTINGS"]
     if settings.redis_url:

@@ -11,7 +11,6 @@ import logging
 from http import HTTPStatus
 
 from flask import Flask, Request, Response, g, request
-from flask.json.provider import DefaultJSONProvider
 from werkzeug.exceptions import HTTPException
 
 log = logging.getLogger(__name__)
@@ -54,17 +53,6 @@ def problem_response(
     return response
 
 
-class SafeJSONProvider(DefaultJSONProvider):
-    """Flask's JSON, where input nested past the recursion limit is a 400, not a 500."""
-
-    def loads(self, s, **kwargs):
-        try:
-            return super().loads(s, **kwargs)
-        except RecursionError:
-            # get_json() turns a ValueError into a 400 Bad Request.
-            raise ValueError("JSON nested too deeply") from None
-
-
 class ApiRequest(Request):
     """Flask's request, saying what is wrong with a JSON body instead of a bare 400."""
 
@@ -90,7 +78,6 @@ def handle_unexpected(error: Exception) -> Response:
 
 def init_app(app: Flask) -> None:
     app.request_class = ApiRequest
-    app.json = SafeJSONProvider(app)
     app.register_error_handler(Problem, handle_problem)
     app.register_error_handler(HTTPException, handle_http_error)
     app.register_error_handler(Exception, handle_unexpected)

@@ -101,7 +101,7 @@ def finish_request(response: Response) -> Response:
 
 def _should_log(status: int, duration_ms: float) -> bool:
     mode = current_app.config["ACCESS_LOG"]
-    if mode == "off" or request.path in UNLOGGED_PATHS:
+    if mode == "off" or request.path in UNLOGGED_PATHS or g.get("metrics_scrape"):
         return False
     return mode == "all" or status >= 500 or status == 429 or duration_ms >= SLOW_REQUEST_MS
 

@@ -1,4 +1,14 @@
-"""What every response carries, and which client the app believes it is talking to."""
+"""What every response carries, and which client the app believes it is talking to.
+
+The client's address is the TCP peer's, unless the peer is a trusted proxy
+(FORWARDED_ALLOW_IPS, with gunicorn's meaning and default; on Railway, the
+edge). Then it is the nearest X-Forwarded-For entry that is not itself a
+trusted proxy; with "*" (any peer), exactly one hop: the entry the proxy
+added. An entry that is not an IP address ends the walk, so a client cannot
+choose its own rate-limit key by sending the header itself.
+"""
+
+import ipaddress
 
 from flask import Flask, Response, request
 from werkzeug.middleware.proxy_fix import ProxyFix
@@ -13,6 +23,49 @@ API_HEADERS = {
     "Cross-Origin-Resource-Policy": "same-origin",
 }
 HSTS = "max-age=63072000; includeSubDomains"
+# The TCP peer's address, kept in the WSGI environ when the client's replaces it.
+PEER_ADDR_KEY = "my_service.peer_addr"
+
+
+def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(text.strip())
+    except ValueError:
+        return None
+
+
+class TrustedProxies:
+    """WSGI middleware: believe X-Forwarded-For/-Proto/-Host only from trusted peers."""
+
+    def __init__(self, app, allowed: tuple[str, ...]):
+        self.app = app
+        self.any_peer = allowed == ("*",)
+        self.networks = () if self.any_peer else tuple(ipaddress.ip_network(entry, strict=False) for entry in allowed)
+        # Proto and host, from one hop; only ever called for a trusted peer.
+        self.forwarded = ProxyFix(app, x_for=0, x_proto=1, x_host=1)
+
+    def trusts(self, address) -> bool:
+        return address is not None and (self.any_peer or any(address in network for network in self.networks))
+
+    def client_address(self, peer: str, forwarded_for: str) -> str:
+        """The address the nearest untrusted hop connected from."""
+        client = peer
+        for entry in reversed(forwarded_for.split(",")):
+            hop = _address(entry)
+            if hop is None:
+                break
+            client = str(hop)
+            if self.any_peer or not self.trusts(hop):
+                break
+        return client
+
+    def __call__(self, environ, start_response):
+        peer = environ.get("REMOTE_ADDR", "")
+        if not self.trusts(_address(peer)):
+            return self.app(environ, start_response)
+        environ[PEER_ADDR_KEY] = peer
+        environ["REMOTE_ADDR"] = self.client_address(peer, environ.get("HTTP_X_FORWARDED_FOR", ""))
+        return self.forwarded(environ, start_response)
 
 
 def add_security_headers(response: Response) -> Response:
@@ -24,7 +77,5 @@ def add_security_headers(response: Response) -> Response:
 
 
 def init_app(app: Flask) -> None:
-    # Railway's edge is the one proxy in front of the app: trust exactly one
-    # hop of X-Forwarded-For/-Proto/-Host, so a client cannot forge its IP.
-    app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1, x_host=1)
+    app.wsgi_app = TrustedProxies(app.wsgi_app, app.config["SETTINGS"].forwarded_allow_ips)
     app.after_request(add_security_headers)

@@ -5,6 +5,7 @@ nonsense value stops the start with one line that names it instead of failing
 later inside gunicorn or a request.
 """
 
+import ipaddress
 import logging
 import os
 import sys
@@ -27,6 +28,16 @@ FALSE_WORDS = {"false", "0", "no", "off"}
 ACCESS_LOG_MODES = ("problems", "all", "off")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 REDIS_SCHEMES = ("redis", "rediss", "unix")
+# Seconds the app may work on one request before its worker is replaced (REQUEST_TIMEOUT).
+REQUEST_TIMEOUT = 30
+# RATE_LIMIT values that turn limiting off.
+RATE_LIMIT_OFF = {"off", "0", "none", "false"}
+# gunicorn's own default for FORWARDED_ALLOW_IPS: only a proxy on this host is trusted.
+GUNICORN_FORWARDED_ALLOW_IPS = "127.0.0.1,::1"
+# Variables Railway sets in every deployment: their presence means Railway's edge is in front.
+RAILWAY_MARKERS = ("RAILWAY_ENVIRONMENT_NAME", "RAILWAY_PROJECT_ID", "RAILWAY_SERVICE_ID")
+# The schemes sentry-sdk accepts in a DSN.
+SENTRY_SCHEMES = ("http", "https")
 
 
 class SettingError(ValueError):
@@ -49,10 +60,21 @@ class Settings:
     web_concurrency: int | None
     worker_max_memory_mb: int
     graceful_timeout: int
-    rate_limit: str
+    # None when RATE_LIMIT=off.
+    rate_limit: str | None
     redis_url: str | None
     access_log: str
     log_level: str
+    # Lame-duck seconds after SIGTERM (0: off), and the app's time per request (0: no limit).
+    shutdown_delay: int = 0
+    request_timeout: int = 30
+    # Peers whose X-Forwarded-* headers are believed: "*" or addresses and networks (gunicorn's meaning).
+    forwarded_allow_ips: tuple[str, ...] = ("127.0.0.1", "::1")
+    # When set, /metrics answers only `Authorization: Bearer <token>`, from anywhere.
+    metrics_token: str | None = None
+    # When set, unhandled exceptions go to Sentry (sentry-sdk is imported only then).
+    sentry_dsn: str | None = None
+    sentry_traces_sample_rate: float = 0.0
     worker_class: str = WORKER_CLASS
 
     @classmethod
@@ -85,6 +107,12 @@ class Settings:
             redis_url=reader.redis_url("REDIS_URL"),
             access_log=reader.choice("ACCESS_LOG", "problems", ACCESS_LOG_MODES),
             log_level=reader.choice("LOG_LEVEL", "info", LOG_LEVELS),
+            shutdown_delay=reader.integer("SHUTDOWN_DELAY", plan.shutdown_delay, low=0, high=300),
+            request_timeout=reader.integer("REQUEST_TIMEOUT", REQUEST_TIMEOUT, low=0, high=3600),
+            forwarded_allow_ips=reader.forwarded_allow_ips("FORWARDED_ALLOW_IPS"),
+            metrics_token=reader.token("METRICS_TOKEN"),
+            sentry_dsn=reader.sentry_dsn("SENTRY_DSN"),
+            sentry_traces_sample_rate=reader.fraction("SENTRY_TRACES_SAMPLE_RATE", 0.0),
         )
 
 
@@ -121,21 +149,37 @@ class _Reader:
         try:
             number = int(value.strip())
         except ValueError:
-            number = None
-        if number is None or not low <= number <= high:
-            raise SettingError(name, value, "is not a whole number", f"use a number from {low} to {high}")
+            raise SettingError(name, value, "is not a whole number", f"use a number from {low} to {high}") from None
+        if not low <= number <= high:
+            raise SettingError(name, value, "is out of range", f"use a number from {low} to {high}")
         return number
 
-    def rate_limit(self, name: str, default: str) -> str:
+    def fraction(self, name: str, default: float) -> float:
         value = self.raw(name)
         if value is None:
             return default
+        try:
+            number = float(value.strip())
+        except ValueError:
+            raise SettingError(name, value, "is not a number", "use a fraction from 0 to 1, e.g. 0.1") from None
+        if not 0.0 <= number <= 1.0:
+            raise SettingError(name, value, "is out of range", "use a fraction from 0 to 1, e.g. 0.1")
+        return number
+
+    def rate_limit(self, name: str, default: str) -> str | None:
+        value = self.raw(name)
+        if value is None:
+            return default
+        if value.strip().lower() in RATE_LIMIT_OFF:
+            return None
         try:
             if parse_many(value):
                 return value.strip()
         except ValueError:
             pass
-        raise SettingError(name, value, "is not a rate limit", "use a count per period, e.g. 100/minute or 10/second")
+        raise SettingError(
+            name, value, "is not a rate limit", "use a count per period, e.g. 100/minute or 10/second, or off"
+        )
 
     def redis_url(self, name: str) -> str | None:
         value = self.raw(name)
@@ -145,6 +189,57 @@ class _Reader:
         if parts.scheme not in REDIS_SCHEMES or not (parts.hostname or parts.path):
             raise SettingError(name, value, "is not a Redis URL", "use redis://host:6379/0 or unset it")
         return value.strip()
+
+    def forwarded_allow_ips(self, name: str) -> tuple[str, ...]:
+        """gunicorn's FORWARDED_ALLOW_IPS; on Railway, unset, it is "*": only the edge can reach the port."""
+        value = self.raw(name)
+        if value is None:
+            on_railway = any(self.raw(marker) for marker in RAILWAY_MARKERS)
+            value = "*" if on_railway else GUNICORN_FORWARDED_ALLOW_IPS
+        entries = tuple(entry.strip() for entry in value.split(",") if entry.strip())
+        for entry in entries:
+            if entry == "*":
+                continue
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise SettingError(
+                    name, value, "is not a list of addresses", "use e.g. 127.0.0.1,10.0.0.0/8 or *"
+                ) from None
+        if not entries or ("*" in entries and len(entries) > 1):
+            raise SettingError(name, value, "is not a list of addresses", "use e.g. 127.0.0.1,10.0.0.0/8 or *")
+        return entries
+
+    def token(self, name: str) -> str | None:
+        value = self.raw(name)
+        if value is None or value == "":
+            return None
+        if len(value) < 16 or not value.isprintable() or " " in value:
+            raise SettingError(
+                name, "<hidden>", "is not a usable token", "use 16 or more printable characters without spaces"
+            )
+        return value
+
+    def sentry_dsn(self, name: str) -> str | None:
+        value = self.raw(name)
+        if value is None or value.strip() == "":
+            return None
+        if not _is_sentry_dsn(value.strip()):
+            raise SettingError(
+                name, value, "is not a Sentry DSN", "copy it from Sentry: https://<key>@<host>/<project>"
+            )
+        return value.strip()
+
+
+def _is_sentry_dsn(value: str) -> bool:
+    """The shape sentry-sdk's Dsn parser accepts: scheme, public key, host, numeric project id."""
+    parts = urlsplit(value)
+    try:
+        parts.port  # noqa: B018 (a port out of range raises ValueError)
+    except ValueError:
+        return False
+    project = parts.path.rstrip("/").rpartition("/")[2]
+    return parts.scheme in SENTRY_SCHEMES and bool(parts.hostname) and bool(parts.username) and project.isdigit()
 
 
 def load_settings_or_exit(environ: Mapping[str, str] = os.environ) -> Settings:

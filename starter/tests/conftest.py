@@ -1,4 +1,7 @@
-"""Fixtures: `app` -> `client` for the fast tests, `serve` for real gunicorn clusters."""
+"""Fixtures: `app` -> `client` for the fast tests, `serve` for real gunicorn clusters.
+
+In CI a skipped test fails: tests/ci_skips.py, loaded from pyproject.toml.
+"""
 
 import pytest
 
@@ -26,8 +29,8 @@ def serve():
     """Start real gunicorn servers from the project root; all are stopped afterwards."""
     started = []
 
-    def start(env=None, app="main:app", command=None, wait=True):
-        server = Server(env or {}, app=app, command=command)
+    def start(env=None, app="main:app", command=None, wait=True, port=None):
+        server = Server(env or {}, app=app, command=command, port=port)
         started.append(server)
         if wait:
             server.wait_healthy()

@@ -19,6 +19,20 @@ def slow():
     return {"slept": True, "pid": os.getpid()}
 
 
+@app.get("/stream")
+def stream():
+    """A streamed answer: each chunk is quick for the app, the whole takes long."""
+
+    chunks, pause = int(request.args.get("chunks", 5)), float(request.args.get("pause", 0.5))
+
+    def ticks():
+        for _ in range(chunks):
+            time.sleep(pause)
+            yield b"tick\n"
+
+    return app.response_class(ticks(), mimetype="text/plain")
+
+
 @app.get("/pid")
 def pid():
     return {"pid": os.getpid()}
@@ -28,6 +42,8 @@ def pid():
 def leak():
     """Keep `mb` more megabytes alive in this worker, touched so they count as USS."""
     _hoard.append(bytearray(os.urandom(1)) * (int(request.args.get("mb", 10)) * 2**20))
+    if request.args.get("hang"):
+        threading.Event().wait()
     return {"pid": os.getpid(), "held_mb": sum(len(chunk) for chunk in _hoard) // 2**20}
 
 

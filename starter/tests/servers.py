@@ -15,7 +15,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from my_service.cluster.board import Board, runtime_dir
+from my_service.cluster.runtime import find_live_board
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # The start command railway.ts declares, and the status command beside it.
@@ -44,13 +44,15 @@ def wait_until(predicate, timeout=DEADLINE, interval=0.05, message="condition"):
 class Server:
     """One gunicorn master, started the way Railway starts it, with its logs parsed."""
 
-    def __init__(self, env: dict, app: str = "main:app", command: list[str] | None = None):
-        self.port = free_port()
+    def __init__(self, env: dict, app: str = "main:app", command: list[str] | None = None, port: int | None = None):
+        self.port = port or free_port()
         self.env = {
             **os.environ,
             "PORT": str(self.port),
             "PYTHONUNBUFFERED": "1",
             "RAILWAY_PLAN": "hobby",
+            # Stops at once; the lame-duck tests set their own delay.
+            "SHUTDOWN_DELAY": "0",
             # Short and private: the control socket's path must fit in 107 bytes.
             "XDG_RUNTIME_DIR": tempfile.mkdtemp(prefix="gunicorn-"),
             **env,
@@ -114,16 +116,19 @@ class Server:
 
     def worker_pids(self) -> set[int]:
         """Pids of the live workers, as the cluster's board reports them."""
-        path = runtime_dir(self.port, base=self.env["XDG_RUNTIME_DIR"]) / "workers.board"
-        try:
-            return {slot.pid for slot in Board.open(path).workers()}
-        except (FileNotFoundError, ValueError):
-            return set()
+        board = find_live_board(self.port, base=Path(self.env["XDG_RUNTIME_DIR"]))
+        return {slot.pid for slot in board.workers()} if board else set()
+
+    def run_status(self, *options: str) -> subprocess.CompletedProcess:
+        """Run `python -m my_service.cluster status` for this server."""
+        if "--port" not in options:
+            options = ("--port", str(self.port), *options)
+        command = [*CLUSTER_COMMAND, "status", *options]
+        return subprocess.run(command, cwd=PROJECT_ROOT, env=self.env, capture_output=True, text=True, timeout=60)
 
     def status(self, *options: str) -> str:
-        """What `python -m my_service.cluster status` prints for this server."""
-        command = [*CLUSTER_COMMAND, "status", "--port", str(self.port), *options]
-        finished = subprocess.run(command, cwd=PROJECT_ROOT, env=self.env, capture_output=True, text=True)
+        """What the status command prints for this (running) server."""
+        finished = self.run_status(*options)
         assert finished.returncode == 0, finished.stderr
         return finished.stdout
 
@@ -143,6 +148,11 @@ class Server:
         self.process.wait(timeout)
         self.reader.join(timeout)
         return self.process.returncode
+
+    def kill_outright(self):
+        """SIGKILL master and workers at once, as an OOM kill of the container would; keep the folder."""
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
 
     def kill(self):
         if self.process.poll() is None:

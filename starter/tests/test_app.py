@@ -1,10 +1,15 @@
 """The app layer through Flask's test client: factory, problems, health, headers."""
 
+import datetime
 import json
+import logging
+import uuid
+from decimal import Decimal
 
 import pytest
 
-from my_service import create_app
+from my_service import create_app, logs
+from my_service.bodies import MAX_JSON_DEPTH, ParseBudget, parse_cost
 from my_service.problems import Problem
 from my_service.request_log import LineBudget
 
@@ -161,3 +166,68 @@ def test_access_log_budget_caps_lines_per_second_and_counts_the_rest():
     assert budget.skipped == 300
     now[0] += 1
     assert budget.allow() and budget.skipped == 0
+
+
+def test_json_provider_keeps_flasks_output(app):
+    moment = datetime.datetime(2020, 1, 1, tzinfo=datetime.UTC)
+    identifier = uuid.UUID(int=1)
+    with app.app_context():
+        encoded = app.json.dumps({"b": 1, "a": moment, 3: Decimal("1.5"), "u": identifier})
+    assert encoded.index('"3"') < encoded.index('"a"') < encoded.index('"b"'), "keys are sorted"
+    assert json.loads(encoded) == {"3": "1.5", "a": "Wed, 01 Jan 2020 00:00:00 GMT", "b": 1, "u": str(identifier)}
+
+
+def test_json_keeps_integers_beyond_64_bits(client):
+    big = 2**100 + 1
+    response = client.post("/echo", data=json.dumps({"n": big}), content_type="application/json")
+    assert response.status_code == 200
+    assert json.loads(response.data)["received"]["n"] == big
+
+
+def test_json_as_deep_as_allowed_is_answered_and_deeper_is_a_400(client):
+    def nested(depth):
+        return '{"a":' + "[" * (depth - 1) + "]" * (depth - 1) + "}"
+
+    assert client.post("/echo", data=nested(MAX_JSON_DEPTH), content_type="application/json").status_code == 200
+    body = _problem(client.post("/echo", data=nested(MAX_JSON_DEPTH + 1), content_type="application/json"), 400)
+    assert "nested deeper" in body["detail"]
+
+
+def test_json_too_costly_to_parse_is_a_413_before_it_is_parsed(monkeypatch):
+    monkeypatch.setenv("WORKER_MAX_MEMORY_MB", "32")
+    client = create_app({"TESTING": True}).test_client()
+    bomb = b"[" + b"{}," * 300_000 + b"{}]"  # 0.9 MB: about 60 MB of Python objects
+    assert parse_cost(bomb) > 16 * 2**20
+    body = _problem(client.post("/echo", data=bomb, content_type="application/json"), 413)
+    assert "memory" in body["detail"]
+
+
+def test_parse_budget_makes_bodies_wait_their_turn():
+    budget = ParseBudget(100)
+    assert budget.reserve(80, wait=0)
+    assert not budget.reserve(30, wait=0.05)
+    budget.release(80)
+    assert budget.reserve(30, wait=0)
+
+
+def test_log_budget_sums_invalid_requests_and_never_holds_back_lifecycle(caplog):
+    budget = logs.LineBudget()
+    budget.master_pid = -1  # as in a worker
+
+    def passes(name, message, level=logging.WARNING):
+        return budget.filter(logging.LogRecord(name, level, __file__, 1, message, None, None))
+
+    shown = sum(passes("gunicorn.error", "Invalid request from ip=192.0.2.1: bad line") for _ in range(1000))
+    assert shown <= 2 * logs.INVALID_REQUESTS_SHOWN  # one window, or two if the second turned meanwhile
+    assert sum(passes("my_service.views", "hello", logging.INFO) for _ in range(1000)) <= (
+        2 * logs.WORKER_LINES_PER_SECOND
+    )
+    assert all(passes("my_service.cluster.hooks", "Worker 1 died") for _ in range(1000))
+    assert all(passes("gunicorn.error", "Booting worker with pid: 7", logging.INFO) for _ in range(100))
+    budget.window -= 1  # the second is over
+    with caplog.at_level(logging.WARNING):
+        budget.flush()
+    summaries = [record for record in caplog.records if getattr(record, "summary", False)]
+    # One summary per second the loop spanned (a second with only the shown ones needs none).
+    assert sum(summary.invalid_requests for summary in summaries) >= 1000 - shown
+    assert "invalid requests in the last second" in summaries[0].getMessage()

@@ -4,16 +4,25 @@ import contextlib
 import json
 import os
 import signal
+import socket
+import stat
+import tempfile
+import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import psutil
 import pytest
 
-from .servers import wait_until
+from my_service.cluster.sizing import size_cluster
+from my_service.settings import EXIT_BAD_CONFIG, WORKER_CLASS, Settings
+
+from .servers import free_port, wait_until
 
 pytestmark = pytest.mark.cluster
 
 FAULTY = "tests.faulty_app:app"
+PROJECT = "my-service"
 
 
 def _is(message_start):
@@ -27,6 +36,7 @@ def test_starts_with_the_seed_story_and_every_line_is_json(serve):
     assert server.wait_for_log(_is("Master process starting cluster mode"))
     assert server.wait_for_log(_is("CPU cores detected"))["cpus"] >= 1
     assert server.wait_for_log(_is("Starting 2 workers"))["workers"] == 2
+    assert not [log for log in server.logs if "Perhaps out of memory" in log["message"]]
     assert all(set(log) >= {"message", "level"} for log in server.logs)
     assert len(server.logs) == len(server.lines), "a line on stdout was not JSON"
 
@@ -50,7 +60,9 @@ def test_worker_count_follows_the_environment(serve, env, expected):
 def test_clustering_sizes_itself_from_the_container(serve):
     server = serve({"ENABLE_CLUSTERING": "true"})
     story = server.wait_for_log(lambda log: "workers" in log and "threads" in log)
-    assert story["workers"] >= 1
+    # The test runs in the same container: sizing it here must give the same answer.
+    expected = size_cluster(Settings.from_env(server.env))
+    assert (story["workers"], story["threads"]) == (expected.workers, expected.threads)
     server.wait_for_workers(story["workers"])
 
 
@@ -113,6 +125,26 @@ def _established(port: int) -> int:
     )
 
 
+def test_master_keeps_reaping_and_replacing_while_it_drains(serve):
+    """The drain is a deadline of the master's loop: a worker dying meanwhile is replaced at once."""
+    one_at_a_time = "--threads 1 --worker-connections 1"
+    env = {"WEB_CONCURRENCY": "1", "GRACEFUL_TIMEOUT": "60", "GUNICORN_CMD_ARGS": one_at_a_time}
+    server = serve(env, app=FAULTY)
+    [victim] = server.wait_for_workers(1)
+    with ThreadPoolExecutor(3) as pool:
+        busy = pool.submit(server.request, "/slow?seconds=50")
+        server.wait_for_log(lambda log: log.get("message") == "slow request started")
+        queued = [pool.submit(server.request, "/pid") for _ in range(2)]
+        wait_until(lambda: _established(server.port) >= 3, message="3 connections to the server")
+        server.signal(signal.SIGTERM)
+        os.kill(victim, signal.SIGKILL)
+        server.wait_for_log(lambda log: log.get("worker_pid") == victim and "died" in log["message"], timeout=15)
+        assert [future.result(timeout=15)[0] for future in queued] == [200, 200]
+        with contextlib.suppress(OSError):
+            busy.result()
+    assert server.wait_exit(timeout=15) == 0
+
+
 def test_ctrl_c_drains_like_sigterm(serve):
     server = serve({"WEB_CONCURRENCY": "1"}, app=FAULTY)
     with ThreadPoolExecutor(8) as pool:
@@ -124,14 +156,17 @@ def test_ctrl_c_drains_like_sigterm(serve):
     assert server.wait_exit() == 0
 
 
-def test_graceful_timeout_forces_stuck_workers_and_says_so(serve):
+def test_graceful_timeout_forces_stuck_workers_and_says_so_once(serve):
+    """Only the master forces a stop (a worker's own deadline is later), so exactly one line says so."""
     server = serve({"WEB_CONCURRENCY": "1", "GRACEFUL_TIMEOUT": "1"}, app=FAULTY)
+    [stuck] = server.wait_for_workers(1)
     with ThreadPoolExecutor(8) as pool:
         _fill_every_worker(server, pool, seconds=20)
         server.signal(signal.SIGTERM)
         assert server.wait_exit(timeout=15) == 0
-    forced = server.wait_for_log(lambda log: log.get("forced"), message="a line saying the stop was forced")
+    [forced] = [log for log in server.logs if log.get("forced")]
     assert "GRACEFUL_TIMEOUT=1s" in forced["message"]
+    assert forced["worker_pids"] == [stuck]
 
 
 def test_worker_over_its_memory_limit_is_recycled_without_failing_requests(serve):
@@ -143,6 +178,31 @@ def test_worker_over_its_memory_limit_is_recycled_without_failing_requests(serve
     assert death["worker_pid"] in first
     assert server.wait_for_log(_is(f"Worker {death['worker']} started"), message="the replacement")
     assert server.request("/pid")[0] == 200
+
+
+def test_worker_that_ignores_its_recycling_is_killed(serve):
+    """Over its memory limit and stuck: SIGTERM, then SIGKILL once GRACEFUL_TIMEOUT has passed."""
+    server = serve({"WEB_CONCURRENCY": "1", "WORKER_MAX_MEMORY_MB": "64", "GRACEFUL_TIMEOUT": "1"}, app=FAULTY)
+    [victim] = server.wait_for_workers(1)
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(server.request, "/leak?mb=80&hang=1", timeout=30)
+        server.wait_for_log(lambda log: "over its" in log.get("message", ""), message="the recycling line")
+        server.wait_for_log(lambda log: "killing it" in log.get("message", ""), message="the escalation")
+        death = server.wait_for_log(lambda log: log.get("worker_pid") == victim and "died" in log["message"])
+    assert death["status"] == "SIGKILL"
+    assert "memory limit" in death["cause"]
+    server.wait_for_workers(1, without=victim)
+
+
+def test_ttin_and_ttou_change_the_worker_count(serve):
+    server = serve({"WEB_CONCURRENCY": "2"})
+    server.wait_for_workers(2)
+    server.signal(signal.SIGTTIN)
+    server.wait_for_workers(3)
+    wait_until(lambda: server.health()["checks"]["cluster:workers"][0]["configured"] == 3, message="3 configured")
+    server.signal(signal.SIGTTOU)
+    server.wait_for_workers(2)
+    assert server.health()["checks"]["cluster:workers"][0]["configured"] == 2
 
 
 def test_os_exit_kills_only_its_worker(serve):
@@ -158,25 +218,82 @@ def test_os_exit_kills_only_its_worker(serve):
 
 
 def test_hanging_request_times_out_and_logs_its_stack(serve):
-    server = serve({"WEB_CONCURRENCY": "2", "GUNICORN_CMD_ARGS": "--timeout 2"}, app=FAULTY)
+    server = serve({"WEB_CONCURRENCY": "2", "REQUEST_TIMEOUT": "2"}, app=FAULTY)
     server.wait_for_workers(2)
     with contextlib.suppress(OSError):
-        server.request("/hang", timeout=20)
-    stuck = server.wait_for_log(lambda log: "stacks" in log, message="the stuck worker's stacks")
-    assert any("hang" in stack for stack in stuck["stacks"].values())
+        server.request("/hang", headers={"X-Request-ID": "stuck-1"}, timeout=20)
+    abort = server.wait_for_log(lambda log: "aborting it" in log.get("message", ""), message="the abort line")
+    assert (abort["method"], abort["path"], abort["request_id"]) == ("GET", "/hang", "stuck-1")
+    stack = server.wait_for_log(lambda log: "hang" in log.get("stack", ""), message="the stuck thread's stack")
+    assert stack["worker_pid"] == abort["worker_pid"]
+    stack_lines = [log for log in server.logs if "stack" in log]
+    assert all(len(json.dumps(log)) < 10_000 for log in stack_lines), "a stack line is not capped"
     death = server.wait_for_log(lambda log: "timed out" in log.get("cause", ""))
-    assert death["worker_pid"] == stuck["worker_pid"]
+    assert death["worker_pid"] == abort["worker_pid"]
     assert server.request("/pid")[0] == 200
 
 
-def test_crash_loop_backs_off_then_exits_non_zero(serve):
-    server = serve(
-        {"WEB_CONCURRENCY": "1", "GUNICORN_CMD_ARGS": "--preload"}, app="tests.crashloop_app:app", wait=False
-    )
-    assert server.wait_exit(timeout=90) != 0
-    waits = [log for log in server.logs if log["message"].startswith("Workers keep dying young")]
-    assert len(waits) >= 5, "replacements were not spaced out"
+def _watchdog_only(env: dict) -> dict:
+    """Under sync workers, turn gunicorn's heartbeat timeout off: only the cluster's watchdog acts.
+
+    A sync worker's heartbeat stops for a whole request, so gunicorn's own
+    timeout (REQUEST_TIMEOUT there) bounds a long exchange (README); these
+    tests are about what the watchdog counts.
+    """
+    return {**env, "GUNICORN_CMD_ARGS": "--timeout 0"} if WORKER_CLASS == "sync" else env
+
+
+def test_streamed_answer_is_not_taken_for_a_stuck_request(serve):
+    """The app's own work is timed, not the client's download: a slow stream outlives REQUEST_TIMEOUT."""
+    server = serve(_watchdog_only({"WEB_CONCURRENCY": "1", "REQUEST_TIMEOUT": "2"}), app=FAULTY)
+    status, _, body = server.request("/stream?chunks=8&pause=0.5")
+    assert status == 200
+    assert body.count(b"tick") == 8
+    assert not [log for log in server.logs if "aborting it" in log.get("message", "")]
+
+
+def test_slow_upload_is_not_taken_for_a_stuck_request(serve):
+    """Waiting for the client's body is not the app's work either."""
+    server = serve(_watchdog_only({"WEB_CONCURRENCY": "1", "REQUEST_TIMEOUT": "2"}), app=FAULTY)
+    body = b'{"name": "' + b"x" * 40 + b'"}'
+    head = b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nConnection: close\r\n"
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as connection:
+        connection.sendall(head + b"Content-Length: %d\r\n\r\n" % len(body))
+        for start in range(0, len(body), 10):
+            connection.sendall(body[start : start + 10])
+            time.sleep(0.8)  # the client's pace, the thing under test
+        answer = connection.recv(65536)
+    assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
+    assert not [log for log in server.logs if "aborting it" in log.get("message", "")]
+
+
+def test_request_timeout_off(serve):
+    server = serve({"WEB_CONCURRENCY": "1", "REQUEST_TIMEOUT": "0"}, app=FAULTY)
+    assert server.request("/slow?seconds=2.5")[0] == 200
+    assert not [log for log in server.logs if "aborting it" in log.get("message", "")]
+
+
+@pytest.mark.parametrize("level", ["debug", "info", "warning", "error"])
+def test_crash_loop_backs_off_then_exits_non_zero_at_any_log_level(serve, level):
+    """The guard reads each worker's exit status from the process, never from log lines."""
+    env = {"WEB_CONCURRENCY": "1", "GUNICORN_CMD_ARGS": "--preload", "LOG_LEVEL": level}
+    server = serve(env, app="tests.crashloop_app:app", wait=False)
+    assert server.wait_exit(timeout=90) == 1
+    if level in ("debug", "info", "warning"):
+        waits = [log for log in server.logs if log["message"].startswith("Workers keep dying young")]
+        assert len(waits) >= 5, "replacements were not spaced out"
+        assert server.wait_for_log(lambda log: log.get("status") == "SIGSEGV")
     assert server.wait_for_log(_is("Stopping the cluster"))
+
+
+def test_sigterm_during_crash_back_off_stops_at_once(serve):
+    """Back-off is a deadline of the master's loop, not a sleep: a signal is handled on time."""
+    env = {"WEB_CONCURRENCY": "1", "GUNICORN_CMD_ARGS": "--preload"}
+    server = serve(env, app="tests.crashloop_app:app", wait=False)
+    waiting = server.wait_for_log(lambda log: "waiting 1." in log.get("message", "") or "waiting 2." in log["message"])
+    server.signal(signal.SIGTERM)
+    assert server.wait_exit(timeout=5) == 0
+    assert "waiting" in waiting["message"]
 
 
 def test_app_that_fails_to_import_stops_the_start(serve):
@@ -237,7 +354,73 @@ def test_status_command_shows_every_worker(serve):
     assert all(str(pid) in table for pid in pids)
     rows = json.loads(server.status("--json"))["workers"]
     assert sum(row["requests"] for row in rows) >= 3
-    assert all(row["memory_mb"] > 0 for row in rows)
+    assert all(0 < row["uss_mib"] <= row["rss_mib"] for row in rows)
+    assert "USS" in table and "RSS" in table
+
+
+def test_status_tells_a_stopped_cluster_and_leaves_nothing_behind(serve):
+    server = serve({"WEB_CONCURRENCY": "1"})
+    base = Path(server.env["XDG_RUNTIME_DIR"])
+    [folder] = base.glob("*-*")
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+    server.signal(signal.SIGTERM)
+    assert server.wait_exit() == 0
+    assert not list(base.iterdir()), "the runtime folder outlived its master"
+    finished = server.run_status()
+    assert finished.returncode == 1
+    assert "not running" in finished.stderr
+
+
+def test_a_killed_masters_folder_is_ignored_then_cleared(serve):
+    """A master killed outright leaves its folder: status calls it dead, the next start removes it."""
+    first = serve({"WEB_CONCURRENCY": "1"})
+    base = Path(first.env["XDG_RUNTIME_DIR"])
+    [left_over] = base.iterdir()
+    first.kill_outright()
+    assert left_over.exists()
+    assert first.run_status().returncode == 1
+    second = serve({"WEB_CONCURRENCY": "1", "XDG_RUNTIME_DIR": str(base), "PORT": str(first.port)}, port=first.port)
+    assert not left_over.exists()
+    assert "1 of 1 workers live" in second.status()
+
+
+def test_status_with_no_cluster_says_not_running(serve, tmp_path):
+    server = serve({"WEB_CONCURRENCY": "1"})
+    finished = server.run_status("--port", str(free_port()))
+    assert finished.returncode == 1
+    assert "not running" in finished.stderr
+
+
+def test_runtime_files_never_follow_a_planted_symlink(serve, tmp_path):
+    """Someone else on the host plants symlinks where the runtime folder might go: none is followed."""
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"precious")
+    base = Path(tempfile.mkdtemp(prefix="gunicorn-"))
+    port = free_port()
+    for name in (f"{PROJECT}-{port}", f"{PROJECT}-{port}-planted", "workers.board"):
+        (base / name).symlink_to(victim)
+    server = serve({"WEB_CONCURRENCY": "1", "XDG_RUNTIME_DIR": str(base), "PORT": str(port)}, port=port)
+    assert "1 of 1 workers live" in server.status()
+    server.signal(signal.SIGTERM)
+    assert server.wait_exit() == 0
+    assert victim.read_bytes() == b"precious"
+    assert sorted(path.name for path in base.iterdir()) == sorted(
+        [f"{PROJECT}-{port}", f"{PROJECT}-{port}-planted", "workers.board"]
+    )
+
+
+def test_taken_port_is_refused_with_one_json_line(serve):
+    with socket.socket(socket.AF_INET6 if socket.has_ipv6 else socket.AF_INET) as squatter:
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        squatter.bind(("::" if squatter.family == socket.AF_INET6 else "0.0.0.0", 0))
+        squatter.listen()
+        port = squatter.getsockname()[1]
+        server = serve({"WEB_CONCURRENCY": "1", "PORT": str(port)}, port=port, wait=False)
+        assert server.wait_exit() == EXIT_BAD_CONFIG
+    [refusal] = [log for log in server.logs if log["level"] == "error"]
+    assert refusal["variable"] == "PORT"
+    assert str(port) in refusal["address"]
+    assert not [log for log in server.logs if "in use" in log["message"]]
 
 
 def test_two_servers_on_one_host_do_not_clash(serve):

@@ -51,26 +51,17 @@ def _raw(server, data: bytes) -> tuple[int, dict, bytes]:
     return int(status_line.split()[1]), headers, body
 
 
-@pytest.mark.parametrize(
-    ("body", "content_type", "status"),
-    [
-        (b"{not json", "application/json", 400),
-        (b'{"name": "\xff\xfe"}', "application/json", 400),
-        (b"[" * 50_000 + b"]" * 50_000, "application/json", 400),
-        (b"name=x", "application/x-www-form-urlencoded", 415),
-        (b"[1, 2]", "application/json", 422),
-        (json.dumps({"pad": "x" * (2 * 2**20)}).encode(), "application/json", 413),
-    ],
-    ids=["malformed", "invalid-utf8", "deeply-nested", "wrong-content-type", "not-an-object", "too-large"],
-)
-def test_bad_bodies_are_4xx_problems(server, body, content_type, status):
-    problem = _problem(_post(server, body, content_type), status)
+def test_body_over_the_limit_is_a_413_problem_over_a_real_socket(server):
+    """A declared length over the plan's limit is refused before any of the body is read.
+
+    The client sends only the head: a client still writing its body when the
+    server closes can lose the answer to a reset (issue 13, item 1; that needs
+    a lingering close in the server). The app's own 413 is in test_app.py.
+    """
+    head = b"POST /echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\n"
+    head += b"Content-Length: %d\r\n\r\n"
+    problem = _problem(_raw(server, head % (2 * 2**20)), 413)
     assert problem["request_id"]
-
-
-def test_unknown_route_and_method(server):
-    _problem(server.request("/nowhere"), 404)
-    _problem(server.request("/", method="DELETE"), 405)
 
 
 def test_request_line_too_long_is_a_414_problem(server):

@@ -1,11 +1,26 @@
-"""Death causes and the crash guard's back-off, with a clock the test controls."""
+"""The master's bookkeeping, in-process: death causes, back-off, request tracking, board slots."""
 
+import signal
+import sys
+import threading
+from types import SimpleNamespace
+
+import pytest
+from gunicorn.errors import HaltServer
+
+from my_service.cluster.board import MAX_SLOTS, Board
+from my_service.cluster.hooks import ClusterHooks
+from my_service.cluster.inflight import InFlight
 from my_service.cluster.lifecycle import (
     MAX_UNSTABLE,
     STREAK_RESET,
+    UNKNOWN_STATUS,
     CrashGuard,
     Death,
+    describe_status,
 )
+from my_service.cluster.sizing import size_cluster
+from my_service.settings import SettingError, Settings
 
 
 class Clock:
@@ -56,3 +71,101 @@ def test_the_streak_resets_after_a_quiet_spell():
     assert guard.delay() == 0
     guard.record(Death("exit code 1", 0.1))
     assert guard.streak == 1
+
+
+def test_exit_status_comes_from_the_wait_status():
+    assert describe_status(0) == "exit code 0"
+    assert describe_status(13 << 8) == "exit code 13"
+    assert describe_status(signal.SIGSEGV) == "SIGSEGV"
+    assert describe_status(None) == UNKNOWN_STATUS
+
+
+def test_an_unknown_status_counts_as_unstable():
+    guard = CrashGuard(Clock())
+    death = Death(describe_status(None), 0.1)
+    assert not death.intended
+    guard.record(death)
+    assert guard.streak == 1
+
+
+def test_back_off_is_a_deadline_not_a_sleep():
+    clock = Clock()
+    guard = CrashGuard(clock)
+    assert guard.seconds_until_spawn() == 0
+    guard.record(Death("SIGSEGV", 0.1))
+    wait = guard.seconds_until_spawn()
+    assert wait == pytest.approx(guard.delay()) and wait > 0
+    clock.now += wait
+    assert guard.seconds_until_spawn() == 0
+
+
+def test_in_flight_tracking_survives_racing_threads():
+    """gthread runs pre_request and post_request in several threads at once."""
+    published = []
+    in_flight = InFlight(lambda since, label: published.append((since, label)))
+    errors = []
+
+    def serve_many(offset):
+        try:
+            for number in range(10_000):
+                key = offset + number
+                in_flight.begin(key, f"GET /{key} -")
+                in_flight.pause(key)
+                in_flight.resume(key)
+                in_flight.end(key)
+        except Exception as error:
+            errors.append(error)
+
+    previous = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        threads = [threading.Thread(target=serve_many, args=(offset * 10_000,)) for offset in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        sys.setswitchinterval(previous)
+    assert errors == []
+    assert published[-1] == (0.0, ""), "an idle worker still looks busy"
+    assert len(in_flight) == 0
+
+
+def test_the_oldest_busy_request_is_published():
+    published = []
+    in_flight = InFlight(lambda since, label: published.append((since, label)))
+    in_flight.begin(1, "GET /first -")
+    in_flight.begin(2, "POST /second abc")
+    assert published[-1][1] == "GET /first -"
+    in_flight.pause(1)  # the first one's client downloads its answer
+    assert published[-1][1] == "POST /second abc"
+    in_flight.end(2)
+    assert published[-1] == (0.0, "")
+
+
+def test_a_full_board_stops_the_master_loudly(tmp_path):
+    """Every slot taken: pre_fork raises HaltServer instead of gunicorn's silent StopIteration."""
+    hooks = ClusterHooks(Settings.from_env({}), size_cluster(Settings.from_env({})))
+    hooks.board = Board.create(tmp_path)
+    server = SimpleNamespace(WORKERS={pid: SimpleNamespace(slot=pid) for pid in range(MAX_SLOTS)})
+    with pytest.raises(HaltServer) as halted:
+        hooks.pre_fork(server, SimpleNamespace())
+    assert "WEB_CONCURRENCY" in halted.value.reason
+    del server.WORKERS[7]
+    worker = SimpleNamespace()
+    hooks.pre_fork(server, worker)
+    assert worker.slot == 7
+
+
+def test_web_concurrency_fits_the_board_through_a_reload():
+    """A SIGHUP reload runs old and new workers side by side: both sets need slots."""
+    most = max(n for n in (128, 256, 512) if _accepted(n))
+    assert 2 * most <= MAX_SLOTS
+
+
+def _accepted(workers: int) -> bool:
+    try:
+        Settings.from_env({"WEB_CONCURRENCY": str(workers)})
+    except SettingError:
+        return False
+    return True

@@ -1,19 +1,18 @@
-"""One rate limit shared by two gunicorn servers (two "replicas") through a real Redis."""
+"""The rate limit: shared through a real Redis, held per replica without it, and off when asked."""
 
 import shutil
 import subprocess
 
 import pytest
 
+from my_service import create_app
+
 from .servers import free_port, wait_until
 
-pytestmark = [
-    pytest.mark.cluster,
-    pytest.mark.skipif(
-        shutil.which("redis-server") is None,
-        reason="needs redis-server on PATH: install it (e.g. `sudo apt-get install redis-server`), as CI does",
-    ),
-]
+needs_redis = pytest.mark.skipif(
+    shutil.which("redis-server") is None,
+    reason="needs redis-server on PATH: install it (e.g. `sudo apt-get install redis-server`), as CI does",
+)
 
 
 @pytest.fixture
@@ -32,6 +31,8 @@ def redis_url(tmp_path):
     process.wait()
 
 
+@pytest.mark.cluster
+@needs_redis
 def test_limit_is_shared_by_every_worker_and_replica_then_fails_open(serve, redis_url):
     url, redis_process = redis_url
     env = {"REDIS_URL": url, "RATE_LIMIT": "6/minute", "WEB_CONCURRENCY": "2"}
@@ -51,3 +52,30 @@ def test_limit_is_shared_by_every_worker_and_replica_then_fails_open(serve, redi
     assert replicas[0].request("/health/ready")[0] == 503
     assert {replica.request("/")[0] for replica in replicas} <= {200, 429}
     assert all(replica.process.poll() is None for replica in replicas)
+
+
+@pytest.mark.parametrize("word", ["off", "0"])
+def test_rate_limit_off_never_answers_429(monkeypatch, word):
+    monkeypatch.setenv("RATE_LIMIT", word)
+    client = create_app({"TESTING": True}).test_client()
+    assert {client.get("/").status_code for _ in range(150)} == {200}
+
+
+@pytest.mark.cluster
+def test_without_redis_a_replica_holds_the_limit_not_workers_times_it(serve):
+    server = serve({"RATE_LIMIT": "6/minute", "WEB_CONCURRENCY": "3", "REDIS_URL": None})
+    server.wait_for_workers(3)
+    # Every request on a new connection: they spread over the workers.
+    statuses = [server.request("/")[0] for _ in range(30)]
+    assert set(statuses) == {200, 429}
+    assert statuses.count(200) <= 6, "each of 3 workers holds a third of 6/minute"
+
+
+@pytest.mark.cluster
+def test_the_master_alone_says_how_far_the_limit_reaches(serve):
+    server = serve({"RATE_LIMIT": "60/minute", "WEB_CONCURRENCY": "2", "REDIS_URL": None})
+    server.wait_for_workers(2)
+    lines = [log for log in server.logs if "Rate limit" in log.get("message", "")]
+    assert len(lines) == 1, lines
+    assert lines[0]["pid"] == server.process.pid
+    assert lines[0]["level"] == "warn" and "set REDIS_URL" in lines[0]["message"]

@@ -23,6 +23,13 @@ def test_defaults_come_from_the_plan():
     assert settings.port == 8000
     assert settings.web_concurrency is None
     assert settings.redis_url is None
+    assert settings.shutdown_delay == plan.shutdown_delay
+    assert settings.request_timeout == 30
+
+
+def test_zero_turns_the_lame_duck_phase_and_the_request_timeout_off():
+    settings = Settings.from_env({"SHUTDOWN_DELAY": "0", "REQUEST_TIMEOUT": "0"})
+    assert (settings.shutdown_delay, settings.request_timeout) == (0, 0)
 
 
 @pytest.mark.parametrize("word", ["true", "TRUE", "1", "yes", "On"])
@@ -65,6 +72,18 @@ BAD_VALUES = [
     ("RAILWAY_PLAN", "platinum"),
     ("ACCESS_LOG", "verbose"),
     ("LOG_LEVEL", "loud"),
+    ("SHUTDOWN_DELAY", "-1"),
+    ("SHUTDOWN_DELAY", "soon"),
+    ("REQUEST_TIMEOUT", "-5"),
+    ("REQUEST_TIMEOUT", "forever"),
+    ("WEB_CONCURRENCY", "257"),
+    ("FORWARDED_ALLOW_IPS", "proxy.example.com"),
+    ("FORWARDED_ALLOW_IPS", "*,10.0.0.1"),
+    ("METRICS_TOKEN", "short"),
+    ("SENTRY_DSN", "not a dsn"),
+    ("SENTRY_DSN", "https://o1.ingest.sentry.io/123"),
+    ("SENTRY_TRACES_SAMPLE_RATE", "often"),
+    ("SENTRY_TRACES_SAMPLE_RATE", "1.5"),
 ]
 
 
@@ -86,7 +105,11 @@ def _start(command, variable, value):
     return subprocess.run(command, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=60)
 
 
-@pytest.mark.parametrize(("variable", "value"), BAD_VALUES, ids=[f"{v}={x!r}" for v, x in BAD_VALUES])
+# Two refusals prove the start command's wiring; every value is refused in-process above.
+WIRING = [("WEB_CONCURRENCY", "lots"), ("REDIS_URL", "http://example.com")]
+
+
+@pytest.mark.parametrize(("variable", "value"), WIRING, ids=[f"{v}={x!r}" for v, x in WIRING])
 def test_start_command_refuses_with_one_json_line(variable, value):
     """The start command railway.ts declares stops before gunicorn sees the value."""
     result = _start([*CLUSTER_COMMAND, "serve"], variable, value)
@@ -106,3 +129,58 @@ def test_plain_gunicorn_refuses_through_its_config_file():
     assert result.returncode == EXIT_BAD_CONFIG
     [line] = result.stdout.splitlines()
     assert json.loads(line)["variable"] == "ENABLE_CLUSTERING"
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [("PORT", "99999"), ("WORKER_MAX_MEMORY_MB", "10"), ("WEB_CONCURRENCY", "0"), ("SENTRY_TRACES_SAMPLE_RATE", "2")],
+)
+def test_numbers_out_of_range_say_so(variable, value):
+    with pytest.raises(SettingError, match="is out of range"):
+        Settings.from_env({variable: value})
+
+
+def test_words_where_numbers_belong_are_not_numbers():
+    with pytest.raises(SettingError, match="is not a whole number"):
+        Settings.from_env({"PORT": "eighty"})
+
+
+@pytest.mark.parametrize("word", ["off", "OFF", "0", "none"])
+def test_rate_limit_off_turns_limiting_off(word):
+    assert Settings.from_env({"RATE_LIMIT": word}).rate_limit is None
+
+
+def test_forwarded_allow_ips_has_gunicorns_meaning_and_default():
+    assert Settings.from_env({}).forwarded_allow_ips == ("127.0.0.1", "::1")
+    assert Settings.from_env({"FORWARDED_ALLOW_IPS": "10.0.0.0/8, 192.168.1.1"}).forwarded_allow_ips == (
+        "10.0.0.0/8",
+        "192.168.1.1",
+    )
+    assert Settings.from_env({"FORWARDED_ALLOW_IPS": "*"}).forwarded_allow_ips == ("*",)
+
+
+def test_on_railway_the_edge_hop_is_trusted_unless_told_otherwise():
+    railway = {"RAILWAY_ENVIRONMENT_NAME": "production"}
+    assert Settings.from_env(railway).forwarded_allow_ips == ("*",)
+    assert Settings.from_env({**railway, "FORWARDED_ALLOW_IPS": "127.0.0.1"}).forwarded_allow_ips == ("127.0.0.1",)
+
+
+def test_observability_variables():
+    settings = Settings.from_env(
+        {
+            "METRICS_TOKEN": "s3cret-token-of-length",
+            "SENTRY_DSN": "https://abc123@o1.ingest.sentry.io/4500",
+            "SENTRY_TRACES_SAMPLE_RATE": "0.25",
+        }
+    )
+    assert settings.metrics_token == "s3cret-token-of-length"
+    assert settings.sentry_dsn == "https://abc123@o1.ingest.sentry.io/4500"
+    assert settings.sentry_traces_sample_rate == 0.25
+    defaults = Settings.from_env({})
+    assert (defaults.metrics_token, defaults.sentry_dsn, defaults.sentry_traces_sample_rate) == (None, None, 0.0)
+
+
+def test_a_refused_token_is_not_written_to_the_log():
+    with pytest.raises(SettingError) as refused:
+        Settings.from_env({"METRICS_TOKEN": "tiny secret"})
+    assert "tiny secret" not in str(refused.value)

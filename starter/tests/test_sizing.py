@@ -1,5 +1,6 @@
 """Worker counts from cgroup v1 and v2 trees, the plan and the settings, without gunicorn."""
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -96,12 +97,21 @@ def test_web_concurrency_overrides_everything():
     assert "WEB_CONCURRENCY" in size.reason
 
 
+@pytest.mark.parametrize("worker_class", ["gthread", "gevent", "sync"])
+def test_threads_only_for_gthread(worker_class):
+    size = size_cluster(dataclasses.replace(Settings.from_env({}), worker_class=worker_class), *HOST)
+    assert size.threads == (sizing.GTHREAD_THREADS if worker_class == "gthread" else 1)
+
+
 def test_clustering_off_is_one_worker():
     settings = Settings.from_env({"ENABLE_CLUSTERING": "false"})
     assert size_cluster(settings, *HOST).workers == 1
 
 
-@pytest.mark.parametrize(("worker_class", "cpus", "expected"), [("sync", 2, 5), ("gthread", 2, 5), ("gevent", 2, 2)])
+@pytest.mark.parametrize(
+    ("worker_class", "cpus", "expected"),
+    [("sync", 2, 5), ("gthread", 2, 5), ("gevent", 2, 2), ("sync", 0.5, 3), ("gthread", 0.5, 3), ("gevent", 1.5, 2)],
+)
 def test_cpu_rule_per_worker_class(worker_class, cpus, expected):
     assert sizing.workers_for_cpus(cpus, worker_class) == expected
 

@@ -11,7 +11,7 @@ import os
 import sys
 
 from ..settings import load_settings_or_exit
-from .board import Board, runtime_dir
+from .runtime import find_live_board
 from .status import as_json, read_rows, render
 
 
@@ -26,11 +26,10 @@ def serve(gunicorn_args: list[str]) -> None:
 
 
 def status(port: int, as_machine_json: bool) -> int:
-    path = runtime_dir(port) / "workers.board"
-    if not path.exists():
-        print(f"No cluster is running on port {port} (no {path}).", file=sys.stderr)
+    board = find_live_board(port)
+    if board is None:
+        print(f"not running: no live cluster on port {port}", file=sys.stderr)
         return 1
-    board = Board.open(path)
     rows = read_rows(board)
     print(json.dumps(as_json(board, rows)) if as_machine_json else render(board, rows))
     return 0

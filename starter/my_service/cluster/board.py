@@ -1,40 +1,45 @@
 """The scoreboard: a small shared-memory file every process of the cluster can read.
 
-The master writes its own facts and clears a worker's slot when it dies; each
-worker, once ready to serve, writes its pid, start time, oldest request in
-flight and request count into its own slot. The health endpoint reads live
-workers from it without any I/O, and the status command reads it from outside
-the cluster.
+The master writes its own facts (and, once SIGTERM arrives, when stopping
+began) and clears a worker's slot when it dies; each worker, once ready to
+serve, writes its pid, start time, the request its app has worked on longest
+and its request count into its own slot. The health endpoint reads it without
+any I/O, and the status command reads it from outside the cluster.
+
+The board lives in a private folder made for this one master (runtime.py),
+and is removed with it at exit.
 """
 
 import mmap
 import os
 import struct
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-# master pid, configured workers, master start time
-HEADER = struct.Struct("<iid")
-# worker pid (0 when the slot is free), worker start time,
-# start of its oldest request in flight (0 when idle), requests served
-SLOT = struct.Struct("<iddQ")
-BUSY_SINCE = struct.Struct("<d")
+# master pid, configured workers, master start time, when stopping began (0: serving)
+HEADER = struct.Struct("<iidd")
+STOPPING_SINCE = struct.Struct("<d")
+STOPPING_SINCE_OFFSET = struct.calcsize("<iid")
+# worker pid (0 when the slot is free), worker start time, start of the app's
+# longest-running work on a request (0 when idle), requests served,
+# and that request as "METHOD path request-id" (for the abort line).
+SLOT = struct.Struct("<iddQ256s")
+BUSY = struct.Struct("<d")
 REQUESTS = struct.Struct("<Q")
-BUSY_SINCE_OFFSET = struct.calcsize("<id")
+LABEL = struct.Struct("<256s")
+# The slot's numbers alone: what listing the workers needs.
+FACTS = struct.Struct("<iddQ")
+BUSY_OFFSET = struct.calcsize("<id")
 REQUESTS_OFFSET = struct.calcsize("<idd")
-# More than any sane worker count; TTIN can add workers beyond the first size.
-MAX_SLOTS = 256
+LABEL_OFFSET = struct.calcsize("<iddQ")
+# Twice the most workers WEB_CONCURRENCY allows (256): a SIGHUP reload starts
+# the new workers before the old ones stop, so both sets need slots at once.
+MAX_SLOTS = 512
 SIZE = HEADER.size + MAX_SLOTS * SLOT.size
+FILE_NAME = "workers.board"
 
 _current: "Board | None" = None
-
-
-def runtime_dir(port: int, base: str | None = None) -> Path:
-    """The folder for this server's scoreboard, one per port."""
-    base = base or os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()
-    return Path(base) / f"my-service-{port}"
 
 
 @dataclass(frozen=True)
@@ -49,55 +54,74 @@ class WorkerSlot:
 class Board:
     """A fixed-size record of the master and its workers, mapped into memory."""
 
-    def __init__(self, memory: mmap.mmap):
+    def __init__(self, memory: mmap.mmap, path: Path):
         self.memory = memory
+        self.path = path
 
     @classmethod
-    def create(cls, path: Path) -> "Board":
-        """Make a fresh, zeroed board at `path` (the master calls this once)."""
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        with open(path, "w+b") as file:
+    def create(cls, folder: Path) -> "Board":
+        """Make a fresh, zeroed board in `folder`; never through a planted file or symlink."""
+        path = folder / FILE_NAME
+        descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        with os.fdopen(descriptor, "w+b") as file:
             file.truncate(SIZE)
-            return cls(mmap.mmap(file.fileno(), SIZE))
+            return cls(mmap.mmap(file.fileno(), SIZE), path)
 
     @classmethod
     def open(cls, path: Path) -> "Board":
         """Map an existing board read-only (for the status command)."""
-        with open(path, "rb") as file:
-            return cls(mmap.mmap(file.fileno(), SIZE, access=mmap.ACCESS_READ))
+        descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        with os.fdopen(descriptor, "rb") as file:
+            return cls(mmap.mmap(file.fileno(), SIZE, access=mmap.ACCESS_READ), path)
 
     def set_master(self, pid: int, workers: int) -> None:
-        HEADER.pack_into(self.memory, 0, pid, workers, time.time())
+        HEADER.pack_into(self.memory, 0, pid, workers, time.time(), 0.0)
 
     def set_configured(self, workers: int) -> None:
         pid, _, started = self.master()
-        HEADER.pack_into(self.memory, 0, pid, workers, started)
+        HEADER.pack_into(self.memory, 0, pid, workers, started, self.stopping_since())
 
     def master(self) -> tuple[int, int, float]:
         """The master's pid, its configured worker count and its start time."""
-        return HEADER.unpack_from(self.memory, 0)
+        return HEADER.unpack_from(self.memory, 0)[:3]
+
+    def set_stopping(self, since: float) -> None:
+        STOPPING_SINCE.pack_into(self.memory, STOPPING_SINCE_OFFSET, since)
+
+    def stopping_since(self) -> float:
+        """When the master began to stop (0 while serving normally)."""
+        return STOPPING_SINCE.unpack_from(self.memory, STOPPING_SINCE_OFFSET)[0]
 
     def claim(self, index: int, pid: int) -> None:
-        SLOT.pack_into(self.memory, _offset(index), pid, time.time(), 0.0, 0)
+        SLOT.pack_into(self.memory, _offset(index), pid, time.time(), 0.0, 0, b"")
 
     def release(self, index: int) -> None:
-        SLOT.pack_into(self.memory, _offset(index), 0, 0.0, 0.0, 0)
+        SLOT.pack_into(self.memory, _offset(index), 0, 0.0, 0.0, 0, b"")
 
-    # Only the worker owning a slot writes these two, so no lock is needed.
+    # Only the worker owning a slot writes these, so no lock is needed.
 
-    def set_busy_since(self, index: int, since: float) -> None:
-        BUSY_SINCE.pack_into(self.memory, _offset(index) + BUSY_SINCE_OFFSET, since)
+    def set_busy(self, index: int, since: float, label: str) -> None:
+        LABEL.pack_into(self.memory, _offset(index) + LABEL_OFFSET, label.encode("utf-8", "replace")[: LABEL.size])
+        BUSY.pack_into(self.memory, _offset(index) + BUSY_OFFSET, since)
 
     def set_requests(self, index: int, served: int) -> None:
         REQUESTS.pack_into(self.memory, _offset(index) + REQUESTS_OFFSET, served)
 
     def busy_since(self, index: int) -> float:
-        return BUSY_SINCE.unpack_from(self.memory, _offset(index) + BUSY_SINCE_OFFSET)[0]
+        return BUSY.unpack_from(self.memory, _offset(index) + BUSY_OFFSET)[0]
+
+    def busy_label(self, index: int) -> str:
+        raw = LABEL.unpack_from(self.memory, _offset(index) + LABEL_OFFSET)[0]
+        return raw.rstrip(b"\0").decode("utf-8", "replace")
 
     def workers(self) -> list[WorkerSlot]:
         """Every live worker, by index."""
-        slots = (WorkerSlot(index, *SLOT.unpack_from(self.memory, _offset(index))) for index in range(MAX_SLOTS))
+        slots = (WorkerSlot(index, *FACTS.unpack_from(self.memory, _offset(index))) for index in range(MAX_SLOTS))
         return [slot for slot in slots if slot.pid]
+
+    def free_slot(self, taken: set[int]) -> int | None:
+        """The lowest slot index not in `taken`, or None when every slot is in use."""
+        return next((index for index in range(MAX_SLOTS) if index not in taken), None)
 
 
 def _offset(index: int) -> int:

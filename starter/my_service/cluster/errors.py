@@ -1,4 +1,4 @@
-"""gunicorn's own error answers, as problem+json like the app's.
+"""gunicorn's own error answers, as problem+json like the app's, and the errors the workers add.
 
 gunicorn answers a request it cannot parse (a request line or headers over
 the limits, a malformed header) before the app sees it, with an HTML page.
@@ -7,8 +7,44 @@ gunicorn's writer for this one.
 """
 
 import json
+import socket
+import time
 
 from gunicorn import util
+from gunicorn.http.errors import ParseException
+
+from . import limits
+
+
+class ClientError(ParseException):
+    """A request refused because of how its client sends it; `status` is the answer."""
+
+    status = 400
+    reason = "Bad Request"
+
+    def __init__(self, detail: str):
+        self.detail = detail
+
+    def __str__(self) -> str:
+        return self.detail
+
+
+class HeadTimeout(ClientError):
+    """The request line and headers did not arrive within limits.HEADER_TIMEOUT."""
+
+    status, reason = 408, "Request Timeout"
+
+
+class BodyTimeout(ClientError):
+    """The body did not arrive within limits.BODY_TIMEOUT: a slow upload, not a stuck worker."""
+
+    status, reason = 408, "Request Timeout"
+
+
+class BodyTooLarge(ClientError):
+    """A chunked body declared more bytes than the body limit allows."""
+
+    status, reason = 413, "Content Too Large"
 
 
 def write_problem(sock, status_int: int, reason: str, mesg: str) -> None:
@@ -25,3 +61,29 @@ def write_problem(sock, status_int: int, reason: str, mesg: str) -> None:
 
 def answer_protocol_errors_as_problems() -> None:
     util.write_error = write_problem
+
+
+def linger(sock, seconds: float = limits.LINGER_SECONDS, max_bytes: int = limits.LINGER_MAX_BYTES) -> None:
+    """Close the way RFC 9112 section 9.6 asks: stop writing, read what the client still sends, then close.
+
+    A client still sending a body it was refused (a 413, say) only reads the
+    answer once its own write is done; closing at once would reset the
+    connection under it and it would never see the answer. Bounded in time
+    and bytes, so a client that never stops gets cut off all the same.
+    """
+    try:
+        sock.shutdown(socket.SHUT_WR)
+        deadline = time.monotonic() + seconds
+        drained = 0
+        while drained < max_bytes:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            sock.settimeout(min(remaining, limits.LINGER_IDLE_SECONDS))
+            data = sock.recv(65536)
+            if not data:
+                break
+            drained += len(data)
+    except OSError:
+        pass
+    util.close(sock)

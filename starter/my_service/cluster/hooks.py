@@ -1,36 +1,44 @@
-"""gunicorn's server hooks: the cluster's start-up story, deaths, limits and stats.
+"""gunicorn's server hooks: each hands its event to the module that owns the job.
 
 gunicorn.conf.py builds one ClusterHooks and hands its methods to gunicorn.
 Methods named for master-side hooks run in the master; post_fork,
-post_worker_init, pre_request, post_request and worker_abort run in a worker.
+post_worker_init, pre_request, post_request, worker_exit and worker_abort
+run in a worker. The jobs live in master_loop (deadlines: crash back-off,
+lame duck, drain), lifecycle (why a worker died), watchdog (memory, stuck
+requests), inflight (request tracking), diagnostics (stacks, uncaught
+exceptions) and gunicorn_compat (every touch of gunicorn's internals).
 """
 
 import faulthandler
 import gc
 import itertools
 import logging
-import math
 import signal
-import sys
-import threading
 import time
-import traceback
 
 from gunicorn.errors import HaltServer
 
 from ..settings import Settings
 from . import board as scoreboard
-from . import limits
-from .drain import drain
+from . import gunicorn_compat as compat
+from . import limits, metrics, runtime
+from .diagnostics import install_exception_logging, log_stacks
 from .errors import answer_protocol_errors_as_problems
-from .lifecycle import CrashGuard, Death, ExitRecorder
+from .inflight import ConnectionQuota, InFlight, TimedApp, describe, request_key_holder
+from .lifecycle import CrashGuard, Death, describe_status, log_death
+from .master_loop import MasterLoop
+from .network import refuse_if_taken
+from .rate_limit_scope import log_rate_limit_scope
 from .sizing import ClusterSize
 from .watchdog import WorkerWatchdog
 
 log = logging.getLogger(__name__)
 
-# Exit status when the master gives up on workers that keep dying.
-EXIT_CRASH_LOOP = 1
+# Exit status when the master gives up: workers keep dying, or no slot is left.
+EXIT_GAVE_UP = 1
+# A worker's own deadline after SIGTERM exceeds the master's by this much (s),
+# so only the master ever forces a stop, and says so once.
+WORKER_GRACE_MARGIN = 5
 
 
 class ClusterHooks:
@@ -39,90 +47,49 @@ class ClusterHooks:
     def __init__(self, settings: Settings, size: ClusterSize):
         self.settings = settings
         self.size = size
-        self.exits = ExitRecorder()
         self.crashes = CrashGuard()
+        self.loop = MasterLoop(self)
+        # pid -> waitpid() status, filled as gunicorn reaps each worker.
+        self.exit_statuses: dict[int, int] = {}
+        # Workers killed because GRACEFUL_TIMEOUT ran out at shutdown.
+        self.forced: set[int] = set()
         # Made in on_starting, in the master, and inherited by every worker.
         self.board: scoreboard.Board | None = None
         self.watchdog: WorkerWatchdog | None = None
-        # A worker's own: its requests in flight (oldest first) and its count.
-        self.in_flight: dict[int, float] = {}
+        # A worker's own, made once it runs (after gevent patches threading).
+        self.in_flight: InFlight | None = None
+        self.set_request_key = self.current_request_key = None
         self.served = itertools.count(1)
-        self.connection_quota = limits.MAX_REQUESTS_PER_CONNECTION if settings.worker_class == "gthread" else None
+        self.quota = ConnectionQuota(limits.MAX_REQUESTS_PER_CONNECTION if settings.worker_class == "gthread" else None)
 
     # -- master ---------------------------------------------------------------
 
     def on_starting(self, server) -> None:
-        """Tell the start-up story and prepare the master's machinery."""
+        """Refuse a start that cannot work; tell the start-up story; prepare the master's machinery."""
+        compat.refuse_unless_compatible()
+        refuse_if_taken(compat.bind_addresses(server), self.settings.port)
         install_exception_logging()
-        logging.getLogger("gunicorn.error").addFilter(self.exits)
-        self.board = scoreboard.Board.create(scoreboard.runtime_dir(self.settings.port) / "workers.board")
+        self.board = scoreboard.Board.create(runtime.instance_folder(self.settings.port))
         self.board.set_master(server.pid, self.size.workers)
         scoreboard.attach(self.board)
         self.watchdog = WorkerWatchdog(self.board, self.settings.worker_max_memory_mb, self.settings.graceful_timeout)
+        compat.record_exit_statuses(server, self.exit_statuses)
+        compat.drop_reaper_lines()
+        compat.wrap_master_loop(server, self.loop)
         server.cluster = self
-        self._take_over_master_loop(server)
-
-        mode = "cluster mode" if self.size.workers > 1 else "single-process mode"
-        log.info("Master process starting %s (pid %s)", mode, server.pid, extra={"mode": mode})
-        log.info(
-            "CPU cores detected: %g (%s); memory: %.0f MB (%s)",
-            self.size.cpus.value,
-            self.size.cpus.source,
-            self.size.memory_mb.value,
-            self.size.memory_mb.source,
-            extra={"cpus": self.size.cpus.value, "memory_mb": round(self.size.memory_mb.value)},
-        )
-        log.info(
-            "Starting %s workers for load balancing: %s",
-            self.size.workers,
-            self.size.reason,
-            extra={"workers": self.size.workers, "threads": self.size.threads, "plan": self.settings.plan.name},
-        )
+        log_start_story(server, self.settings, self.size)
+        log_rate_limit_scope(self.settings, self.size.workers)
 
     def on_reload(self, server) -> None:
         """Carry the master's machinery over to the hooks of the re-read config (SIGHUP)."""
         previous = server.cluster
-        self.board, self.watchdog = previous.board, previous.watchdog
-        self.exits, self.crashes = previous.exits, previous.crashes
+        self.board, self.watchdog, self.crashes = previous.board, previous.watchdog, previous.crashes
+        self.exit_statuses, self.forced = previous.exit_statuses, previous.forced
+        self.loop = previous.loop
+        self.loop.hooks = self
         self.board.set_configured(self.size.workers)
         server.cluster = self
         log.info("Configuration reloaded: replacing the workers with %s new ones", self.size.workers)
-
-    @staticmethod
-    def _take_over_master_loop(server) -> None:
-        # The wrappers below read server.cluster, the hooks of the current
-        # config, which a SIGHUP reload replaces.
-
-        # gunicorn has no periodic master hook; its loop calls murder_workers()
-        # at least once a second, so the watchdog's checks ride along with it.
-        check_heartbeats = server.murder_workers
-
-        def murder_workers():
-            check_heartbeats()
-            server.cluster.watchdog.check(server.WORKERS, server.timeout)
-
-        server.murder_workers = murder_workers
-
-        # On SIGTERM, and on Ctrl-C (SIGINT), which gunicorn would treat as a
-        # quick stop: first hand every queued connection to a worker, then let
-        # gunicorn stop gracefully with what is left of the graceful timeout.
-        stop_gracefully = server.handle_term
-
-        def handle_term():
-            graceful_timeout = server.cluster.settings.graceful_timeout
-            started = time.monotonic()
-            queued = drain(server.LISTENERS, graceful_timeout)
-            left = max(1, math.ceil(graceful_timeout - (time.monotonic() - started)))
-            server.cfg.set("graceful_timeout", left)
-            log.info(
-                "Stopping: new connections refused, %s queued ones handed to workers; %ss left for requests in flight",
-                queued,
-                left,
-                extra={"queued": queued},
-            )
-            stop_gracefully()
-
-        server.handle_term = server.handle_int = handle_term
 
     def when_ready(self, server) -> None:
         """Freeze the preloaded app's objects so forked workers keep sharing them."""
@@ -130,43 +97,33 @@ class ClusterHooks:
         log.info("Listening on port %s", self.settings.port)
 
     def pre_fork(self, server, worker) -> None:
-        """Pick the worker's slot, and back off while workers keep dying young."""
-        taken = {other.slot for other in server.WORKERS.values()}
-        worker.slot = next(index for index in range(scoreboard.MAX_SLOTS) if index not in taken)
-        delay = self.crashes.delay()
-        if delay:
-            log.warning("Workers keep dying young: waiting %.1fs before the next one", delay)
-            _wait_unless_signalled(server, delay)
+        """Give the worker a free slot on the board, or stop loudly when none is left."""
+        taken = {other.slot for other in compat.workers(server).values()}
+        slot = self.board.free_slot(taken)
+        if slot is None:
+            reason = f"all {scoreboard.MAX_SLOTS} worker slots are taken; lower WEB_CONCURRENCY"
+            log.error("Stopping the cluster: %s", reason)
+            raise HaltServer(reason, EXIT_GAVE_UP)
+        worker.slot = slot
         worker.started = time.time()
+        metrics.record_worker_start()
 
     def child_exit(self, server, worker) -> None:
-        """Log a dead worker's cause; give up if workers keep dying at start."""
+        """Log a dead worker's cause; back off, or give up, if workers keep dying at start."""
         self.board.release(worker.slot)
         death = Death(
-            status=self.exits.pop(worker.pid),
+            status=describe_status(self.exit_statuses.pop(worker.pid, None)),
             lifetime=time.time() - worker.started,
-            timed_out=worker.aborted,
+            timed_out=compat.was_aborted(worker),
             over_memory=self.watchdog.forget(worker.pid),
-            shutting_down=not server.LISTENERS,
+            shutting_down=not compat.listeners(server),
         )
-        level = logging.INFO if death.intended else logging.WARNING
-        log.log(
-            level,
-            "Worker %s died (pid %s, %s, lived %.1fs): %s",
-            worker.slot + 1,
-            worker.pid,
-            death.status,
-            death.lifetime,
-            death.cause,
-            extra={
-                "worker": worker.slot + 1,
-                "worker_pid": worker.pid,
-                "status": death.status,
-                "lifetime_s": round(death.lifetime, 3),
-                "cause": death.cause,
-            },
-        )
+        metrics.forget_worker(worker.pid)
+        metrics.record_death(death)
+        log_death(worker.slot + 1, worker.pid, death)
         if death.shutting_down:
+            if death.status == "SIGKILL":
+                self.forced.add(worker.pid)
             return
         self.crashes.record(death)
         if self.crashes.exhausted:
@@ -175,16 +132,22 @@ class ClusterHooks:
                 "giving up so the platform's restart policy can take over"
             )
             log.error("Stopping the cluster: %s", reason)
-            raise HaltServer(reason, EXIT_CRASH_LOOP)
+            raise HaltServer(reason, EXIT_GAVE_UP)
+        delay = self.crashes.seconds_until_spawn()
+        if delay:
+            log.warning("Workers keep dying young: waiting %.1fs before the next one", delay)
+            metrics.record_backoff(delay)
 
     def on_exit(self, server) -> None:
-        """Say so when shutdown had to kill workers that outlived the graceful timeout."""
-        if server.WORKERS:
+        """Say so, once, when shutdown had to kill workers that outlived the graceful timeout."""
+        forced = self.forced | set(compat.workers(server))
+        if forced:
             log.warning(
-                "Killed %s workers still busy when GRACEFUL_TIMEOUT=%ss ran out",
-                len(server.WORKERS),
+                "Killed %s %s still busy when GRACEFUL_TIMEOUT=%ss ran out",
+                len(forced),
+                "worker" if len(forced) == 1 else "workers",
                 self.settings.graceful_timeout,
-                extra={"forced": True, "worker_pids": sorted(server.WORKERS)},
+                extra={"forced": True, "worker_pids": sorted(forced)},
             )
 
     def nworkers_changed(self, server, new_value, old_value) -> None:
@@ -195,87 +158,71 @@ class ClusterHooks:
 
     def post_fork(self, server, worker) -> None:
         """Make the worker's failures loud and logged, and its protocol errors problem+json."""
+        compat.restore_os_in_worker()
+        compat.extend_own_graceful_timeout(worker, WORKER_GRACE_MARGIN)
         faulthandler.enable()
         install_exception_logging()
         answer_protocol_errors_as_problems()
 
     def post_worker_init(self, worker) -> None:
-        """Put the worker on the board once it can serve; make Ctrl-C drain it."""
-        self.board.claim(worker.slot, worker.pid)
+        """Put the worker on the board once it can serve; time its app; make Ctrl-C drain it."""
+        slot = worker.slot
+        self.board.claim(slot, worker.pid)
+        self.in_flight = InFlight(lambda since, label: self.board.set_busy(slot, since, label))
+        self.set_request_key, self.current_request_key = request_key_holder()
+        compat.wrap_worker_app(worker, lambda app: TimedApp(app, self.in_flight, self.current_request_key))
         signal.signal(signal.SIGINT, worker.handle_exit)
-        log.info(
-            "Worker %s started (pid %s)",
-            worker.slot + 1,
-            worker.pid,
-            extra={"worker": worker.slot + 1, "worker_pid": worker.pid},
-        )
+        extra = {"worker": slot + 1, "worker_pid": worker.pid}
+        log.info("Worker %s started (pid %s)", slot + 1, worker.pid, extra=extra)
 
     def pre_request(self, worker, req) -> None:
-        """Note when the request started, so the master can spot one that hangs."""
-        if self.connection_quota and req.req_number >= self.connection_quota:
-            req.must_close = True
-        self.in_flight[id(req)] = time.time()
-        self.board.set_busy_since(worker.slot, next(iter(self.in_flight.values())))
+        """Note when the app starts on the request; close its connection after it when stopping."""
+        self.quota.apply(req)
+        if self.board.stopping_since():
+            compat.close_after_answer(req)
+        self.set_request_key(id(req))
+        self.in_flight.begin(id(req), describe(req))
 
     def post_request(self, worker, req, environ, resp) -> None:
         """Count the request and clear it from the requests in flight."""
-        self.in_flight.pop(id(req), None)
-        self.board.set_busy_since(worker.slot, next(iter(self.in_flight.values()), 0.0))
+        self.in_flight.end(id(req))
+        self.set_request_key(None)
         self.board.set_requests(worker.slot, next(self.served))
 
     def worker_exit(self, server, worker) -> None:
-        """Say so when a worker leaves requests unfinished (its graceful timeout ran out)."""
+        """Say so when a worker leaves requests unfinished (its own graceful timeout ran out)."""
         if self.in_flight:
             log.warning(
-                "Worker %s (pid %s) stopped with %s requests unfinished: GRACEFUL_TIMEOUT=%ss ran out",
+                "Worker %s (pid %s) stopped with %s requests unfinished: its graceful timeout ran out",
                 worker.slot + 1,
                 worker.pid,
                 len(self.in_flight),
-                self.settings.graceful_timeout,
-                extra={"forced": True, "worker": worker.slot + 1, "worker_pid": worker.pid},
+                extra={"worker": worker.slot + 1, "worker_pid": worker.pid, "unfinished": len(self.in_flight)},
             )
 
     def worker_abort(self, worker) -> None:
-        """Log every thread's (and greenlet's) stack when the master aborts a stuck worker."""
-        stacks = current_stacks()
-        log.error(
-            "Worker %s (pid %s) timed out after %ss; stacks of its threads follow",
-            worker.slot + 1,
-            worker.pid,
-            worker.cfg.timeout,
-            extra={"worker": worker.slot + 1, "worker_pid": worker.pid, "stacks": stacks},
+        """Log every thread's (and greenlet's) stack, one line each, when the master aborts this worker."""
+        log_stacks(
+            f"Worker {worker.slot + 1} (pid {worker.pid}) aborted",
+            {"worker": worker.slot + 1, "worker_pid": worker.pid},
         )
 
 
-def current_stacks() -> dict[str, str]:
-    """The stack of every thread, and of every greenlet under gevent."""
-    frames = sys._current_frames()
-    stacks = {
-        thread.name: "".join(traceback.format_stack(frames[thread.ident]))
-        for thread in threading.enumerate()
-        if thread.ident in frames
-    }
-    if "greenlet" in sys.modules:
-        from greenlet import greenlet
-
-        for number, green in enumerate(obj for obj in gc.get_objects() if isinstance(obj, greenlet)):
-            if green.gr_frame is not None:
-                stacks[f"greenlet-{number}"] = "".join(traceback.format_stack(green.gr_frame))
-    return stacks
-
-
-def _wait_unless_signalled(server, seconds: float) -> None:
-    """Sleep up to `seconds`, returning early when a signal (TERM, INT) is queued."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline and server.SIG_QUEUE.empty():
-        time.sleep(0.05)
-
-
-def install_exception_logging() -> None:
-    """Uncaught exceptions, in any thread, become one JSON log line with the traceback."""
-
-    def log_uncaught(kind, value, tb):
-        log.critical("Uncaught %s: %s", kind.__name__, value, exc_info=(kind, value, tb))
-
-    sys.excepthook = log_uncaught
-    threading.excepthook = lambda args: log_uncaught(args.exc_type, args.exc_value, args.exc_traceback)
+def log_start_story(server, settings: Settings, size: ClusterSize) -> None:
+    mode = "cluster mode" if size.workers > 1 else "single-process mode"
+    log.info("Master process starting %s (pid %s)", mode, server.pid, extra={"mode": mode})
+    log.info(
+        "CPU cores detected: %g (%s); memory: %.0f MB (%s)",
+        size.cpus.value,
+        size.cpus.source,
+        size.memory_mb.value,
+        size.memory_mb.source,
+        extra={"cpus": size.cpus.value, "memory_mb": round(size.memory_mb.value)},
+    )
+    log.info(
+        "Starting %s %s for load balancing: %s",
+        size.workers,
+        "worker" if size.workers == 1 else "workers",
+        size.reason,
+        extra={"workers": size.workers, "threads": size.threads, "plan": settings.plan.name},
+    )

@@ -6,9 +6,12 @@ so a broken deploy stops burning CPU and Railway's restart policy takes over.
 """
 
 import logging
-import re
+import os
+import signal
 import time
 from dataclasses import dataclass
+
+log = logging.getLogger(__name__)
 
 # A worker that dies sooner than this after starting counts as unstable.
 MIN_UPTIME = 1.0
@@ -21,39 +24,21 @@ STREAK_RESET = 30.0
 # After this many unstable deaths in a row, the master gives up.
 MAX_UNSTABLE = 10
 
-# gunicorn's reaper logs the exit status just before calling child_exit, the
-# only place the status is reported; the hook itself does not receive it.
-_SIGNALED = re.compile(r"^Worker \(pid:%s\) was sent %s!")
-_EXITED = re.compile(r"^Worker \(pid:%s\) exited with code %s\.")
+# A worker whose exit status the master could not learn: counted as unstable.
+UNKNOWN_STATUS = "unknown status"
 
 
-class ExitRecorder(logging.Filter):
-    """Keeps each worker's exit status from gunicorn's reaper log lines.
-
-    The lines themselves are dropped: the cluster logs one richer line per
-    death instead (gunicorn calls every SIGKILL "Perhaps out of memory?",
-    even the ones it sent).
-    """
-
-    def __init__(self):
-        super().__init__()
-        self.statuses: dict[int, str] = {}
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = str(record.msg)
-        if _SIGNALED.match(message):
-            pid, signal_name = record.args[:2]
-            self.statuses[pid] = str(signal_name)
-            return False
-        if _EXITED.match(message):
-            pid, code = record.args[:2]
-            self.statuses[pid] = f"exit code {code}"
-            return False
-        return True
-
-    def pop(self, pid: int) -> str:
-        """The status of `pid`; gunicorn logs nothing for a clean exit."""
-        return self.statuses.pop(pid, "exit code 0")
+def describe_status(wait_status: int | None) -> str:
+    """A waitpid() status as "exit code N" or the signal's name."""
+    if wait_status is None:
+        return UNKNOWN_STATUS
+    code = os.waitstatus_to_exitcode(wait_status)
+    if code >= 0:
+        return f"exit code {code}"
+    try:
+        return signal.Signals(-code).name
+    except ValueError:
+        return f"signal {-code}"
 
 
 @dataclass(frozen=True)
@@ -80,6 +65,8 @@ class Death:
             return "killed: out of memory (OOM killer) or killed from outside"
         if self.status in ("exit code 0", "SIGTERM"):
             return "exited cleanly: reached max_requests or was asked to stop"
+        if self.status == UNKNOWN_STATUS:
+            return "died with an exit status the master could not learn"
         return f"crashed ({self.status})"
 
     @property
@@ -95,6 +82,8 @@ class CrashGuard:
         self.clock = clock
         self.streak = 0
         self.last_unstable = float("-inf")
+        # The master spawns no worker before this moment (its clock).
+        self.next_spawn = float("-inf")
 
     def record(self, death: Death) -> None:
         if death.intended or death.lifetime >= MIN_UPTIME:
@@ -104,6 +93,7 @@ class CrashGuard:
             self.streak = 0
         self.streak += 1
         self.last_unstable = now
+        self.next_spawn = now + self.delay()
 
     @property
     def exhausted(self) -> bool:
@@ -114,3 +104,27 @@ class CrashGuard:
         if not self.streak or self.clock() - self.last_unstable > STREAK_RESET:
             return 0.0
         return min(BACKOFF_BASE * BACKOFF_GROWTH ** (self.streak - 1), BACKOFF_MAX)
+
+    def seconds_until_spawn(self) -> float:
+        """How long the master must still hold back new workers (0: spawn now)."""
+        return max(0.0, self.next_spawn - self.clock())
+
+
+def log_death(number: int, pid: int, death: Death) -> None:
+    """One line per death: the worker, its exit status, its lifetime and the likely cause."""
+    log.log(
+        logging.INFO if death.intended else logging.WARNING,
+        "Worker %s died (pid %s, %s, lived %.1fs): %s",
+        number,
+        pid,
+        death.status,
+        death.lifetime,
+        death.cause,
+        extra={
+            "worker": number,
+            "worker_pid": pid,
+            "status": death.status,
+            "lifetime_s": round(death.lifetime, 3),
+            "cause": death.cause,
+        },
+    )

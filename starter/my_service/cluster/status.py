@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass
 import psutil
 
 from .board import Board
-from .watchdog import unique_memory_mb
+from .watchdog import resident_memory_mb, unique_memory_mb
 
 # How long CPU use is sampled for each row.
 CPU_SAMPLE_SECONDS = 0.5
@@ -18,7 +18,10 @@ class WorkerRow:
     pid: int
     uptime_s: float
     requests: int
-    memory_mb: float | None
+    # USS: memory only this worker holds (what WORKER_MAX_MEMORY_MB limits);
+    # RSS also counts pages still shared with the master since the fork.
+    uss_mib: float | None
+    rss_mib: float | None
     cpu_percent: float | None
 
 
@@ -41,8 +44,8 @@ def read_rows(board: Board) -> list[WorkerRow]:
             cpu = process.cpu_percent(None) if process else None
         except psutil.NoSuchProcess:
             cpu = None
-        memory = unique_memory_mb(slot.pid)
-        rows.append(WorkerRow(slot.index + 1, slot.pid, now - slot.started, slot.requests, memory, cpu))
+        uss, rss = unique_memory_mb(slot.pid), resident_memory_mb(slot.pid)
+        rows.append(WorkerRow(slot.index + 1, slot.pid, now - slot.started, slot.requests, uss, rss, cpu))
     return rows
 
 
@@ -51,14 +54,14 @@ def render(board: Board, rows: list[WorkerRow]) -> str:
     master_pid, configured, started = board.master()
     lines = [
         f"master pid {master_pid}, up {_duration(time.time() - started)}, {len(rows)} of {configured} workers live",
-        f"{'worker':>6}  {'pid':>7}  {'uptime':>8}  {'requests':>9}  {'memory':>9}  {'cpu':>6}",
+        f"{'worker':>6}  {'pid':>7}  {'uptime':>8}  {'requests':>9}  {'USS MiB':>8}  {'RSS MiB':>8}  {'cpu':>6}",
     ]
     for row in rows:
-        memory = f"{row.memory_mb:.1f} MB" if row.memory_mb is not None else "-"
+        uss = f"{row.uss_mib:.1f}" if row.uss_mib is not None else "-"
+        rss = f"{row.rss_mib:.1f}" if row.rss_mib is not None else "-"
         cpu = f"{row.cpu_percent:.0f}%" if row.cpu_percent is not None else "-"
-        lines.append(
-            f"{row.worker:>6}  {row.pid:>7}  {_duration(row.uptime_s):>8}  {row.requests:>9}  {memory:>9}  {cpu:>6}"
-        )
+        uptime = _duration(row.uptime_s)
+        lines.append(f"{row.worker:>6}  {row.pid:>7}  {uptime:>8}  {row.requests:>9}  {uss:>8}  {rss:>8}  {cpu:>6}")
     return "\n".join(lines)
 
 

@@ -8,8 +8,9 @@ itself: one stuck in a runaway request never reaches its own check.
   against it. A worker over the limit is sent SIGTERM and finishes its requests.
 - Stuck requests: gunicorn's own timeout watches a worker's heartbeat, which a
   gthread or gevent worker keeps beating while one of its requests hangs. The
-  board says how long each worker's oldest request has run; past the timeout
-  the worker is aborted (SIGABRT logs its stacks first).
+  board says how long each worker's app has worked on its oldest request
+  (a client's download does not count); past REQUEST_TIMEOUT the worker is
+  aborted (SIGABRT logs its stacks first).
 """
 
 import contextlib
@@ -20,6 +21,8 @@ import time
 
 import psutil
 
+from . import gunicorn_compat as compat
+from . import metrics
 from .board import Board
 
 log = logging.getLogger(__name__)
@@ -34,6 +37,14 @@ def unique_memory_mb(pid: int) -> float | None:
     """Memory only this process holds (USS), or None if it is gone."""
     try:
         return psutil.Process(pid).memory_full_info().uss / 2**20
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        return None
+
+
+def resident_memory_mb(pid: int) -> float | None:
+    """Resident memory (RSS, shared pages included), or None if it is gone."""
+    try:
+        return psutil.Process(pid).memory_info().rss / 2**20
     except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
         return None
 
@@ -59,7 +70,7 @@ class WorkerWatchdog:
         for pid, worker in list(workers.items()):
             if pid in self.stopping:
                 self._kill_if_overdue(pid, now)
-            elif self._stuck_for(worker) > request_timeout:
+            elif request_timeout and self._stuck_for(worker) > request_timeout:
                 self._abort(pid, worker, request_timeout, now)
             else:
                 self._recycle_if_over_memory(pid, worker, now)
@@ -69,15 +80,25 @@ class WorkerWatchdog:
         return time.time() - since if since else 0.0
 
     def _abort(self, pid: int, worker, request_timeout: float, now: float) -> None:
+        method, path, request_id = [*self.board.busy_label(worker.slot).split(" ", 2), "-", "-", "-"][:3]
         log.critical(
-            "Worker %s (pid %s) has run one request for over %ss: aborting it",
+            "Worker %s (pid %s) has worked on %s %s (request id %s) for over %ss (REQUEST_TIMEOUT): aborting it",
             worker.slot + 1,
             pid,
+            method,
+            path,
+            request_id,
             request_timeout,
-            extra={"worker": worker.slot + 1, "worker_pid": pid},
+            extra={
+                "worker": worker.slot + 1,
+                "worker_pid": pid,
+                "method": method,
+                "path": path,
+                "request_id": request_id,
+            },
         )
-        # gunicorn reads this flag; the death is then reported as a timeout.
-        worker.aborted = True
+        compat.mark_aborted(worker)
+        metrics.record_abort()
         self.stopping[pid] = (now, ABORT_GRACE)
         _signal(pid, signal.SIGABRT)
 
@@ -94,6 +115,7 @@ class WorkerWatchdog:
             extra={"worker": worker.slot + 1, "worker_pid": pid, "memory_mb": round(used)},
         )
         self.over_memory.add(pid)
+        metrics.record_recycle()
         self.stopping[pid] = (now, self.graceful_timeout)
         _signal(pid, signal.SIGTERM)
 

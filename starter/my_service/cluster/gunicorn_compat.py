@@ -1,0 +1,294 @@
+"""Every touch of gunicorn's internals, and the start-up check that they are all still there.
+
+gunicorn has no periodic master hook, no hook that sees a worker's exit
+status, and no hook between a worker's app returning and its body being
+sent. The cluster gets those by wrapping a few internals, listed in
+INTERNALS. gunicorn has changed such internals before (24.0 replaced the
+signal queue), and a wrapper around something renamed would silently do
+nothing. So the master checks each one's shape before anything starts, and
+refuses to start, with one JSON line, when one is missing.
+(errors.py swaps gunicorn.util.write_error, and workers.py subclasses gunicorn's
+workers and request readers; their internals are checked here too.)
+"""
+
+import importlib.util
+import inspect
+import logging
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import gunicorn
+import gunicorn.http
+from gunicorn import arbiter, sock, util
+from gunicorn.http import body, message, parser, unreader
+from gunicorn.http2 import negotiation
+from gunicorn.workers import base, gthread, sync
+
+log = logging.getLogger(__name__)
+
+# sysexits.h EX_CONFIG, as for a bad variable: the start is refused.
+EXIT_INCOMPATIBLE = 78
+
+
+@dataclass(frozen=True)
+class Internal:
+    """One gunicorn internal the cluster relies on, and how to tell it is still the same."""
+
+    name: str
+    owner: object
+    attribute: str
+    # For a method: its parameters, in order. For code: names it must still use.
+    parameters: tuple[str, ...] | None = None
+    uses: tuple[str, ...] = ()
+    # For data: the type it must have.
+    kind: type | None = None
+
+    def problem(self) -> str | None:
+        """What is wrong with it in this gunicorn, or None."""
+        target = getattr(self.owner, self.attribute, None)
+        if target is None:
+            return f"{self.name} is missing"
+        if self.kind is not None and not isinstance(target, self.kind):
+            return f"{self.name} is a {type(target).__name__}, expected a {self.kind.__name__}"
+        if self.parameters is not None:
+            try:
+                found = tuple(inspect.signature(target).parameters)
+            except (TypeError, ValueError):
+                return f"{self.name} is not a function"
+            if found != self.parameters:
+                return f"{self.name} takes ({', '.join(found)}), expected ({', '.join(self.parameters)})"
+        code = getattr(target, "__code__", None)
+        absent = [name for name in self.uses if code is None or name not in code.co_names]
+        if absent:
+            return f"{self.name} no longer uses {', '.join(absent)}"
+        return None
+
+
+INTERNALS = (
+    # The master loop calls it every pass (at least once a second): the
+    # watchdog and the shutdown deadlines ride along with it.
+    Internal("Arbiter.murder_workers", arbiter.Arbiter, "murder_workers", ("self",)),
+    # Spawns missing workers; held back during crash back-off.
+    Internal("Arbiter.manage_workers", arbiter.Arbiter, "manage_workers", ("self",), ("spawn_workers",)),
+    # The loop's wait; shortened so a deadline is met on time.
+    Internal("Arbiter.wait_for_signals", arbiter.Arbiter, "wait_for_signals", ("self", "timeout")),
+    # SIGTERM and SIGINT start the lame-duck phase and drain instead.
+    Internal("Arbiter.handle_term", arbiter.Arbiter, "handle_term", ("self",)),
+    Internal("Arbiter.handle_int", arbiter.Arbiter, "handle_int", ("self",)),
+    # The reaper learns each worker's exit status through gunicorn.arbiter's os.waitpid.
+    Internal("Arbiter.reap_workers", arbiter.Arbiter, "reap_workers", ("self",), ("os", "waitpid", "child_exit")),
+    Internal("gunicorn.arbiter.os", arbiter, "os", kind=type(os)),
+    Internal("Arbiter.LISTENERS", arbiter.Arbiter, "LISTENERS", kind=list),
+    Internal("Arbiter.WORKERS", arbiter.Arbiter, "WORKERS", kind=dict),
+    Internal("BaseSocket.get_backlog", sock.BaseSocket, "get_backlog", ("self",)),
+    # A worker: the aborted flag marks a timeout, and wsgi is the app it calls.
+    Internal("Worker.__init__", base.Worker, "__init__", uses=("aborted", "tmp")),
+    Internal("Worker.load_wsgi", base.Worker, "load_wsgi", ("self",), ("wsgi",)),
+    # A request: must_close ends its connection after the answer.
+    Internal("Message.__init__", message.Message, "__init__", uses=("must_close",)),
+    Internal("Request.__init__", message.Request, "__init__", uses=("req_number",)),
+    Internal("util.write_error", util, "write_error", ("sock", "status_int", "reason", "mesg")),
+    # workers.py: requests read against deadlines (DeadlineParser and its readers).
+    Internal(
+        "gunicorn.http.get_parser", gunicorn.http, "get_parser", ("cfg", "source", "source_addr", "http2_connection")
+    ),
+    Internal("RequestParser.__init__", parser.RequestParser, "__init__", ("self", "cfg", "source", "source_addr")),
+    Internal("Request.set_body_reader", message.Request, "set_body_reader", ("self",)),
+    Internal("SocketUnreader.chunk", unreader.SocketUnreader, "chunk", ("self", "size_hint")),
+    Internal("ChunkedReader.parse_chunk_size", body.ChunkedReader, "parse_chunk_size", ("self", "unreader", "data")),
+    Internal("LengthReader.__init__", body.LengthReader, "__init__", ("self", "unreader", "length")),
+    Internal("EOFReader.__init__", body.EOFReader, "__init__", ("self", "unreader")),
+    Internal("Worker.handle_error", base.Worker, "handle_error", ("self", "req", "client", "addr", "exc")),
+    Internal("util.write_nonblock", util, "write_nonblock", ("sock", "data", "chunked")),
+    Internal("util.close", util, "close", ("sock",)),
+    Internal("negotiation.prior_knowledge_allowed", negotiation, "prior_knowledge_allowed", ("cfg", "peer_addr")),
+    # workers.py: gthread's connections wait for their request head in the worker's event loop.
+    Internal("TConn.__init__", gthread.TConn, "__init__", uses=("data_ready", "parser")),
+    Internal(
+        "ThreadWorker.__init__", gthread.ThreadWorker, "__init__", uses=("poller", "keepalived_conns", "nr_conns")
+    ),
+    Internal("ThreadWorker.accept", gthread.ThreadWorker, "accept", ("self", "listener")),
+    Internal(
+        "ThreadWorker.on_client_socket_readable",
+        gthread.ThreadWorker,
+        "on_client_socket_readable",
+        ("self", "conn", "client"),
+    ),
+    Internal("ThreadWorker.enqueue_req", gthread.ThreadWorker, "enqueue_req", ("self", "conn")),
+    Internal("ThreadWorker.finish_request", gthread.ThreadWorker, "finish_request", ("self", "conn", "fs")),
+    Internal("ThreadWorker.murder_pending", gthread.ThreadWorker, "murder_pending", ("self",)),
+    Internal("ThreadWorker.handle", gthread.ThreadWorker, "handle", ("self", "conn"), ("data_ready", "parser")),
+    Internal("gthread.STOP_KEEPALIVE_LINGER", gthread, "STOP_KEEPALIVE_LINGER", kind=float),
+    Internal(
+        "SyncWorker.handle_request", sync.SyncWorker, "handle_request", ("self", "listener", "req", "client", "addr")
+    ),
+)
+
+
+def gevent_internals() -> tuple[Internal, ...]:
+    """What workers.GeventWorker relies on; only where gevent is installed (gevent projects)."""
+    if importlib.util.find_spec("gevent") is None:
+        return ()
+    from gunicorn.workers import ggevent
+
+    return (
+        Internal("GeventWorker.run", ggevent.GeventWorker, "run", ("self",)),
+        Internal("GeventWorker.handle", ggevent.GeventWorker, "handle", ("self", "listener", "client", "addr")),
+        Internal(
+            "GeventWorker.handle_request",
+            ggevent.GeventWorker,
+            "handle_request",
+            ("self", "listener_name", "req", "sock", "addr"),
+        ),
+    )
+
+
+def missing_internals() -> list[str]:
+    """Each wrapped internal that this gunicorn no longer has in the expected shape."""
+    problems = [internal.problem() for internal in (*INTERNALS, *gevent_internals())]
+    if getattr(arbiter, "os", None) is not os:
+        problems.append("gunicorn.arbiter.os is not the os module")
+    return [problem for problem in problems if problem]
+
+
+def refuse_unless_compatible() -> None:
+    """Stop the start with one JSON line when gunicorn's internals changed shape."""
+    missing = missing_internals()
+    if not missing:
+        return
+    log.error(
+        "Refusing to start: gunicorn %s changed internals this cluster wraps: %s",
+        gunicorn.__version__,
+        "; ".join(missing),
+        extra={"gunicorn_version": gunicorn.__version__, "missing": missing},
+    )
+    sys.exit(EXIT_INCOMPATIBLE)
+
+
+# -- the master -------------------------------------------------------------
+
+
+def wrap_master_loop(server, loop) -> None:
+    """Hand the master loop's steps to `loop` (a master_loop.MasterLoop)."""
+    check_heartbeats = server.murder_workers
+    manage_workers = server.manage_workers
+    wait_for_signals = server.wait_for_signals
+
+    def murder_workers():
+        check_heartbeats()
+        loop.tick(server)
+
+    def manage_unless_backing_off():
+        if loop.may_spawn():
+            manage_workers()
+
+    def wait_until_next_deadline(timeout=1.0):
+        return wait_for_signals(timeout=min(timeout, loop.seconds_to_next_deadline()))
+
+    server.murder_workers = murder_workers
+    server.manage_workers = manage_unless_backing_off
+    server.wait_for_signals = wait_until_next_deadline
+    server.handle_term = lambda: loop.handle_stop(server, skip_delay=False)
+    server.handle_int = lambda: loop.handle_stop(server, skip_delay=True)
+
+
+def stop_gracefully(server, graceful_timeout: float) -> None:
+    """gunicorn's own graceful stop, given `graceful_timeout` seconds (raises StopIteration)."""
+    server.cfg.set("graceful_timeout", graceful_timeout)
+    arbiter.Arbiter.handle_term(server)
+
+
+class _OsRecordingWaits:
+    """gunicorn.arbiter's view of `os`, with waitpid noting each worker's exit status.
+
+    child_exit receives the worker but not its status; the reaper collects the
+    status with os.waitpid and only logs it (at levels LOG_LEVEL may hide).
+    """
+
+    def __init__(self, server, statuses: dict[int, int]):
+        self._server = server
+        self._statuses = statuses
+
+    def __getattr__(self, name):
+        return getattr(os, name)
+
+    def waitpid(self, pid: int, options: int):
+        reaped, status = os.waitpid(pid, options)
+        if reaped in self._server.WORKERS:
+            self._statuses[reaped] = status
+        return reaped, status
+
+
+def record_exit_statuses(server, statuses: dict[int, int]) -> None:
+    """Fill `statuses` (pid -> waitpid status) as gunicorn reaps each worker."""
+    arbiter.os = _OsRecordingWaits(server, statuses)
+
+
+class DropReaperLines(logging.Filter):
+    """Drops the reaper's own death lines: the cluster logs one richer line per death.
+
+    (gunicorn calls every SIGKILL "Perhaps out of memory?", even the ones it
+    sent.) Should the wording change, the lines only show up again.
+    """
+
+    REAPER_LINES = ("Worker (pid:%s) was sent %s!", "Worker (pid:%s) exited with code %s.")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self.REAPER_LINES)
+
+
+def drop_reaper_lines() -> None:
+    logging.getLogger("gunicorn.error").addFilter(DropReaperLines())
+
+
+def listeners(server) -> list:
+    return server.LISTENERS
+
+
+def workers(server) -> dict:
+    """pid -> worker, for the workers the master still counts."""
+    return server.WORKERS
+
+
+def mark_aborted(worker) -> None:
+    """gunicorn reads this flag: the worker's death is reported as a timeout."""
+    worker.aborted = True
+
+
+def was_aborted(worker) -> bool:
+    return worker.aborted
+
+
+def bind_addresses(server) -> list:
+    """The (host, port) pairs gunicorn is about to bind, and unix socket paths."""
+    return server.cfg.address
+
+
+def restore_os_in_worker() -> None:
+    """A forked worker reaps nothing: it gets gunicorn's plain os module back."""
+    arbiter.os = os
+
+
+# -- a worker ---------------------------------------------------------------
+
+
+def wrap_worker_app(worker, wrap: Callable) -> None:
+    """Make the worker call wrap(app) instead of its WSGI app."""
+    worker.wsgi = wrap(worker.wsgi)
+
+
+def close_after_answer(req) -> None:
+    """Answer this request with `Connection: close`, and end its connection."""
+    req.must_close = True
+
+
+def requests_on_connection(req) -> int:
+    """How many requests this one's connection has carried, this one included."""
+    return req.req_number
+
+
+def extend_own_graceful_timeout(worker, seconds: float) -> None:
+    """The worker's own deadline after SIGTERM, so the master's always comes first."""
+    worker.cfg.set("graceful_timeout", worker.cfg.graceful_timeout + seconds)

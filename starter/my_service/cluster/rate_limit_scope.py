@@ -1,0 +1,25 @@
+"""One start-up line, from the master, saying how far the rate limit's count reaches."""
+
+import logging
+
+from ..settings import Settings
+
+log = logging.getLogger(__name__)
+
+# Whether this project was generated with Railway's Redis for shared limits.
+PROJECT_HAS_REDIS = True
+
+
+def log_rate_limit_scope(settings: Settings, workers: int) -> None:
+    """Say how the limit is held when no Redis shares it; the master says it once, not each worker."""
+    if settings.rate_limit is None or settings.redis_url:
+        return
+    share = f"each of {workers} workers holds 1/{workers} of it" if workers > 1 else "one worker holds it"
+    if PROJECT_HAS_REDIS:
+        log.warning(
+            "Rate limit %s is counted in this replica only (%s): set REDIS_URL to share one count across replicas",
+            settings.rate_limit,
+            share,
+        )
+    else:
+        log.info("Rate limit %s per client and replica (%s)", settings.rate_limit, share)

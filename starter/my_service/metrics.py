@@ -1,0 +1,178 @@
+"""GET /metrics: Prometheus text for the whole replica, and the numbers each request adds.
+
+Requests are counted by route template (the rule, never the raw path: unknown
+paths share one label), method and status class. The master's events (worker
+starts, deaths, recycles, aborts, back-off) are counted in cluster/metrics.py;
+worker memory and the live worker count are read from the board when scraped.
+
+/metrics is not public. With METRICS_TOKEN it answers `Authorization: Bearer
+<token>` from anywhere; without it, loopback and private addresses only (see
+security.py for which address that is). Any other request is answered exactly
+like an unknown path: the same 404 problem, the same rate limit.
+"""
+
+import functools
+import hmac
+import ipaddress
+import time
+
+from flask import Flask, Response, current_app, g, request
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.multiprocess import MultiProcessCollector
+
+from .cluster import board
+from .cluster.metrics import PREFIX, current_folder, folder_lock
+from .cluster.watchdog import unique_memory_mb
+
+PATH = "/metrics"
+# The one label for every path no route matches, so scanners cannot grow the series.
+UNMATCHED_ROUTE = "unmatched"
+# Any other method is counted as "other", for the same reason.
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+# Addresses allowed to scrape without a token: this host and the private
+# ranges (RFC 1918, IPv6 unique local), Railway's private network among them.
+PRIVATE_NETWORKS = tuple(
+    ipaddress.ip_network(network)
+    for network in ("127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7")
+)
+# Railway's edge stamps this on every public request; such a request is public
+# whatever address it arrives from.
+EDGE_HEADER = "X-Railway-Edge"
+
+REQUESTS = Counter(
+    f"{PREFIX}_http_requests_total",
+    "Requests answered, by route template, method and status class",
+    ["route", "method", "status"],
+)
+LATENCY = Histogram(
+    f"{PREFIX}_http_request_duration_seconds",
+    "Time to answer a request, by route template and method",
+    ["route", "method"],
+)
+IN_FLIGHT = Gauge(f"{PREFIX}_http_requests_in_flight", "Requests being served right now", multiprocess_mode="livesum")
+RATE_LIMITED = Counter(f"{PREFIX}_rate_limited_total", "Requests refused with 429 by the rate limit")
+
+
+class ClusterCollector:
+    """Read at scrape time from the board: configured and live workers, and each worker's USS."""
+
+    def collect(self):
+        scoreboard = board.current()
+        if scoreboard is None:
+            return
+        configured = GaugeMetricFamily(f"{PREFIX}_workers_configured", "Workers the master keeps running")
+        configured.add_metric([], scoreboard.master()[1])
+        workers = scoreboard.workers()
+        live = GaugeMetricFamily(f"{PREFIX}_workers_live", "Workers up and serving")
+        live.add_metric([], len(workers))
+        memory = GaugeMetricFamily(
+            f"{PREFIX}_worker_memory_uss_bytes", "Memory only each worker holds (USS), by slot", labels=["worker"]
+        )
+        for slot in workers:
+            used = unique_memory_mb(slot.pid)
+            if used is not None:
+                memory.add_metric([str(slot.index + 1)], used * 2**20)
+        yield from (configured, live, memory)
+
+
+class _LockedMultiProcessCollector(MultiProcessCollector):
+    """Reads every process's files while the master is not folding a dead worker's."""
+
+    def collect(self):
+        with folder_lock(current_folder(), exclusive=False):
+            return super().collect()
+
+
+def exposition() -> bytes:
+    """The replica's metrics in Prometheus text format."""
+    registry = CollectorRegistry()
+    registry.register(ClusterCollector())
+    if current_folder() is None:
+        # Outside gunicorn (flask run, tests): this process's own numbers.
+        return generate_latest(REGISTRY) + generate_latest(registry)
+    _LockedMultiProcessCollector(registry)
+    return generate_latest(registry)
+
+
+def is_private(address: str | None) -> bool:
+    try:
+        ip = ipaddress.ip_address(address or "")
+    except ValueError:
+        return False
+    if ip.version == 6 and ip.ipv4_mapped:
+        ip = ip.ipv4_mapped
+    return any(ip in network for network in PRIVATE_NETWORKS)
+
+
+def scrape_allowed() -> bool:
+    """Whether this request may read /metrics (worked out once per request)."""
+    if "metrics_scrape" not in g:
+        g.metrics_scrape = request.path == PATH and request.method in ("GET", "HEAD") and _authorized()
+    return g.metrics_scrape
+
+
+def _authorized() -> bool:
+    token = current_app.config["SETTINGS"].metrics_token
+    if token:
+        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode())
+    return EDGE_HEADER not in request.headers and is_private(request.remote_addr)
+
+
+def serve_scrape() -> Response | None:
+    """Answer an allowed scrape; anything else goes on to routing, which answers 404."""
+    if request.path == PATH and scrape_allowed():
+        return Response(exposition(), mimetype=CONTENT_TYPE_LATEST)
+    return None
+
+
+def start_timer() -> None:
+    g.metrics_started = time.perf_counter()
+    IN_FLIGHT.inc()
+
+
+def count_response(response: Response) -> Response:
+    elapsed = time.perf_counter() - g.metrics_started
+    current = request._get_current_object()
+    route = current.url_rule.rule if current.url_rule else UNMATCHED_ROUTE
+    if g.get("metrics_scrape"):
+        route = PATH
+    method = current.method if current.method in KNOWN_METHODS else "other"
+    counted, timed = _children(route, method, response.status_code // 100)
+    counted.inc()
+    timed.observe(elapsed)
+    return response
+
+
+@functools.cache
+def _children(route: str, method: str, status_class: int) -> tuple:
+    # Looking a labelled child up takes a lock and builds a key; the set of
+    # routes, methods and classes is small, so each pair is found once.
+    return REQUESTS.labels(route, method, f"{status_class}xx"), LATENCY.labels(route, method)
+
+
+def stop_timer(_error=None) -> None:
+    if g.pop("metrics_started", None) is not None:
+        IN_FLIGHT.dec()
+
+
+def record_rate_limited(_limit) -> None:
+    """Flask-Limiter's on_breach callback."""
+    RATE_LIMITED.inc()
+
+
+def init_app(app: Flask) -> None:
+    """Count every request and serve /metrics; call before any other before_request hook that answers."""
+    app.before_request(start_timer)
+    app.before_request(serve_scrape)
+    app.after_request(count_response)
+    app.teardown_request(stop_timer)

@@ -1,0 +1,95 @@
+"""Malformed bodies over real sockets: broken chunked framing, endless chunks, JSON too deep to answer."""
+
+import json
+import socket
+import time
+
+import pytest
+
+from my_service.bodies import MAX_JSON_DEPTH
+
+from .servers import Server
+
+pytestmark = pytest.mark.cluster
+
+PROBLEM = b"application/problem+json"
+CHUNKED_HEAD = b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+
+
+@pytest.fixture(scope="module")
+def server():
+    running = Server({"WEB_CONCURRENCY": "2", "RAILWAY_PLAN": "free"})
+    running.wait_healthy()
+    yield running
+    running.kill()
+
+
+def _answer(server, data: bytes, timeout: float = 10) -> bytes:
+    """Send `data` and read the answer until the server closes (or `timeout`)."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=timeout) as sock:
+        sock.sendall(data)
+        answer = b""
+        try:
+            while chunk := sock.recv(65536):
+                answer += chunk
+        except TimeoutError:
+            pass
+    return answer
+
+
+def _status(answer: bytes) -> int:
+    return int(answer.split(b" ", 2)[1]) if answer.startswith(b"HTTP/1.1 ") else 0
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"zz\r\n{}\r\n0\r\n\r\n", b"2\r\n{}XX0\r\n\r\n", b"2;;=;\r\n{}\r\n0\r\n\r\n", b"-2\r\n{}\r\n0\r\n\r\n"],
+    ids=["invalid-size", "missing-crlf", "garbage-extension", "negative-size"],
+)
+def test_broken_chunked_framing_is_a_400_problem_without_traceback(server, body):
+    answer = _answer(server, CHUNKED_HEAD + body)
+    assert _status(answer) == 400, answer
+    assert PROBLEM in answer
+    time.sleep(0.2)  # let the log reader catch up
+    assert not [log for log in server.logs if "exc_info" in log], "a traceback was logged"
+    assert server.request("/health")[0] == 200
+
+
+def test_chunk_size_beyond_the_body_limit_is_a_413_at_once(server):
+    started = time.monotonic()
+    answer = _answer(server, CHUNKED_HEAD + b"%x\r\n{" % 2**80, timeout=10)
+    assert _status(answer) == 413, answer
+    assert PROBLEM in answer
+    assert time.monotonic() - started < 5, "the server waited for the chunk"
+
+
+def test_a_valid_chunked_body_is_served(server):
+    body = json.dumps({"a": 1}).encode()
+    answer = _answer(server, CHUNKED_HEAD + b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body), timeout=5)
+    assert _status(answer) == 200, answer
+    assert json.loads(answer.partition(b"\r\n\r\n")[2]) == {"received": {"a": 1}}
+
+
+def _nested(depth: int) -> bytes:
+    """An object holding lists nested `depth` levels deep in all."""
+    return b'{"a":' + b"[" * (depth - 1) + b"]" * (depth - 1) + b"}"
+
+
+def test_json_as_deep_as_allowed_is_parsed_and_answered(server):
+    status, _, body = server.request("/echo", "POST", _nested(MAX_JSON_DEPTH), {"Content-Type": "application/json"})
+    assert status == 200, body
+
+
+@pytest.mark.parametrize("depth", [MAX_JSON_DEPTH + 1, 9_987], ids=["just-too-deep", "parser-limit"])
+def test_json_too_deep_to_answer_is_refused_when_parsed(server, depth):
+    status, headers, body = server.request("/echo", "POST", _nested(depth), {"Content-Type": "application/json"})
+    assert status == 400, body
+    assert headers["Content-Type"] == "application/problem+json"
+    assert b"nested" in body or b"depth" in body
+
+
+def test_a_client_still_sending_a_refused_body_reads_the_413(server):
+    """The server answers 413 before the body is in, then closes lingeringly: no broken pipe, no reset."""
+    body = b"{" + b" " * (2 * 2**20) + b"}"  # over the free plan's 1 MB
+    statuses = [server.request("/echo", "POST", body, {"Content-Type": "application/json"})[0] for _ in range(30)]
+    assert statuses == [413] * 30
