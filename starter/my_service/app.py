@@ -34,7 +34,8 @@ def build_app(test_config: dict | None = None) -> Flask:
     error_tracking.init_app(app)
     security.init_app(app)
     request_log.init_app(app)
-    metrics.init_app(app)
+    if settings.metrics:
+        metrics.init_app(app)
     problems.init_app(app)
     bodies.init_app(app, settings.worker_max_memory_mb)
     ratelimit.init_app(app, exempt=[health.bp])

@@ -9,7 +9,7 @@ import pytest
 from gunicorn.errors import HaltServer
 
 from my_service.cluster.board import MAX_SLOTS, Board
-from my_service.cluster.hooks import ClusterHooks
+from my_service.cluster.hooks import ClusterHooks, warn_if_python_differs
 from my_service.cluster.inflight import InFlight
 from my_service.cluster.lifecycle import (
     MAX_UNSTABLE,
@@ -169,3 +169,14 @@ def _accepted(workers: int) -> bool:
     except SettingError:
         return False
     return True
+
+
+@pytest.mark.parametrize(
+    ("pin", "warned"),
+    [("2.7", True), ("3.1", True), (f"{sys.version_info.major}.{sys.version_info.minor}", False), ("", False)],
+)
+def test_start_says_when_python_differs_from_its_pin(tmp_path, caplog, pin, warned):
+    """The start-up story names the Python that runs when .python-version pins another one."""
+    (tmp_path / ".python-version").write_text(pin + "\n")
+    warn_if_python_differs(tmp_path / ".python-version")
+    assert any(".python-version pins" in record.getMessage() for record in caplog.records) is warned

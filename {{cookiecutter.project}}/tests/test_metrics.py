@@ -28,7 +28,14 @@ def make_app(monkeypatch):
     """Build the app from a clean environment plus `env`, with a route that has a variable part."""
 
     def make(**env):
-        for name in ("REDIS_URL", "RATE_LIMIT", "METRICS_TOKEN", "FORWARDED_ALLOW_IPS", "RAILWAY_ENVIRONMENT_NAME"):
+        for name in (
+            "REDIS_URL",
+            "RATE_LIMIT",
+            "METRICS",
+            "METRICS_TOKEN",
+            "FORWARDED_ALLOW_IPS",
+            "RAILWAY_ENVIRONMENT_NAME",
+        ):
             monkeypatch.delenv(name, raising=False)
         for name, value in env.items():
             monkeypatch.setenv(name, value)
@@ -102,6 +109,12 @@ def test_the_token_opens_metrics_from_anywhere(make_app):
     response = client.get("/metrics", headers={"Authorization": f"Bearer {TOKEN}"}, environ_base=PUBLIC)
     assert response.status_code == 200
     assert f"{PREFIX}_http_requests_total" in response.get_data(as_text=True)
+
+
+def test_metrics_off_drops_the_endpoint(make_app):
+    client = make_app(METRICS="off").test_client()
+    client.get("/items/1")
+    assert client.get("/metrics").status_code == 404
 
 
 def test_private_network_peers_may_scrape(make_app):

@@ -64,6 +64,7 @@ BAD_VALUES = [
     ("GRACEFUL_TIMEOUT", "soon"),
     ("GRACEFUL_TIMEOUT", "0"),
     ("RATE_LIMIT", "fast"),
+    ("METRICS", "sometimes"),
     ("RATE_LIMIT", "100/fortnight"),
     ("REDIS_URL", "http://example.com"),
     ("REDIS_URL", "not a url"),

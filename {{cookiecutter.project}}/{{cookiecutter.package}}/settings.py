@@ -70,6 +70,8 @@ class Settings:
     request_timeout: int = 30
     # Peers whose X-Forwarded-* headers are believed: "*" or addresses and networks (gunicorn's meaning).
     forwarded_allow_ips: tuple[str, ...] = ("127.0.0.1", "::1")
+    # METRICS=off drops /metrics and its per-request counting.
+    metrics: bool = True
     # When set, /metrics answers only `Authorization: Bearer <token>`, from anywhere.
     metrics_token: str | None = None
     # When set, unhandled exceptions go to Sentry (sentry-sdk is imported only then).
@@ -110,6 +112,7 @@ class Settings:
             shutdown_delay=reader.integer("SHUTDOWN_DELAY", plan.shutdown_delay, low=0, high=300),
             request_timeout=reader.integer("REQUEST_TIMEOUT", REQUEST_TIMEOUT, low=0, high=3600),
             forwarded_allow_ips=reader.forwarded_allow_ips("FORWARDED_ALLOW_IPS"),
+            metrics=reader.boolean("METRICS") is not False,
             metrics_token=reader.token("METRICS_TOKEN"),
             sentry_dsn=reader.sentry_dsn("SENTRY_DSN"),
             sentry_traces_sample_rate=reader.fraction("SENTRY_TRACES_SAMPLE_RATE", 0.0),

@@ -14,7 +14,9 @@ import gc
 import itertools
 import logging
 import signal
+import sys
 import time
+from pathlib import Path
 
 from gunicorn.errors import HaltServer
 
@@ -211,6 +213,7 @@ class ClusterHooks:
 def log_start_story(server, settings: Settings, size: ClusterSize) -> None:
     mode = "cluster mode" if size.workers > 1 else "single-process mode"
     log.info("Master process starting %s (pid %s)", mode, server.pid, extra={"mode": mode})
+    warn_if_python_differs(Path(".python-version"))
     log.info(
         "CPU cores detected: %g (%s); memory: %.0f MB (%s)",
         size.cpus.value,
@@ -226,3 +229,21 @@ def log_start_story(server, settings: Settings, size: ClusterSize) -> None:
         size.reason,
         extra={"workers": size.workers, "threads": size.threads, "plan": settings.plan.name},
     )
+
+
+def warn_if_python_differs(pin: Path) -> None:
+    """Say so when this Python is not the one .python-version pins (the one Railpack installs)."""
+    try:
+        pinned = pin.read_text().strip()
+    except OSError:
+        return
+    running = f"{sys.version_info.major}.{sys.version_info.minor}"
+    parts = pinned.split(".")
+    if pinned and [str(number) for number in sys.version_info[: len(parts)]] != parts:
+        log.warning(
+            "Running Python %s, but .python-version pins %s: Railway will run %s",
+            running,
+            pinned,
+            pinned,
+            extra={"python": running, "python_version_pin": pinned},
+        )
