@@ -26,6 +26,8 @@ import os
 import time
 from pathlib import Path
 
+from .lifecycle import CAUSES
+
 # prometheus_client reads this variable when it is first imported.
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 # The metrics folder's name inside the master's runtime folder.
@@ -38,8 +40,6 @@ LOCK_FILE = ".lock"
 ADDITIVE_KINDS = ("counter", "histogram")
 # How long the master waits for scrapes to finish before it folds a dead worker's files.
 FOLD_WAIT_SECONDS = 1.0
-# Bounded labels for worker deaths, from lifecycle.Death.
-DEATH_CAUSES = ("shutdown", "forced", "memory", "timeout", "killed", "clean", "crashed")
 
 
 def multiprocess_env(instance_folder: Path) -> list[str]:
@@ -111,7 +111,7 @@ def _events():
     from prometheus_client import Counter
 
     deaths = Counter(f"{PREFIX}_worker_deaths_total", "Workers that died, by cause", ["cause"])
-    for cause in DEATH_CAUSES:
+    for cause in CAUSES:
         # Every cause shows from the start, at 0, so rate() and alerts see it.
         deaths.labels(cause)
     return {
@@ -130,21 +130,7 @@ def record_worker_start() -> None:
 
 def record_death(death) -> None:
     """Count a lifecycle.Death under a short, bounded cause."""
-    _events()["deaths"].labels(death_cause(death)).inc()
-
-
-def death_cause(death) -> str:
-    if death.shutting_down:
-        return "forced" if death.status == "SIGKILL" else "shutdown"
-    if death.over_memory:
-        return "memory"
-    if death.timed_out:
-        return "timeout"
-    if death.status == "SIGKILL":
-        return "killed"
-    if death.status in ("exit code 0", "SIGTERM"):
-        return "clean"
-    return "crashed"
+    _events()["deaths"].labels(death.kind).inc()
 
 
 def record_recycle() -> None:

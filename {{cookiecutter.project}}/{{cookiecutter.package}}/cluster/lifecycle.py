@@ -41,6 +41,19 @@ def describe_status(wait_status: int | None) -> str:
         return f"signal {-code}"
 
 
+# Each kind of death (a bounded label, for metrics) and the sentence the death line gives.
+CAUSES = {
+    "forced": "forced: still busy when the graceful timeout ran out",
+    "shutdown": "stopped for shutdown",
+    "memory": "recycled: over its memory limit",
+    "timeout": "timed out: a request ran past the timeout",
+    "killed": "killed: out of memory (OOM killer) or killed from outside",
+    "clean": "exited cleanly: reached max_requests or was asked to stop",
+    "unknown": "died with an exit status the master could not learn",
+    "crashed": "crashed ({status})",
+}
+
+
 @dataclass(frozen=True)
 class Death:
     """One worker's end, as the master saw it."""
@@ -52,22 +65,25 @@ class Death:
     shutting_down: bool = False
 
     @property
-    def cause(self) -> str:
+    def kind(self) -> str:
+        """Which of CAUSES this death is."""
         if self.shutting_down:
-            if self.status == "SIGKILL":
-                return "forced: still busy when the graceful timeout ran out"
-            return "stopped for shutdown"
+            return "forced" if self.status == "SIGKILL" else "shutdown"
         if self.over_memory:
-            return "recycled: over its memory limit"
+            return "memory"
         if self.timed_out:
-            return "timed out: a request ran past the timeout"
+            return "timeout"
         if self.status == "SIGKILL":
-            return "killed: out of memory (OOM killer) or killed from outside"
+            return "killed"
         if self.status in ("exit code 0", "SIGTERM"):
-            return "exited cleanly: reached max_requests or was asked to stop"
+            return "clean"
         if self.status == UNKNOWN_STATUS:
-            return "died with an exit status the master could not learn"
-        return f"crashed ({self.status})"
+            return "unknown"
+        return "crashed"
+
+    @property
+    def cause(self) -> str:
+        return CAUSES[self.kind].format(status=self.status)
 
     @property
     def intended(self) -> bool:
