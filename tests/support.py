@@ -50,13 +50,21 @@ def project_venv(project: Path) -> Path:
     from the project's unlocked inputs (requirements*.in) with every package
     upgraded, once a day.
     """
-    version = (project / ".python-version").read_text().strip()
     names = ("requirements.in", "requirements-dev.in") if NEWEST else ("requirements.txt", "requirements-dev.txt")
     requirements = "".join((project / name).read_text() for name in names)
     if NEWEST:
         requirements += time.strftime("newest %Y-%m-%d")
+        install = ["--upgrade", "--upgrade-strategy", "eager", "-r", "requirements-dev.in"]
+    else:
+        install = ["--require-hashes", "-r", "requirements-dev.txt"]
+    return _cached_venv(project, "py", requirements, install)
+
+
+def _cached_venv(project: Path, prefix: str, requirements: str, install: list[str]) -> Path:
+    """A venv for the project's .python-version, `pip install <install>`, cached by interpreter and requirements."""
+    version = (project / ".python-version").read_text().strip()
     key = hashlib.sha256(f"{version}\n{requirements}".encode()).hexdigest()[:12]
-    venv = CACHE / "venvs" / f"py{version}-{key}"
+    venv = CACHE / "venvs" / f"{prefix}{version}-{key}"
     CACHE.mkdir(exist_ok=True)
     with open(CACHE / "venvs.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -64,11 +72,7 @@ def project_venv(project: Path) -> Path:
             shutil.rmtree(venv, ignore_errors=True)
             subprocess.run([python_for(version), "-m", "venv", str(venv)], check=True)
             pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
-            if NEWEST:
-                pip += ["--upgrade", "--upgrade-strategy", "eager", "-r", "requirements-dev.in"]
-            else:
-                pip += ["--require-hashes", "-r", "requirements-dev.txt"]
-            subprocess.run(pip, check=True, cwd=project)
+            subprocess.run([*pip, *install], check=True, cwd=project)
             (venv / "complete").touch()
     return venv
 
@@ -95,16 +99,4 @@ def railpack_venv(project: Path) -> Path:
     No --require-hashes flag: pip checks every hash by itself because the lock carries them.
     Cached by interpreter and lock contents, like project_venv.
     """
-    version = (project / ".python-version").read_text().strip()
-    key = hashlib.sha256(f"{version}\n{(project / 'requirements.txt').read_text()}".encode()).hexdigest()[:12]
-    venv = CACHE / "venvs" / f"railpack-py{version}-{key}"
-    CACHE.mkdir(exist_ok=True)
-    with open(CACHE / "venvs.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not (venv / "complete").exists():
-            shutil.rmtree(venv, ignore_errors=True)
-            subprocess.run([python_for(version), "-m", "venv", str(venv)], check=True)
-            pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
-            subprocess.run([*pip, "-r", "requirements.txt"], check=True, cwd=project)
-            (venv / "complete").touch()
-    return venv
+    return _cached_venv(project, "railpack-py", (project / "requirements.txt").read_text(), ["-r", "requirements.txt"])
