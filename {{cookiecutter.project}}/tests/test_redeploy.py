@@ -87,6 +87,15 @@ class Nginx:
         self.configure(upstream)
         self.process.send_signal(signal.SIGHUP)
 
+    def upstream_errors(self) -> list[str]:
+        """What nginx logged against the upstreams: a refused connect, or one closed under a request.
+
+        nginx retries a request whose pooled connection the server closed
+        under it, so the client never sees that race; its log does.
+        """
+        log = (self.prefix / "error.log").read_text()
+        return [line for line in log.splitlines() if "upstream" in line and "[error]" in line]
+
     def _answers(self) -> bool:
         try:
             connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
@@ -201,9 +210,11 @@ def test_redeploy_through_a_proxy_loses_no_request(serve, order):
         stopped_after = time.monotonic() - started
         wait_until(lambda: _served_by(new, 200), message="steady load on the new cluster")
         ok, failed = load.stop()
+        upstream_errors = proxy.upstream_errors()
     finally:
         proxy.stop()
     assert failed == [], f"{len(failed)} of {ok + len(failed)} requests failed: {sorted(set(failed))}"
+    assert upstream_errors == []
     assert ok > 400
     assert stopped_after < DRAINING_SECONDS
     assert old.wait_for_log(lambda log: log.get("phase") == "lame duck")["shutdown_delay_s"] == SHUTDOWN_DELAY
