@@ -44,8 +44,8 @@ def serve():
 
 @pytest.fixture(scope="module")
 def server():
-    """One small cluster for the whole module, on the free plan's 1 MB body limit."""
-    running = Server({"WEB_CONCURRENCY": "2", "RAILWAY_PLAN": "free"})
+    """One small cluster for the whole module, on the free plan's 1 MB body limit, logging every request."""
+    running = Server({"WEB_CONCURRENCY": "2", "RAILWAY_PLAN": "free", "ACCESS_LOG": "all"})
     running.wait_healthy()
     yield running
     running.kill()

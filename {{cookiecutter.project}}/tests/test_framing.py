@@ -1,7 +1,6 @@
 """Malformed bodies over real sockets: broken chunked framing, endless chunks, JSON too deep to answer."""
 
 import json
-import time
 
 import pytest
 
@@ -29,17 +28,18 @@ def test_broken_chunked_framing_is_a_400_problem_without_traceback(server, body)
     answer = server.exchange(CHUNKED_HEAD + body)
     assert _status(answer) == 400, answer
     assert PROBLEM in answer
-    time.sleep(0.2)  # let the log reader catch up
+    # Its access line follows any traceback the request logged.
+    request_id = json.loads(answer.partition(b"\r\n\r\n")[2])["request_id"]
+    server.wait_for_log(lambda log: log.get("request_id") == request_id and "status" in log, message="its access line")
     assert not [log for log in server.logs if "exc_info" in log], "a traceback was logged"
     assert server.request("/health")[0] == 200
 
 
 def test_chunk_size_beyond_the_body_limit_is_a_413_at_once(server):
-    started = time.monotonic()
+    """The chunk is never sent: a server waiting for it would answer 408 at the body deadline, not 413."""
     answer = server.exchange(CHUNKED_HEAD + b"%x\r\n{" % 2**80, timeout=10)
     assert _status(answer) == 413, answer
     assert PROBLEM in answer
-    assert time.monotonic() - started < 5, "the server waited for the chunk"
 
 
 def test_a_valid_chunked_body_is_served(server):
