@@ -2,27 +2,15 @@
 
 import http.client
 import json
-import socket
 
 import pytest
 
 from my_service.cluster import limits
 from my_service.settings import WORKER_CLASS
 
-from .servers import Server
-
 pytestmark = pytest.mark.cluster
 
 PROBLEM = "application/problem+json"
-
-
-@pytest.fixture(scope="module")
-def server():
-    """One small cluster for the whole module, on the free plan's 1 MB body limit."""
-    running = Server({"WEB_CONCURRENCY": "2", "RAILWAY_PLAN": "free"})
-    running.wait_healthy()
-    yield running
-    running.kill()
 
 
 def _problem(answer, status):
@@ -40,12 +28,7 @@ def _post(server, body: bytes, content_type="application/json"):
 
 def _raw(server, data: bytes) -> tuple[int, dict, bytes]:
     """Send bytes no HTTP library would, and parse the answer."""
-    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as connection:
-        connection.sendall(data)
-        answer = b""
-        while chunk := connection.recv(65536):
-            answer += chunk
-    head, _, body = answer.partition(b"\r\n\r\n")
+    head, _, body = server.exchange(data).partition(b"\r\n\r\n")
     status_line, *header_lines = head.decode("latin-1").split("\r\n")
     headers = dict(line.split(": ", 1) for line in header_lines)
     return int(status_line.split()[1]), headers, body

@@ -1,4 +1,5 @@
-"""Fixtures: `app` -> `client` for the fast tests, `serve` for real gunicorn clusters.
+"""Fixtures: `app` -> `client` for the fast tests, `serve` for real gunicorn clusters,
+`server` for one cluster a whole module shares.
 
 In CI a skipped test fails: tests/ci_skips.py, loaded from pyproject.toml.
 """
@@ -39,3 +40,12 @@ def serve():
     yield start
     for server in started:
         server.kill()
+
+
+@pytest.fixture(scope="module")
+def server():
+    """One small cluster for the whole module, on the free plan's 1 MB body limit, logging every request."""
+    running = Server({"WEB_CONCURRENCY": "2", "RAILWAY_PLAN": "free", "ACCESS_LOG": "all"})
+    running.wait_healthy()
+    yield running
+    running.kill()

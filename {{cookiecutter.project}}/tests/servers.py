@@ -94,6 +94,16 @@ class Server:
         except urllib.error.HTTPError as error:
             return error.code, error.headers, error.read()
 
+    def exchange(self, data: bytes, timeout: float = 10) -> bytes:
+        """Send bytes no HTTP library would; the answer, read until the server closes (or `timeout`)."""
+        with socket.create_connection(("127.0.0.1", self.port), timeout=timeout) as connection:
+            connection.sendall(data)
+            answer = b""
+            with contextlib.suppress(TimeoutError):
+                while chunk := connection.recv(65536):
+                    answer += chunk
+        return answer
+
     def wait_healthy(self):
         def healthy():
             if self.process.poll() is not None:
