@@ -90,20 +90,16 @@ def _namespaces_unavailable() -> str | None:
     "sysctls",
     [
         ["net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.lo.disable_ipv6=1"],
-        pytest.param(
-            ["net.ipv6.bindv6only=1"],
-            marks=pytest.mark.xfail(
-                strict=True, reason="[::] is bound without IPV6_V6ONLY=0, so bindv6only=1 makes it IPv6-only"
-            ),
-        ),
+        ["net.ipv6.bindv6only=1"],
     ],
     ids=["ipv6-disabled", "bindv6only"],
 )
 def test_host_with_ipv6_switched_off_still_serves_ipv4_clients(serve, sysctls):
-    """A host whose IPv6 is off by sysctl (Docker's default without an IPv6 network): IPv4 clients are served.
+    """A host whose IPv6 is off by sysctl (Docker's default without an IPv6 network), or whose
+    [::] sockets are IPv6-only (bindv6only): IPv4 clients are served.
 
     Such a host can still bind [::] (only a kernel without IPv6 cannot, above),
-    so the cluster listens there and must take IPv4 connections on it.
+    so the cluster listens there and must take IPv4 connections, on [::] or beside it.
     """
     reason = _namespaces_unavailable()
     if reason:

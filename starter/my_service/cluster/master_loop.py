@@ -118,10 +118,15 @@ class MasterLoop:
             log.warning("%s queued connections were not accepted before the graceful timeout", left_over)
         left = max(1, math.ceil(self.drain_until - time.monotonic()))
         self.phase = "stopping"
-        log.info(
-            "Stopping: new connections refused, %s queued ones handed to workers; %ss left for requests in flight",
-            self.queued_at_drain,
-            left,
-            extra={"queued": self.queued_at_drain, "graceful_timeout_s": graceful_timeout},
-        )
+        if self.draining:
+            log.info(
+                "Stopping: new connections refused, %s queued ones handed to workers; %ss left for requests in flight",
+                self.queued_at_drain,
+                left,
+                extra={"queued": self.queued_at_drain, "graceful_timeout_s": graceful_timeout},
+            )
+        else:
+            log.info(
+                "Stopping: %ss left for requests in flight", left, extra={"graceful_timeout_s": graceful_timeout}
+            )
         compat.stop_gracefully(server, left)

@@ -16,12 +16,17 @@ def listen_addresses(port: int) -> list[str]:
 
     Railway's private network is IPv6-only in older environments, and its
     public edge connects over IPv4; a dual-stack [::] socket accepts both.
+    gunicorn leaves a socket's IPV6_V6ONLY as the host sets it, so where the
+    host makes [::] IPv6-only (net.ipv6.bindv6only=1) IPv4 gets its own socket.
     """
     try:
         with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as probe:
             probe.bind(("::", 0))
+            ipv6_only = probe.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY)
     except OSError:
         return [f"0.0.0.0:{port}"]
+    if ipv6_only:
+        return [f"[::]:{port}", f"0.0.0.0:{port}"]
     return [f"[::]:{port}"]
 
 
