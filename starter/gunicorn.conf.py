@@ -29,7 +29,7 @@ timeout = limits.heartbeat_timeout(settings.worker_class, settings.request_timeo
 graceful_timeout = settings.graceful_timeout
 keepalive = limits.KEEPALIVE
 worker_tmp_dir = limits.heartbeat_dir()
-# Load the app once in the master so workers share its memory (hooks.when_ready freezes it).
+# Load the app once in the master so workers share its memory (see cluster/preload.py).
 preload_app = True
 
 # Request limits
