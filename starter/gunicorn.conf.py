@@ -29,9 +29,8 @@ timeout = limits.heartbeat_timeout(settings.worker_class, settings.request_timeo
 graceful_timeout = settings.graceful_timeout
 keepalive = limits.KEEPALIVE
 worker_tmp_dir = limits.heartbeat_dir()
-# Load the app once in the master so workers share its memory; gevent must
-# patch the standard library before the app imports it, so it loads per worker.
-preload_app = settings.worker_class != "gevent"
+# Load the app once in the master so workers share its memory (see cluster/preload.py).
+preload_app = True
 
 # Request limits
 limit_request_line = limits.LIMIT_REQUEST_LINE

@@ -2,6 +2,18 @@
 
 Every value is decided in {{ cookiecutter.package }}.cluster; this file only assigns them.
 """
+{%- if cookiecutter.worker_class == "gevent" %}
+
+# ruff: noqa: E402 (gevent's patch has to run before the imports below)
+
+# gevent must patch the standard library before anything imports it. Patched
+# here, the master can load the app once and every worker shares it (preload_app).
+# The master keeps the real fork, waitpid and signals: patched, it could miss
+# a worker's death. Each worker patches those too once forked (gunicorn's gevent worker).
+from gevent import monkey
+
+monkey.patch_all(os=False, signal=False)
+{%- endif %}
 
 from {{ cookiecutter.package }}.cluster import limits, metrics, runtime
 from {{ cookiecutter.package }}.cluster.hooks import ClusterHooks
@@ -29,9 +41,8 @@ timeout = limits.heartbeat_timeout(settings.worker_class, settings.request_timeo
 graceful_timeout = settings.graceful_timeout
 keepalive = limits.KEEPALIVE
 worker_tmp_dir = limits.heartbeat_dir()
-# Load the app once in the master so workers share its memory; gevent must
-# patch the standard library before the app imports it, so it loads per worker.
-preload_app = settings.worker_class != "gevent"
+# Load the app once in the master so workers share its memory (see cluster/preload.py).
+preload_app = True
 
 # Request limits
 limit_request_line = limits.LIMIT_REQUEST_LINE

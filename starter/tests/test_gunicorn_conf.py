@@ -39,7 +39,7 @@ def test_every_value_is_a_valid_gunicorn_setting(load_conf):
     assert any(address.endswith(":9001") for address in config.bind)
     settings = conf["settings"]
     assert config.worker_class_str.endswith(f".{settings.worker_class.title()}Worker")
-    assert config.preload_app is (settings.worker_class != "gevent")
+    assert config.preload_app is True
     assert config.timeout == limits.heartbeat_timeout(settings.worker_class, 30)
     assert config.logger_class.__name__ == "GunicornLogger"
     assert config.control_socket_disable

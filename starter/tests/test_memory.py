@@ -1,9 +1,12 @@
-"""Memory bounded before it is spent: body bombs inside a real kernel memory limit, like a Railway replica.
+"""Memory: bounded before it is spent, and shared between workers.
 
-The cluster runs in a cgroup (v1) of the plan's replica size, joined before
-gunicorn forks a worker. The kernel's OOM killer must never act.
+Body bombs hit a cluster inside a real kernel memory limit, like a Railway
+replica: a cgroup (v1) of the plan's replica size, joined before gunicorn
+forks a worker. The kernel's OOM killer must never act. And every worker
+serves the app the master imported, never an import of its own.
 """
 
+import json
 import os
 import signal
 import sys
@@ -107,3 +110,31 @@ def test_body_bombs_in_a_replica_sized_cgroup_never_wake_the_oom_killer(replica)
         assert sum(answers.values()) >= CLIENTS, answers
     finally:
         server.kill()
+
+
+# Modules a worker may still import for itself after fork: small stdlib pieces
+# reached only on its first requests. The app, Flask and their dependencies must
+# come from the master.
+APP_PACKAGES = ("my_service", "main", "flask", "werkzeug", "flask_limiter", "limits", "redis")
+
+
+def test_the_app_is_imported_once_in_the_master_and_shared_by_every_worker(serve):
+    """Every worker serves the module objects the master imported before forking (preload_app, gc.freeze)."""
+    server = serve({"WEB_CONCURRENCY": "2", "RATE_LIMIT": UNLIMITED}, app="tests.loaded_once_app:app")
+    workers = server.wait_for_workers(2)
+    seen = {}
+
+    def every_worker_answered():
+        # Serve some requests first, as a worker does before it is asked; connections spread over both workers.
+        for _ in range(5):
+            server.request("/health")
+        answer = json.loads(server.request("/loaded-in")[2])
+        seen[answer["pid"]] = answer
+        return set(seen) >= workers
+
+    wait_until(every_worker_answered, message="an answer from every worker")
+    for pid in workers:
+        answer = seen[pid]
+        assert answer["imported_in"] == server.process.pid != pid, answer
+        again = [name for name in answer["imported_since_fork"] if name.split(".")[0] in APP_PACKAGES]
+        assert not again, f"worker {pid} imported {again} itself"

@@ -6,11 +6,11 @@ post_worker_init, pre_request, post_request, worker_exit and worker_abort
 run in a worker. The jobs live in master_loop (deadlines: crash back-off,
 lame duck, drain), lifecycle (why a worker died), watchdog (memory, stuck
 requests), inflight (request tracking), diagnostics (stacks, uncaught
-exceptions) and gunicorn_compat (every touch of gunicorn's internals).
+exceptions), preload (the app the workers share) and gunicorn_compat
+(every touch of gunicorn's internals).
 """
 
 import faulthandler
-import gc
 import itertools
 import logging
 import signal
@@ -30,6 +30,7 @@ from .inflight import ConnectionQuota, InFlight, TimedApp, describe, request_key
 from .lifecycle import CrashGuard, Death, describe_status, log_death
 from .master_loop import MasterLoop
 from .network import refuse_if_taken
+from .preload import prepare_to_fork
 from .rate_limit_scope import log_rate_limit_scope
 from .sizing import ClusterSize
 from .watchdog import WorkerWatchdog
@@ -94,8 +95,8 @@ class ClusterHooks:
         log.info("Configuration reloaded: replacing the workers with %s new ones", self.size.workers)
 
     def when_ready(self, server) -> None:
-        """Freeze the preloaded app's objects so forked workers keep sharing them."""
-        gc.freeze()
+        """Ready the preloaded app to be shared by the workers about to be forked."""
+        prepare_to_fork()
         log.info("Listening on port %s", self.settings.port)
 
     def pre_fork(self, server, worker) -> None:
