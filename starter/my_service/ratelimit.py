@@ -145,14 +145,16 @@ class RateLimit:
             return response
         amount, remaining, reset_at = state
         headers = response.headers
-        headers["X-RateLimit-Limit"] = str(amount)
-        headers["X-RateLimit-Remaining"] = str(remaining)
-        headers["X-RateLimit-Reset"] = str(int(reset_at))
+        headers.add("X-RateLimit-Limit", str(amount))
+        headers.add("X-RateLimit-Remaining", str(remaining))
+        headers.add("X-RateLimit-Reset", str(int(reset_at)))
         retry_after = int(reset_at - time.time())
-        existing = headers.get("Retry-After", "")
-        if existing.isdigit():  # another layer's wait (a body waiting its turn) may be longer
+        # Another layer's wait (a body waiting its turn) may be longer. A scan, since
+        # headers.get raises and catches inside when the header is missing.
+        existing = next((value for name, value in headers if name.lower() == "retry-after"), "")
+        if existing.isdigit():
             retry_after = max(retry_after, int(existing))
-        headers["Retry-After"] = str(retry_after)
+        headers.set("Retry-After", str(retry_after))
         return response
 
 
