@@ -17,9 +17,10 @@ from .logs import request_id
 
 log = logging.getLogger(__name__)
 
-# X-Railway-Request-Id, then X-Request-ID, as WSGI names them: read from the
-# environ, since a missing header read through request.headers raises and catches.
-INCOMING_HEADERS = ("HTTP_X_RAILWAY_REQUEST_ID", "HTTP_X_REQUEST_ID")
+INCOMING_HEADERS = ("X-Railway-Request-Id", "X-Request-ID")
+# The same, as the WSGI environ names them: read there, since a missing
+# header read through request.headers raises and catches an exception.
+INCOMING_ENVIRON_KEYS = tuple("HTTP_" + name.upper().replace("-", "_") for name in INCOMING_HEADERS)
 VALID_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 # Requests slower than this are logged even in "problems" mode.
 SLOW_REQUEST_MS = 1000
@@ -66,8 +67,8 @@ def _workers_in_replica() -> int:
 
 def choose_request_id() -> str:
     environ = request.environ
-    for header in INCOMING_HEADERS:
-        candidate = environ.get(header)
+    for key in INCOMING_ENVIRON_KEYS:
+        candidate = environ.get(key)
         if candidate and VALID_ID.match(candidate):
             return candidate
     return os.urandom(16).hex()  # 128 random bits, as a uuid4's hex, without building a UUID
