@@ -107,9 +107,11 @@ def test_keep_alive_connection_is_closed_after_its_quota(server):
         assert "close" not in answers[:-1]
         assert answers[-1] == "close"
 
+{%- if cookiecutter.worker_class != "sync" %}
+
 
 def test_a_kept_alive_head_that_arrives_in_parts_is_served(server):
-    """The second request's head, split across writes, is put together in the worker's loop."""
+    """The second request's head, split across writes, is put together (sync keeps no connection alive)."""
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
         reader = sock.makefile("rb")
         for parts in ([b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n"], [b"GET /health HT", b"TP/1.1\r\nHost: x\r\n\r\n"]):
@@ -123,6 +125,7 @@ def test_a_kept_alive_head_that_arrives_in_parts_is_served(server):
                 if line.lower().startswith(b"content-length:"):
                     length = int(line.split(b":")[1])
             reader.read(length)
+{%- endif %}
 
 
 def test_date_header_is_now(server):
