@@ -69,7 +69,8 @@ def test_smoke_bench_run_measures_everything(tmp_path):
         > 0
     )
     layers = results["layers"]["us_per_request"]
-    assert set(layers) == {"bare Flask", "+ security", "+ request_log", "+ problems", "+ ratelimit", "generated app"}
+    layer_names = ("security", "request_log", "problems", "ratelimit", "metrics", "bodies")
+    assert set(layers) == {"bare Flask", *(f"+ {name}" for name in layer_names), "generated app"}
     assert all(micros > 0 for micros in layers.values())
     assert results["metrics"]["on_rps"] > 0 and results["metrics"]["off_rps"] > 0
     assert set(results["attacks"]) == {"slow headers", "silent connections", "body bombs", "log flood"}

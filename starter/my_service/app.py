@@ -1,12 +1,38 @@
 """The app factory's body: settings first, then the layers around every request."""
 
 import logging
+import weakref
 
 from flask import Flask
 
 from . import bodies, error_tracking, health, metrics, problems, ratelimit, request_log, security, views
 from .logs import configure_logging
 from .settings import load_settings_or_exit
+
+
+class LayeredFlask(Flask):
+    """Flask, asking once per function (not on every request) whether a hook or view is a coroutine.
+
+    Flask asks for each before/after/teardown hook and the view, on every
+    request; with each layer's hooks, that cost as much as a layer. Weakly
+    keyed: a per-request function (after_this_request) is not kept alive.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # func -> whether it is a coroutine function (a bool, so the entry never holds func alive).
+        self._is_async = weakref.WeakKeyDictionary()
+
+    def ensure_sync(self, func):
+        try:
+            is_async = self._is_async.get(func)
+        except TypeError:  # not weakly referable: ask each time
+            return super().ensure_sync(func)
+        if is_async is None:
+            synced = super().ensure_sync(func)
+            self._is_async[func] = synced is not func
+            return synced
+        return self.async_to_sync(func) if is_async else func
 
 
 def build_app(test_config: dict | None = None) -> Flask:
@@ -16,7 +42,7 @@ def build_app(test_config: dict | None = None) -> Flask:
         # Outside gunicorn (flask run, tests) nobody has set up logging yet.
         configure_logging(settings.log_level)
 
-    app = Flask(__name__)
+    app = LayeredFlask(__name__)
     app.config.from_mapping(
         SETTINGS=settings,
         MAX_CONTENT_LENGTH=settings.plan.max_body_mb * 2**20,

@@ -166,7 +166,7 @@ def stop_timer(_error=None) -> None:
 
 
 def record_rate_limited(_limit) -> None:
-    """Flask-Limiter's on_breach callback."""
+    """Called by the rate limit for each request it refuses."""
     RATE_LIMITED.inc()
 
 

@@ -1,12 +1,15 @@
 """The app layer through Flask's test client: factory, problems, health, headers."""
 
 import datetime
+import gc
 import json
 import logging
 import uuid
+import weakref
 from decimal import Decimal
 
 import pytest
+from flask import after_this_request
 
 from my_service import create_app, logs
 from my_service.bodies import MAX_JSON_DEPTH, ParseBudget, parse_cost
@@ -29,6 +32,27 @@ def _problem(response, status):
 def test_factory_applies_test_config():
     assert not create_app().testing
     assert create_app({"TESTING": True}).testing
+
+
+def test_per_request_hooks_run_and_are_not_kept():
+    """The app remembers which functions are coroutines; a function made per request must still go away."""
+    app = create_app({"TESTING": True})
+    made = []
+
+    @app.get("/stamped")
+    def stamped():
+        @after_this_request
+        def stamp(response):
+            response.headers["X-Stamped"] = str(len(made))
+            return response
+
+        made.append(weakref.ref(stamp))
+        return {}
+
+    client = app.test_client()
+    assert [client.get("/stamped").headers["X-Stamped"] for _ in range(3)] == ["1", "2", "3"]
+    gc.collect()
+    assert all(ref() is None for ref in made)
 
 
 def test_index(client):

@@ -1,7 +1,10 @@
 """Hostile and broken requests over real HTTP to a running cluster: each a clean 4xx problem."""
 
+import email.utils
 import http.client
 import json
+import socket
+import time
 
 import pytest
 
@@ -87,3 +90,26 @@ def test_keep_alive_connection_is_closed_after_its_quota(server):
     else:
         assert "close" not in answers[:-1]
         assert answers[-1] == "close"
+
+
+def test_a_kept_alive_head_that_arrives_in_parts_is_served(server):
+    """The second request's head, split across writes, is put together (sync keeps no connection alive)."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        reader = sock.makefile("rb")
+        for parts in ([b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n"], [b"GET /health HT", b"TP/1.1\r\nHost: x\r\n\r\n"]):
+            for index, part in enumerate(parts):
+                if index:
+                    time.sleep(0.2)  # the client's pace, the thing under test: the first part arrives alone
+                sock.sendall(part)
+            assert reader.readline().startswith(b"HTTP/1.1 200"), parts
+            length = 0
+            while (line := reader.readline()) not in (b"\r\n", b""):
+                if line.lower().startswith(b"content-length:"):
+                    length = int(line.split(b":")[1])
+            reader.read(length)
+
+
+def test_date_header_is_now(server):
+    _, headers, _ = server.request("/health")
+    stamped = email.utils.parsedate_to_datetime(headers["Date"]).timestamp()
+    assert abs(stamped - time.time()) < 5

@@ -11,9 +11,12 @@ import json
 import os
 import statistics
 import sys
+import tempfile
 import time
 
 os.environ.setdefault("RATE_LIMIT", "1000000000/second")
+# Metrics as the cluster keeps them: values in memory-mapped files, one set per process.
+os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="layers-probe-"))
 
 
 def bare_app():
@@ -42,6 +45,8 @@ def with_layer(package: str, layer: str):
     module = importlib.import_module(f"{package}.{layer}")
     if layer == "ratelimit":
         module.init_app(app, exempt=[])
+    elif layer == "bodies":
+        module.init_app(app, settings.worker_max_memory_mb)
     else:
         module.init_app(app)
     return app
@@ -82,7 +87,7 @@ def main() -> None:
 
     logging.disable(logging.WARNING)  # the rate limiter's per-worker warning
     variants = {"bare Flask": bare_app()}
-    for layer in ("security", "request_log", "problems", "ratelimit"):
+    for layer in ("security", "request_log", "problems", "ratelimit", "metrics", "bodies"):
         variants[f"+ {layer}"] = with_layer(package, layer)
     variants["generated app"] = full_app()
     samples = {name: [] for name in variants}

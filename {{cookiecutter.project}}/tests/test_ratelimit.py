@@ -2,6 +2,7 @@
 
 import shutil
 import subprocess
+import threading
 
 import pytest
 
@@ -84,3 +85,27 @@ def test_the_master_alone_says_how_far_the_limit_reaches(serve):
     # Generated without Redis: counting per replica was chosen, so it is no warning.
     assert lines[0]["level"] == "info" and "REDIS_URL" not in lines[0]["message"]
 {%- endif %}
+
+
+def test_headers_say_where_the_client_stands(monkeypatch):
+    monkeypatch.setenv("RATE_LIMIT", "3/minute")
+    client = create_app({"TESTING": True}).test_client()
+    remaining = [client.get("/").headers["X-RateLimit-Remaining"] for _ in range(3)]
+    assert remaining == ["2", "1", "0"]
+    headers = client.get("/").headers
+    assert headers["X-RateLimit-Limit"] == "3" and 0 < int(headers["Retry-After"]) <= 60
+    assert "X-RateLimit-Limit" not in client.get("/health").headers, "health is not limited"
+
+
+def test_counting_in_memory_starts_no_thread_per_request(monkeypatch):
+    """limits' stock memory store starts a timer thread 10 ms after each count; under load, one every 10 ms."""
+    monkeypatch.setenv("RATE_LIMIT", "1000/second")
+    client = create_app({"TESTING": True}).test_client()
+
+    def timers():
+        return [thread for thread in threading.enumerate() if isinstance(thread, threading.Timer)]
+
+    wait_until(lambda: not timers())  # the store's first timer, cancelled when it was built
+    for _ in range(50):
+        assert client.get("/").status_code == 200
+        assert not timers()

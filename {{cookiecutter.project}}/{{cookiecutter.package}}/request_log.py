@@ -6,9 +6,9 @@ here. It is echoed back and stamped on every log line of the request.
 """
 
 import logging
+import os
 import re
 import time
-import uuid
 
 from flask import Flask, Response, current_app, g, request
 
@@ -18,6 +18,9 @@ from .logs import request_id
 log = logging.getLogger(__name__)
 
 INCOMING_HEADERS = ("X-Railway-Request-Id", "X-Request-ID")
+# The same, as the WSGI environ names them: read there, since a missing
+# header read through request.headers raises and catches an exception.
+INCOMING_ENVIRON_KEYS = tuple("HTTP_" + name.upper().replace("-", "_") for name in INCOMING_HEADERS)
 VALID_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 # Requests slower than this are logged even in "problems" mode.
 SLOW_REQUEST_MS = 1000
@@ -63,11 +66,12 @@ def _workers_in_replica() -> int:
 
 
 def choose_request_id() -> str:
-    for header in INCOMING_HEADERS:
-        candidate = request.headers.get(header, "")
-        if VALID_ID.match(candidate):
+    environ = request.environ
+    for key in INCOMING_ENVIRON_KEYS:
+        candidate = environ.get(key)
+        if candidate and VALID_ID.match(candidate):
             return candidate
-    return uuid.uuid4().hex
+    return os.urandom(16).hex()  # 128 random bits, as a uuid4's hex, without building a UUID
 
 
 def start_request() -> None:
@@ -101,9 +105,11 @@ def finish_request(response: Response) -> Response:
 
 def _should_log(status: int, duration_ms: float) -> bool:
     mode = current_app.config["ACCESS_LOG"]
-    if mode == "off" or request.path in UNLOGGED_PATHS or g.get("metrics_scrape"):
+    if mode == "off":
         return False
-    return mode == "all" or status >= 500 or status == 429 or duration_ms >= SLOW_REQUEST_MS
+    if mode != "all" and status < 500 and status != 429 and duration_ms < SLOW_REQUEST_MS:
+        return False  # "problems": most requests stop here, before the path is read
+    return request.path not in UNLOGGED_PATHS and not g.get("metrics_scrape")
 
 
 def end_request(_error=None) -> None:

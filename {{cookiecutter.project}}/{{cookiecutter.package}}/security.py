@@ -8,6 +8,7 @@ added. An entry that is not an IP address ends the walk, so a client cannot
 choose its own rate-limit key by sending the header itself.
 """
 
+import functools
 import ipaddress
 
 from flask import Flask, Response, request
@@ -23,6 +24,10 @@ API_HEADERS = {
     "Cross-Origin-Resource-Policy": "same-origin",
 }
 HSTS = "max-age=63072000; includeSubDomains"
+# Keyed by the lower-case name, to compare with a response's own headers in one pass.
+_API_HEADERS_BY_KEY = {name.lower(): (name, value) for name, value in API_HEADERS.items()}
+# Distinct peers whose trust is remembered; the edge and local proxies are a handful.
+PEER_CACHE_SIZE = 1024
 # The TCP peer's address, kept in the WSGI environ when the client's replaces it.
 PEER_ADDR_KEY = "{{ cookiecutter.package }}.peer_addr"
 
@@ -43,6 +48,8 @@ class TrustedProxies:
         self.networks = () if self.any_peer else tuple(ipaddress.ip_network(entry, strict=False) for entry in allowed)
         # Proto and host, from one hop; only ever called for a trusted peer.
         self.forwarded = ProxyFix(app, x_for=0, x_proto=1, x_host=1)
+        # Parsing the peer's address is most of this layer's cost: once per peer, not per request.
+        self.trusts_peer = functools.lru_cache(maxsize=PEER_CACHE_SIZE)(lambda peer: self.trusts(_address(peer)))
 
     def trusts(self, address) -> bool:
         return address is not None and (self.any_peer or any(address in network for network in self.networks))
@@ -61,18 +68,24 @@ class TrustedProxies:
 
     def __call__(self, environ, start_response):
         peer = environ.get("REMOTE_ADDR", "")
-        if not self.trusts(_address(peer)):
+        if not self.trusts_peer(peer):
             return self.app(environ, start_response)
         environ[PEER_ADDR_KEY] = peer
         environ["REMOTE_ADDR"] = self.client_address(peer, environ.get("HTTP_X_FORWARDED_FOR", ""))
-        return self.forwarded(environ, start_response)
+        if "HTTP_X_FORWARDED_PROTO" in environ or "HTTP_X_FORWARDED_HOST" in environ:
+            return self.forwarded(environ, start_response)
+        return self.app(environ, start_response)
 
 
 def add_security_headers(response: Response) -> Response:
-    for name, value in API_HEADERS.items():
-        response.headers.setdefault(name, value)
-    if request.is_secure:
-        response.headers.setdefault("Strict-Transport-Security", HSTS)
+    """Each header the route did not set itself (one pass over its headers, not one per name)."""
+    headers = response.headers
+    present = {name.lower() for name, _ in headers}
+    for key, (name, value) in _API_HEADERS_BY_KEY.items():
+        if key not in present:
+            headers.add(name, value)
+    if request.is_secure and "strict-transport-security" not in present:
+        headers.add("Strict-Transport-Security", HSTS)
     return response
 
 

@@ -21,13 +21,14 @@ as long as it likes. These subclasses change only how requests are read:
   worker, so small requests (/health) always find a thread or a turn.
 - sync serves one connection at a time: the deadlines bound how long one
   client holds it, nothing more (see the README).
+- Every worker formats the Date header once a second, not once per response.
 
 gunicorn.conf.py names GthreadWorker, GeventWorker or SyncWorker; `gunicorn -k`
 on the command line still picks gunicorn's own worker.
 
 gunicorn internals this relies on: gunicorn.http.get_parser (replaced in each
 worker process); RequestParser (unreader, mesg_class), Request (__init__,
-set_body_reader, unreader, body.reader), SocketUnreader (chunk, sock, buf),
+set_body_reader, unreader, body.reader), util.http_date, SocketUnreader (chunk, sock, buf),
 ChunkedReader (parse_chunk_size, parser), LengthReader.length and
 EOFReader.finished; gthread's TConn and ThreadWorker (accept,
 on_client_socket_readable, enqueue_req, finish_request, murder_pending,
@@ -193,10 +194,34 @@ def deadline_get_parser(cfg, source, source_addr, http2_connection=False):
 
 
 def install_deadline_parser(cooperative: bool = False) -> None:
-    """Make this worker process read every HTTP/1 request with DeadlineParser."""
+    """Make this worker process read every HTTP/1 request with DeadlineParser (and cache its Date)."""
     DeadlineRequest.max_body_bytes = load_settings_or_exit().plan.max_body_mb * 2**20
     DeadlineUnreader.yields_in_body = cooperative
     gunicorn.http.get_parser = deadline_get_parser
+    install_cached_http_date()
+
+
+_original_http_date = util.http_date
+# (second, its Date header value): rebuilt once a second, not formatted for every response.
+_current_date = (0, "")
+
+
+def cached_http_date(timestamp=None) -> str:
+    """gunicorn's util.http_date, formatting the current second once instead of once per response."""
+    global _current_date
+    if timestamp is not None:
+        return _original_http_date(timestamp)
+    now = int(time.time())
+    second, text = _current_date
+    if second != now:
+        text = _original_http_date(now)
+        _current_date = (now, text)  # one tuple, swapped whole: safe to read from any thread
+    return text
+
+
+def install_cached_http_date() -> None:
+    """Make this worker process stamp responses' Date from cached_http_date."""
+    util.http_date = cached_http_date
 
 
 def declares_large_body(head: bytes) -> bool:
@@ -317,15 +342,21 @@ class GthreadWorker(_AnswersClientErrors, gthread.ThreadWorker):
         if not getattr(conn, "buffers_head", False):
             super().on_client_socket_readable(conn, client)
             return
-        self.poller.unregister(client)
         self.keepalived_conns.remove(conn)
-        self._await_head(conn, time.monotonic() + limits.HEADER_TIMEOUT)
+        self._start_head(conn, time.monotonic() + limits.HEADER_TIMEOUT)
+        # Read while still registered: usually the whole head is here, and the socket
+        # leaves the poller once (to its thread) instead of being registered again first.
         self._read_head(conn, client)
+        if conn in self.heads:  # the rest of the head is still on its way
+            self.poller.modify(client, selectors.EVENT_READ, partial(self._read_head, conn))
 
-    def _await_head(self, conn: _Conn, deadline: float) -> None:
+    def _start_head(self, conn: _Conn, deadline: float) -> None:
         conn.head = bytearray()
         conn.deadline = deadline
         self.heads[conn] = None
+
+    def _await_head(self, conn: _Conn, deadline: float) -> None:
+        self._start_head(conn, deadline)
         self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._read_head, conn))
 
     def _read_head(self, conn: _Conn, _sock) -> None:
