@@ -45,7 +45,8 @@ class WorkerMemoryStorage(MemoryStorage):
 
     The stock class starts a timer thread 10 ms after each count, to sweep:
     under load, a new thread every 10 ms in every worker, costing more CPU
-    than the counting. Not registered as a URI scheme: built here only.
+    than the counting. Not registered as a URI scheme: built here only. The
+    private names it replaces are checked at start (cluster/gunicorn_compat.py).
     """
 
     SWEEP_SECONDS = 1.0

@@ -10,6 +10,7 @@ from my_service.cluster.gunicorn_compat import (
     EXIT_INCOMPATIBLE,
     INTERNALS,
     gevent_internals,
+    limits_internals,
     missing_internals,
 )
 
@@ -23,6 +24,7 @@ from gunicorn import arbiter, sock, util
 from gunicorn.http import body, message, parser, unreader
 from gunicorn.http2 import negotiation
 from gunicorn.workers import base, gthread, sync
+from limits.storage import memory
 {extra_import}
 owner = {owner}
 def broken(*args, **kwargs):
@@ -52,6 +54,7 @@ OWNERS = {
     "gthread": "gthread",
     "SyncWorker": "sync.SyncWorker",
     "GeventWorker": "ggevent.GeventWorker",
+    "MemoryStorage": "memory.MemoryStorage",
 }
 
 
@@ -60,7 +63,11 @@ def test_this_gunicorn_has_every_internal():
 
 
 # gunicorn's own start already fails without its os module: nothing to guard there.
-BREAKABLE = [internal for internal in (*INTERNALS, *gevent_internals()) if internal.name != "gunicorn.arbiter.os"]
+BREAKABLE = [
+    internal
+    for internal in (*INTERNALS, *gevent_internals(), *limits_internals())
+    if internal.name != "gunicorn.arbiter.os"
+]
 
 
 @pytest.mark.cluster

@@ -115,7 +115,7 @@ def test_body_bombs_in_a_replica_sized_cgroup_never_wake_the_oom_killer(replica)
 # Modules a worker may still import for itself after fork: small stdlib pieces
 # reached only on its first requests. The app, Flask and their dependencies must
 # come from the master.
-APP_PACKAGES = ("my_service", "main", "flask", "werkzeug", "flask_limiter", "limits", "redis")
+APP_PACKAGES = ("my_service", "main", "flask", "werkzeug", "limits", "redis")
 
 
 def test_the_app_is_imported_once_in_the_master_and_shared_by_every_worker(serve):

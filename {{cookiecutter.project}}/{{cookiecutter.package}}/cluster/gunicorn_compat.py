@@ -8,9 +8,11 @@ signal queue), and a wrapper around something renamed would silently do
 nothing. So the master checks each one's shape before anything starts, and
 refuses to start, with one JSON line, when one is missing.
 (errors.py swaps gunicorn.util.write_error, and workers.py subclasses gunicorn's
-workers and request readers; their internals are checked here too.)
+workers and request readers; their internals are checked here too, and so are
+the two private methods of limits' memory store that ratelimit.py replaces.)
 """
 
+import importlib.metadata
 import importlib.util
 import inspect
 import logging
@@ -145,9 +147,21 @@ def gevent_internals() -> tuple[Internal, ...]:
     )
 
 
+def limits_internals() -> tuple[Internal, ...]:
+    """What ratelimit.WorkerMemoryStorage replaces: the store's timer-per-count sweep."""
+    from limits.storage import memory
+
+    store = memory.MemoryStorage
+    return (
+        Internal("MemoryStorage.__init__", store, "__init__", uses=("timer",)),
+        Internal("MemoryStorage.__schedule_expiry", store, "_MemoryStorage__schedule_expiry", ("self",), ("timer",)),
+        Internal("MemoryStorage.__expire_events", store, "_MemoryStorage__expire_events", ("self",)),
+    )
+
+
 def missing_internals() -> list[str]:
-    """Each wrapped internal that this gunicorn no longer has in the expected shape."""
-    problems = [internal.problem() for internal in (*INTERNALS, *gevent_internals())]
+    """Each wrapped internal that this gunicorn (or limits) no longer has in the expected shape."""
+    problems = [internal.problem() for internal in (*INTERNALS, *gevent_internals(), *limits_internals())]
     if getattr(arbiter, "os", None) is not os:
         problems.append("gunicorn.arbiter.os is not the os module")
     return [problem for problem in problems if problem]
@@ -158,11 +172,13 @@ def refuse_unless_compatible() -> None:
     missing = missing_internals()
     if not missing:
         return
+    limits_version = importlib.metadata.version("limits")
     log.error(
-        "Refusing to start: gunicorn %s changed internals this cluster wraps: %s",
+        "Refusing to start: gunicorn %s or limits %s changed internals this cluster wraps: %s",
         gunicorn.__version__,
+        limits_version,
         "; ".join(missing),
-        extra={"gunicorn_version": gunicorn.__version__, "missing": missing},
+        extra={"gunicorn_version": gunicorn.__version__, "limits_version": limits_version, "missing": missing},
     )
     sys.exit(EXIT_INCOMPATIBLE)
 
