@@ -21,7 +21,7 @@ BREAK_AND_START = """
 import sys
 import gunicorn.http
 from gunicorn import arbiter, sock, util
-from gunicorn.http import body, message, parser, unreader
+from gunicorn.http import body, message, parser, unreader, wsgi
 from gunicorn.http2 import negotiation
 from gunicorn.workers import base, gthread, sync
 from limits.storage import memory
@@ -40,6 +40,7 @@ OWNERS = {
     "Worker": "base.Worker",
     "Message": "message.Message",
     "Request": "message.Request",
+    "Response": "wsgi.Response",
     "util": "util",
     "gunicorn.arbiter": "arbiter",
     "gunicorn.http": "gunicorn.http",

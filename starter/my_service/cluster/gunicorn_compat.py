@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import gunicorn
 import gunicorn.http
 from gunicorn import arbiter, sock, util
-from gunicorn.http import body, message, parser, unreader
+from gunicorn.http import body, message, parser, unreader, wsgi
 from gunicorn.http2 import negotiation
 from gunicorn.workers import base, gthread, sync
 
@@ -105,6 +105,9 @@ INTERNALS = (
     Internal("Worker.handle_error", base.Worker, "handle_error", ("self", "req", "client", "addr", "exc")),
     Internal("util.write_nonblock", util, "write_nonblock", ("sock", "data", "chunked")),
     Internal("util.close", util, "close", ("sock",)),
+    # workers.py: each response's Date comes from util.http_date, cached once a second.
+    Internal("util.http_date", util, "http_date", ("timestamp",)),
+    Internal("Response.default_headers", wsgi.Response, "default_headers", ("self",), ("http_date",)),
     Internal("negotiation.prior_knowledge_allowed", negotiation, "prior_knowledge_allowed", ("cfg", "peer_addr")),
     # workers.py: gthread's connections wait for their request head in the worker's event loop.
     Internal("TConn.__init__", gthread.TConn, "__init__", uses=("data_ready", "parser")),
