@@ -126,7 +126,5 @@ class MasterLoop:
                 extra={"queued": self.queued_at_drain, "graceful_timeout_s": graceful_timeout},
             )
         else:
-            log.info(
-                "Stopping: %ss left for requests in flight", left, extra={"graceful_timeout_s": graceful_timeout}
-            )
+            log.info("Stopping: %ss left for requests in flight", left, extra={"graceful_timeout_s": graceful_timeout})
         compat.stop_gracefully(server, left)
