@@ -105,8 +105,14 @@ class Nginx:
             return False
 
     def stop(self) -> None:
-        self.process.kill()
-        self.process.wait()
+        # SIGTERM: nginx's fast shutdown stops its workers too (SIGKILL would orphan
+        # them, still holding the port); SIGKILL only if it does not exit.
+        self.process.terminate()
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
         shutil.rmtree(self.prefix, ignore_errors=True)
 
 
