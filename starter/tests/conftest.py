@@ -44,8 +44,11 @@ def serve():
 
 @pytest.fixture(scope="module")
 def server():
-    """One small cluster for the whole module, on the free plan's 1 MB body limit, logging every request."""
-    running = Server({"WEB_CONCURRENCY": "2", "RAILWAY_PLAN": "free", "ACCESS_LOG": "all"})
+    """One small cluster for the whole module, on the free plan's 1 MB body limit, logging every request.
+
+    Not rate limited: its modules send more than the free plan's 60 a minute (test_ratelimit.py tests the limit).
+    """
+    running = Server({"WEB_CONCURRENCY": "2", "RAILWAY_PLAN": "free", "ACCESS_LOG": "all", "RATE_LIMIT": "off"})
     running.wait_healthy()
     yield running
     running.kill()
