@@ -30,6 +30,11 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+def message_starts(start: str):
+    """A log-line predicate: its message starts with `start`."""
+    return lambda log: log.get("message", "").startswith(start)
+
+
 def wait_until(predicate, timeout=DEADLINE, interval=0.05, message="condition"):
     """Poll `predicate` until it returns something truthy; fail after `timeout`."""
     deadline = time.monotonic() + timeout

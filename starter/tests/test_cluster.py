@@ -17,7 +17,7 @@ import pytest
 from my_service.cluster.sizing import size_cluster
 from my_service.settings import EXIT_BAD_CONFIG, WORKER_CLASS, Settings
 
-from .servers import free_port, wait_until
+from .servers import free_port, message_starts, wait_until
 
 pytestmark = pytest.mark.cluster
 
@@ -25,17 +25,13 @@ FAULTY = "tests.faulty_app:app"
 PROJECT = "my-service"
 
 
-def _is(message_start):
-    return lambda log: log.get("message", "").startswith(message_start)
-
-
 def test_starts_with_the_seed_story_and_every_line_is_json(serve):
     server = serve({"WEB_CONCURRENCY": "2"})
     server.wait_for_workers(2)
-    server.wait_for_log(_is("Worker 2 started"))
-    assert server.wait_for_log(_is("Master process starting cluster mode"))
-    assert server.wait_for_log(_is("CPU cores detected"))["cpus"] >= 1
-    assert server.wait_for_log(_is("Starting 2 workers"))["workers"] == 2
+    server.wait_for_log(message_starts("Worker 2 started"))
+    assert server.wait_for_log(message_starts("Master process starting cluster mode"))
+    assert server.wait_for_log(message_starts("CPU cores detected"))["cpus"] >= 1
+    assert server.wait_for_log(message_starts("Starting 2 workers"))["workers"] == 2
     assert not [log for log in server.logs if "Perhaps out of memory" in log["message"]]
     assert all(set(log) >= {"message", "level"} for log in server.logs)
     assert len(server.logs) == len(server.lines), "a line on stdout was not JSON"
@@ -176,7 +172,7 @@ def test_worker_over_its_memory_limit_is_recycled_without_failing_requests(serve
     assert statuses == [200] * 6
     death = server.wait_for_log(lambda log: "memory limit" in log.get("cause", ""))
     assert death["worker_pid"] in first
-    assert server.wait_for_log(_is(f"Worker {death['worker']} started"), message="the replacement")
+    assert server.wait_for_log(message_starts(f"Worker {death['worker']} started"), message="the replacement")
     assert server.request("/pid")[0] == 200
 
 
@@ -283,7 +279,7 @@ def test_crash_loop_backs_off_then_exits_non_zero_at_any_log_level(serve, level)
         waits = [log for log in server.logs if log["message"].startswith("Workers keep dying young")]
         assert len(waits) >= 5, "replacements were not spaced out"
         assert server.wait_for_log(lambda log: log.get("status") == "SIGSEGV")
-    assert server.wait_for_log(_is("Stopping the cluster"))
+    assert server.wait_for_log(message_starts("Stopping the cluster"))
 
 
 def test_sigterm_during_crash_back_off_stops_at_once(serve):
@@ -314,7 +310,7 @@ def test_unhandled_exception_is_logged_with_traceback_but_hidden_from_client(ser
 def test_uncaught_thread_exception_is_one_json_line(serve):
     server = serve({"WEB_CONCURRENCY": "1"}, app=FAULTY)
     assert server.request("/thread-crash")[0] == 200
-    crash = server.wait_for_log(lambda log: log.get("message", "").startswith("Uncaught ZeroDivisionError"))
+    crash = server.wait_for_log(message_starts("Uncaught ZeroDivisionError"))
     assert crash["level"] == "error"
     assert "ZeroDivisionError" in crash["exc_info"]
     assert not [line for line in server.lines if line.startswith("Traceback")], "a raw traceback was printed"

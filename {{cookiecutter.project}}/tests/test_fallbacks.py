@@ -16,7 +16,7 @@ import psutil
 import pytest
 
 from .kernel_refusals import supported
-from .servers import wait_until
+from .servers import message_starts, wait_until
 
 pytestmark = pytest.mark.cluster
 
@@ -30,22 +30,19 @@ def _refusing(refusal: str, app: str) -> list[str]:
     return [sys.executable, "-m", "tests.kernel_refusals", refusal, "--", sys.executable, "-m", "gunicorn", app]
 
 
-def _is(message_start):
-    return lambda log: log.get("message", "").startswith(message_start)
-
-
 @needs_seccomp
 def test_sigterm_without_socket_filters_stops_gracefully_without_the_drain(serve):
     """Where SO_ATTACH_FILTER is refused (EPERM), SIGTERM skips the drain: requests in flight still finish."""
     server = serve({"WEB_CONCURRENCY": "2", "GRACEFUL_TIMEOUT": "10"}, command=_refusing("socket-filters", FAULTY))
     with ThreadPoolExecutor(2) as pool:
         in_flight = [pool.submit(server.request, "/slow?seconds=2") for _ in range(2)]
-        wait_until(lambda: len(list(filter(_is("slow request started"), server.logs))) >= 2, message="2 slow requests")
+        started = message_starts("slow request started")
+        wait_until(lambda: len(list(filter(started, server.logs))) >= 2, message="2 slow requests")
         server.signal(signal.SIGTERM)
         statuses = [future.result()[0] for future in in_flight]
     assert statuses == [200, 200]
     assert server.wait_exit() == 0
-    fallback = server.wait_for_log(_is("New connections cannot be refused"), message="the fallback's line")
+    fallback = server.wait_for_log(message_starts("New connections cannot be refused"), message="the fallback's line")
     assert fallback["level"] == "warn"
     assert not [log for log in server.logs if log.get("forced")], "workers outlived GRACEFUL_TIMEOUT"
 
@@ -61,7 +58,7 @@ def test_kernel_without_ipv6_listens_on_ipv4(serve):
         if connection.status == psutil.CONN_LISTEN
     ]
     assert listening == [("0.0.0.0", server.port)]
-    server.wait_for_log(_is(f"Listening at: http://0.0.0.0:{server.port}"), message="the listening line")
+    server.wait_for_log(message_starts(f"Listening at: http://0.0.0.0:{server.port}"), message="the listening line")
     assert not [log for log in server.logs if log.get("level") in ("error", "critical")]
 
 

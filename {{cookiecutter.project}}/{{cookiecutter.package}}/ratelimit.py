@@ -125,7 +125,7 @@ class RateLimit:
         shown = breached or items[0]
         reset_at, remaining = limiter.get_window_stats(shown, *identifiers)
         g.rate_limit = (shown.amount, remaining, reset_at)
-        if self.shared is not None and limiter is self.shared and self.redis_retry != REDIS_RETRY_SECONDS:
+        if limiter is self.shared and self.redis_retry != REDIS_RETRY_SECONDS:
             log.warning("Rate limit: Redis answers again; counting there")
             self.redis_retry = REDIS_RETRY_SECONDS
         if breached is None:
