@@ -18,10 +18,14 @@ PROJECT_MAX_LENGTH = 63
 GITHUB_REPOSITORY_PATTERN = re.compile(
     r"^[A-Za-z0-9][A-Za-z0-9-]{0,38}(?:/(?!\.{1,2}(?:/|$))[A-Za-z0-9._-]{1,100}){1,}$"
 )
-# Import names the generated project already uses: a package named like one would shadow it.
+# Import names the generated project already uses (its locked packages, with
+# the test tools, and its own modules): a package named like one would shadow it.
 TAKEN_NAMES = {
-    "flask", "gunicorn", "psutil", "redis", "gevent", "greenlet", "limits", "flask_limiter",
-    "pythonjsonlogger", "werkzeug", "jinja2", "click", "itsdangerous", "markupsafe", "blinker",
+    "flask", "werkzeug", "jinja2", "click", "itsdangerous", "markupsafe", "blinker",
+    "gunicorn", "packaging", "psutil", "pythonjsonlogger", "orjson", "limits", "deprecated", "wrapt",
+    "typing_extensions", "redis", "async_timeout", "prometheus_client", "sentry_sdk", "certifi", "urllib3",
+    "gevent", "greenlet", "zope", "cffi", "pycparser",
+    "pytest", "pluggy", "iniconfig", "pygments", "colorama", "ruff", "uv",
     "main", "tests", "test", "app",
 }  # fmt: skip
 

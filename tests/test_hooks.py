@@ -7,7 +7,7 @@ import pytest
 
 from hooks import post_gen_project, pre_gen_project
 
-from .support import PLANS, TEMPLATE
+from .support import PLANS, ROOT, TEMPLATE
 
 GOOD = {
     "project_name": "My Service",
@@ -26,6 +26,21 @@ GOOD = {
 
 def test_good_answers_pass():
     assert pre_gen_project.problems(GOOD) == []
+
+
+# Locked distributions whose import name is not their name with dashes as underscores.
+IMPORT_NAMES = {"python-json-logger": "pythonjsonlogger", "zope-event": "zope", "zope-interface": "zope"}
+
+
+def test_no_locked_package_can_be_shadowed_by_the_projects_package():
+    locked = {
+        line.split("==")[0]
+        for lock in (ROOT / "templates" / "locks").glob("*/requirements*.txt")
+        for line in lock.read_text().splitlines()
+        if "==" in line and not line.startswith((" ", "#"))
+    }
+    imports = {IMPORT_NAMES.get(name, name.replace("-", "_")) for name in locked}
+    assert imports - pre_gen_project.TAKEN_NAMES == set()
 
 
 @pytest.mark.parametrize(
