@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from my_service.cluster import preload
 from my_service.plans import PLANS
 from my_service.settings import WORKER_CLASS
 
@@ -119,7 +120,7 @@ APP_PACKAGES = ("my_service", "main", "flask", "werkzeug", "limits", "redis")
 
 
 def test_the_app_is_imported_once_in_the_master_and_shared_by_every_worker(serve):
-    """Every worker serves the module objects the master imported before forking (preload_app, gc.freeze)."""
+    """Every worker serves the module objects the master imported before forking, immortal where CPython can."""
     server = serve({"WEB_CONCURRENCY": "2", "RATE_LIMIT": UNLIMITED}, app="tests.loaded_once_app:app")
     workers = server.wait_for_workers(2)
     seen = {}
@@ -138,3 +139,5 @@ def test_the_app_is_imported_once_in_the_master_and_shared_by_every_worker(serve
         assert answer["imported_in"] == server.process.pid != pid, answer
         again = [name for name in answer["imported_since_fork"] if name.split(".")[0] in APP_PACKAGES]
         assert not again, f"worker {pid} imported {again} itself"
+        if preload.immortality_works():
+            assert answer["app_refcount"] == preload.IMMORTAL_REFCOUNT, answer

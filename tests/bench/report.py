@@ -65,13 +65,14 @@ def _sizing(sweep: dict) -> list[str]:
 
 
 def _memory(memory: dict) -> list[str]:
-    lines = [f"{'memory (PSS after load)':<26} {'workers':>7} {'PSS MB':>8}  worker USS MB"]
+    lines = [f"{'memory (PSS after load)':<26} {'workers':>7} {'PSS MB':>8}  worker USS MB (requests served)"]
     for worker_class, figures in memory.items():
         if worker_class == BASELINE:
             lines.append(f"  {'bare gunicorn (1 sync)':<24} {1:>7} {figures['pss_mb']:>8.1f}")
             continue
         for count, row in figures["by_workers"].items():
-            lines.append(f"  {worker_class:<24} {count:>7} {row['pss_mb']:>8.1f}  {row['worker_uss_mb']}")
+            served = f" ({row['worker_requests']})" if "worker_requests" in row else ""
+            lines.append(f"  {worker_class:<24} {count:>7} {row['pss_mb']:>8.1f}  {row['worker_uss_mb']}{served}")
         lines.append(
             f"  {worker_class}: {figures['per_extra_worker_mb']} MB per extra worker "
             f"({figures['per_extra_worker_share']:.0%} of the smallest cluster)"

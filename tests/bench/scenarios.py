@@ -130,15 +130,15 @@ class Bench:
             if worker_class not in self.projects:
                 continue
             by_count = {}
+            _, _, package = self.projects[worker_class]
             for count in self.profile.memory_workers:
                 server = self.start_cluster(worker_class, WEB_CONCURRENCY=str(count))
                 try:
-                    # Touch what serving touches: both routes, every worker.
-                    wrk(server.url + "/cpu", 16, 1)
-                    wrk(server.url + "/io", 200, 1)
+                    served = _load_every_worker(server, package)
                     by_count[str(count)] = {
                         "pss_mb": round(server.pss_mb(), 1),
                         "worker_uss_mb": [round(p.memory_full_info().uss / 2**20, 1) for p in server.processes()[1:]],
+                        "worker_requests": served,
                     }
                 finally:
                     server.stop()
@@ -284,6 +284,23 @@ class Bench:
                 times[name].append(server.startup_seconds)
                 server.stop()
         return {name: round(statistics.median(values), 3) for name, values in times.items()}
+
+
+# Requests each worker must have served before its memory is read: an idle worker flatters the figure.
+MEMORY_MIN_REQUESTS = 100
+
+
+def _load_every_worker(server: servers.Server, package: str, rounds: int = 5) -> list[int]:
+    """Touch what serving touches, both routes, until every worker has served its share; requests per worker."""
+    board = servers.board_of(server, package)
+    before = {slot.pid: slot.requests for slot in board.workers()}
+    for _ in range(rounds):
+        wrk(server.url + "/cpu", 16, 1)
+        wrk(server.url + "/io", 200, 1)
+        served = {slot.pid: slot.requests - before.get(slot.pid, 0) for slot in board.workers()}
+        if len(served) == board.master()[1] and min(served.values()) >= MEMORY_MIN_REQUESTS:
+            return sorted(served.values())
+    raise RuntimeError(f"{server.name}: some worker served fewer than {MEMORY_MIN_REQUESTS} requests: {served}")
 
 
 def _status(url: str) -> int:

@@ -30,7 +30,7 @@ from .inflight import ConnectionQuota, InFlight, TimedApp, describe, request_key
 from .lifecycle import CrashGuard, Death, describe_status, log_death
 from .master_loop import MasterLoop
 from .network import refuse_if_taken
-from .preload import prepare_to_fork
+from .preload import limit_malloc_arenas, prepare_to_fork
 from .rate_limit_scope import log_rate_limit_scope
 from .sizing import ClusterSize
 from .watchdog import WorkerWatchdog
@@ -71,6 +71,7 @@ class ClusterHooks:
         """Refuse a start that cannot work; tell the start-up story; prepare the master's machinery."""
         compat.refuse_unless_compatible()
         refuse_if_taken(compat.bind_addresses(server), self.settings.port)
+        limit_malloc_arenas()
         install_exception_logging()
         self.board = scoreboard.Board.create(runtime.instance_folder(self.settings.port))
         self.board.set_master(server.pid, self.size.workers)
