@@ -491,12 +491,38 @@ class GthreadWorker(_AnswersClientErrors, gthread.ThreadWorker):
 
 
 def _gevent_worker_class():
-    """Defined on first use: importing gevent is only for gevent projects."""
+    """Defined on first use (in the master): importing gevent is only for gevent projects."""
+    import os
+    import signal
+
     import gevent
+    import gevent.os
+    import gevent.signal  # imported once here, not by each worker when it patches signal (~0.6 MB each)
+    import gevent.socket
+    from gevent import monkey
     from gunicorn.workers.ggevent import GeventWorker as _GeventWorker
 
     class GeventWorker(_AnswersClientErrors, _GeventWorker):
         """gevent, with request deadlines, lingering error closes and eviction of idle connections."""
+
+        def patch(self):
+            """Patch what the master left alone (os, signal: gunicorn.conf.py), and take the listeners as gevent's.
+
+            gunicorn's own patch runs monkey.patch_all() again in each worker: it patches
+            every module again and announces each patch to gevent's plugins, each time
+            reading every installed package's entry points (~2.5 MB per worker).
+            """
+            if not monkey.is_module_patched("socket"):  # not started through gunicorn.conf.py
+                super().patch()
+                return
+            # What monkey.patch_os() and patch_signal() do, minus the announcements (no package here listens).
+            quietly = {"_notify_will_subscribers": False, "_notify_did_subscribers": False}
+            monkey.patch_module(os, gevent.os, **quietly)
+            monkey.patch_module(signal, gevent.signal, **quietly)
+            self.sockets = [
+                gevent.socket.socket(listener.FAMILY, gevent.socket.SOCK_STREAM, fileno=listener.sock.detach())
+                for listener in self.sockets
+            ]
 
         def init_process(self):
             install_deadline_parser(cooperative=True)
