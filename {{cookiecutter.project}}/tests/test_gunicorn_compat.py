@@ -55,8 +55,12 @@ OWNERS = {
     "gthread": "gthread",
     "SyncWorker": "sync.SyncWorker",
     "GeventWorker": "ggevent.GeventWorker",
+    "monkey": "monkey",
     "MemoryStorage": "memory.MemoryStorage",
 }
+
+# Owners only gevent projects have.
+GEVENT_IMPORTS = {"ggevent": "from gunicorn.workers import ggevent", "monkey": "from gevent import monkey"}
 
 
 def test_this_gunicorn_has_every_internal():
@@ -75,7 +79,7 @@ BREAKABLE = [
 @pytest.mark.parametrize("internal", BREAKABLE, ids=[internal.name for internal in BREAKABLE])
 def test_a_changed_internal_refuses_the_start(internal):
     owner = OWNERS[internal.name.rsplit(".", 1)[0]]
-    extra_import = "from gunicorn.workers import ggevent" if owner.startswith("ggevent") else ""
+    extra_import = GEVENT_IMPORTS.get(owner.split(".")[0], "")
     script = BREAK_AND_START.format(owner=owner, attribute=internal.attribute, extra_import=extra_import)
     env = {"PATH": "/usr/bin:/bin", "PORT": str(free_port()), "WEB_CONCURRENCY": "1"}
     finished = subprocess.run(

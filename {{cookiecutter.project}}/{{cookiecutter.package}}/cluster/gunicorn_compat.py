@@ -136,9 +136,28 @@ def gevent_internals() -> tuple[Internal, ...]:
     """What workers.GeventWorker relies on; only where gevent is installed (gevent projects)."""
     if importlib.util.find_spec("gevent") is None:
         return ()
+    from gevent import monkey
     from gunicorn.workers import ggevent
 
     return (
+        # Each worker patches only os and signal (the master patched the rest), without announcing it.
+        Internal("GeventWorker.init_process", ggevent.GeventWorker, "init_process", ("self",), ("patch", "reinit")),
+        Internal("GeventWorker.patch", ggevent.GeventWorker, "patch", ("self",), ("patch_all", "sockets", "detach")),
+        Internal(
+            "monkey.patch_module",
+            monkey,
+            "patch_module",
+            (
+                "target_module",
+                "source_module",
+                "items",
+                "_warnings",
+                "_patch_kwargs",
+                "_notify_will_subscribers",
+                "_notify_did_subscribers",
+                "_call_hooks",
+            ),
+        ),
         Internal("GeventWorker.run", ggevent.GeventWorker, "run", ("self",)),
         Internal("GeventWorker.handle", ggevent.GeventWorker, "handle", ("self", "listener", "client", "addr")),
         Internal(

@@ -491,11 +491,38 @@ class GthreadWorker(_AnswersClientErrors, gthread.ThreadWorker):
 
 
 def _gevent_worker_class():
-    """Defined on first use: importing gevent is only for gevent projects."""
+    """Defined on first use (in the master): importing gevent is only for gevent projects."""
+    import os
+    import signal
+
+    import gevent
+    import gevent.os
+    import gevent.signal  # imported once here, not by each worker when it patches signal (~0.6 MB each)
+    import gevent.socket
+    from gevent import monkey
     from gunicorn.workers.ggevent import GeventWorker as _GeventWorker
 
     class GeventWorker(_AnswersClientErrors, _GeventWorker):
         """gevent, with request deadlines, lingering error closes and eviction of idle connections."""
+
+        def patch(self):
+            """Patch what the master left alone (os, signal: gunicorn.conf.py), and take the listeners as gevent's.
+
+            gunicorn's own patch runs monkey.patch_all() again in each worker: it patches
+            every module again and announces each patch to gevent's plugins, each time
+            reading every installed package's entry points (~2.5 MB per worker).
+            """
+            if not monkey.is_module_patched("socket"):  # not started through gunicorn.conf.py
+                super().patch()
+                return
+            # What monkey.patch_os() and patch_signal() do, minus the announcements (no package here listens).
+            quietly = {"_notify_will_subscribers": False, "_notify_did_subscribers": False}
+            monkey.patch_module(os, gevent.os, **quietly)
+            monkey.patch_module(signal, gevent.signal, **quietly)
+            self.sockets = [
+                gevent.socket.socket(listener.FAMILY, gevent.socket.SOCK_STREAM, fileno=listener.sock.detach())
+                for listener in self.sockets
+            ]
 
         def init_process(self):
             install_deadline_parser(cooperative=True)
@@ -507,6 +534,8 @@ def _gevent_worker_class():
         def run(self):
             # Made here, after gevent patched threading: waiting for a turn blocks one greenlet only.
             self.large_bodies = threading.BoundedSemaphore(limits.GEVENT_LARGE_BODIES)
+            # Waits for the loop's next pass; the highest priority makes that every pass, even a busy one.
+            self.next_turn = partial(gevent.idle, gevent.get_hub().loop.MAXPRI)
             super().run()
 
         def handle(self, listener, client, addr):
@@ -531,7 +560,7 @@ def _gevent_worker_class():
             if large:
                 req.unreader.await_body()  # the body's clock starts with its turn
             try:
-                return super().handle_request(listener_name, req, sock, addr)
+                kept_alive = super().handle_request(listener_name, req, sock, addr)
             except StopIteration:
                 # The answer closes the connection: let the client finish sending first.
                 if body_left(req):
@@ -541,6 +570,11 @@ def _gevent_worker_class():
                 self.busy.discard(sock)
                 if large:
                     self.large_bodies.release()
+            # A client's next request is often in before this one's answer is done, and
+            # reading it would not wait, so this greenlet would serve its connection again
+            # and again while the others wait (p99 of a second under load): take turns.
+            self.next_turn()
+            return kept_alive
 
         def _evict_if_full(self) -> None:
             excess = len(self.connections) - (self.worker_connections - limits.EVICTION_MARGIN)
