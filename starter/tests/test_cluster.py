@@ -6,6 +6,7 @@ import os
 import signal
 import socket
 import stat
+import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -95,6 +96,24 @@ def test_sigterm_finishes_requests_in_flight_and_exits_zero(serve):
         statuses = [future.result()[0] for future in in_flight]
     assert statuses == [200] * len(in_flight)
     assert server.wait_exit() == 0
+
+
+def test_sigterm_while_a_worker_boots_stops_it_once_booted(serve, tmp_path):
+    """A SIGTERM that reaches a worker before gunicorn set its handler is not lost: no wait for GRACEFUL_TIMEOUT."""
+    marker = tmp_path / "set-handlers"
+    command = [sys.executable, "-m", "tests.slow_boot", str(marker), "main:app"]
+    server = serve({"WEB_CONCURRENCY": "2", "GRACEFUL_TIMEOUT": "20"}, command=command)
+    booting = message_starts("Booting worker")
+    wait_until(lambda: len(list(filter(booting, server.logs))) >= 2, message="worker 2 forked")
+    server.signal(signal.SIGTERM)
+    server.wait_for_log(message_starts("Stopping: "), message="the SIGTERM to the workers")
+    assert not list(filter(message_starts("Worker 2 started"), server.logs)), "worker 2 was not held at boot"
+    marker.touch()
+    stopped = time.monotonic()
+    assert server.wait_exit() == 0
+    assert time.monotonic() - stopped < 10, "the booting worker waited for GRACEFUL_TIMEOUT"
+    assert server.wait_for_log(message_starts("Worker 2 started"))
+    assert not [log for log in server.logs if log.get("forced")]
 
 
 def test_sigterm_also_serves_connections_still_queued(serve):

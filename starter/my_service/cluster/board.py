@@ -1,7 +1,7 @@
 """The scoreboard: a small shared-memory file every process of the cluster can read.
 
 The master writes its own facts (and, once SIGTERM arrives, when stopping
-began) and clears a worker's slot when it dies; each worker, once ready to
+began and when it told the workers to stop) and clears a worker's slot when it dies; each worker, once ready to
 serve, writes its pid, start time, the request its app has worked on longest
 and its request count into its own slot. The health endpoint reads it without
 any I/O, and the status command reads it from outside the cluster.
@@ -17,10 +17,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-# master pid, configured workers, master start time, when stopping began (0: serving)
-HEADER = struct.Struct("<iidd")
+# master pid, configured workers, master start time, when stopping began (0: serving),
+# when the master sent the workers SIGTERM (0: not yet)
+HEADER = struct.Struct("<iiddd")
 STOPPING_SINCE = struct.Struct("<d")
 STOPPING_SINCE_OFFSET = struct.calcsize("<iid")
+WORKERS_STOPPED_OFFSET = struct.calcsize("<iidd")
 # worker pid (0 when the slot is free), worker start time, start of the app's
 # longest-running work on a request (0 when idle), requests served,
 # and that request as "METHOD path request-id" (for the abort line).
@@ -75,11 +77,11 @@ class Board:
             return cls(mmap.mmap(file.fileno(), SIZE, access=mmap.ACCESS_READ), path)
 
     def set_master(self, pid: int, workers: int) -> None:
-        HEADER.pack_into(self.memory, 0, pid, workers, time.time(), 0.0)
+        HEADER.pack_into(self.memory, 0, pid, workers, time.time(), 0.0, 0.0)
 
     def set_configured(self, workers: int) -> None:
         pid, _, started = self.master()
-        HEADER.pack_into(self.memory, 0, pid, workers, started, self.stopping_since())
+        HEADER.pack_into(self.memory, 0, pid, workers, started, self.stopping_since(), self.workers_stopped_since())
 
     def master(self) -> tuple[int, int, float]:
         """The master's pid, its configured worker count and its start time."""
@@ -91,6 +93,13 @@ class Board:
     def stopping_since(self) -> float:
         """When the master began to stop (0 while serving normally)."""
         return STOPPING_SINCE.unpack_from(self.memory, STOPPING_SINCE_OFFSET)[0]
+
+    def set_workers_stopped(self, since: float) -> None:
+        STOPPING_SINCE.pack_into(self.memory, WORKERS_STOPPED_OFFSET, since)
+
+    def workers_stopped_since(self) -> float:
+        """When the master sent its workers SIGTERM (0: not yet); a worker still booting then missed it."""
+        return STOPPING_SINCE.unpack_from(self.memory, WORKERS_STOPPED_OFFSET)[0]
 
     def claim(self, index: int, pid: int) -> None:
         SLOT.pack_into(self.memory, _offset(index), pid, time.time(), 0.0, 0, b"")
