@@ -1,9 +1,9 @@
 """The scoreboard: a small shared-memory file every process of the cluster can read.
 
 The master writes its own facts (and, once SIGTERM arrives, when stopping
-began and when it told the workers to stop) and clears a worker's slot when it dies; each worker, once ready to
-serve, writes its pid, start time, the request its app has worked on longest
-and its request count into its own slot. The health endpoint reads it without
+began and when it told the workers to stop) and clears a worker's slot when
+it dies; each worker, once ready to serve, writes its pid, start time, the
+request its app has worked on longest and its request count into its own slot. The health endpoint reads it without
 any I/O, and the status command reads it from outside the cluster.
 
 The board lives in a private folder made for this one master (runtime.py),

@@ -17,6 +17,7 @@ import signal
 import sys
 import time
 from pathlib import Path
+from typing import NoReturn
 
 from gunicorn.errors import HaltServer
 
@@ -100,14 +101,19 @@ class ClusterHooks:
         prepare_to_fork()
         log.info("Listening on port %s", self.settings.port)
 
+    def _halt(self, reason: str) -> NoReturn:
+        log.error("Stopping the cluster: %s", reason)
+        # gunicorn's halt sends the workers SIGTERM; one still booting reads the board instead.
+        self.board.set_workers_stopped(time.time())
+        raise HaltServer(reason, EXIT_GAVE_UP)
+
     def pre_fork(self, server, worker) -> None:
         """Give the worker a free slot on the board, or stop loudly when none is left."""
         taken = {other.slot for other in compat.workers(server).values()}
         slot = self.board.free_slot(taken)
         if slot is None:
             reason = f"all {scoreboard.MAX_SLOTS} worker slots are taken; lower WEB_CONCURRENCY"
-            log.error("Stopping the cluster: %s", reason)
-            raise HaltServer(reason, EXIT_GAVE_UP)
+            self._halt(reason)
         worker.slot = slot
         worker.started = time.time()
         metrics.record_worker_start()
@@ -135,8 +141,7 @@ class ClusterHooks:
                 f"{self.crashes.streak} workers died within seconds of starting (last: {death.cause}); "
                 "giving up so the platform's restart policy can take over"
             )
-            log.error("Stopping the cluster: %s", reason)
-            raise HaltServer(reason, EXIT_GAVE_UP)
+            self._halt(reason)
         delay = self.crashes.seconds_until_spawn()
         if delay:
             log.warning("Workers keep dying young: waiting %.1fs before the next one", delay)
@@ -178,6 +183,9 @@ class ClusterHooks:
         signal.signal(signal.SIGINT, worker.handle_exit)
         extra = {"worker": slot + 1, "worker_pid": worker.pid}
         log.info("Worker %s started (pid %s)", slot + 1, worker.pid, extra=extra)
+        if self.board.workers_stopped_since():
+            # The master's SIGTERM came while this worker booted, before gunicorn set its handler: it was lost.
+            signal.raise_signal(signal.SIGTERM)
 
     def pre_request(self, worker, req) -> None:
         """Note when the app starts on the request; close its connection after it when stopping."""
