@@ -149,6 +149,51 @@ def test_kept_alive_connections_take_turns(serve):
     longest = max(len(list(run)) for _, run in itertools.groupby(order))
     assert longest <= pipelined // 4, f"one connection was served {longest} times in a row while others waited"
 {%- endif %}
+{%- if cookiecutter.worker_class == "gthread" %}
+
+
+def test_requests_back_to_back_on_a_kept_alive_connection_are_all_served(server):
+    """A thread serves a connection's next request itself when it follows at once: every answer is its own."""
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    for number in range(limits.MAX_REQUESTS_PER_CONNECTION - 1):
+        if number % 3:
+            connection.request("GET", "/health")
+            response = connection.getresponse()
+            assert response.status == 200 and json.loads(response.read())["status"] == "pass"
+        else:
+            body = json.dumps({"number": number}).encode()
+            connection.request("POST", "/echo", body=body, headers={"Content-Type": "application/json"})
+            response = connection.getresponse()
+            assert response.status == 200 and json.loads(response.read()) == {"received": {"number": number}}
+        assert response.getheader("Connection", "").lower() != "close"
+    connection.close()
+
+
+def test_a_head_trickling_in_right_after_an_answer_gets_a_408_within_the_deadline(server):
+    """The thread that answered sees the next head begin; the loop waits for the rest, on the head's deadline."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        reader = sock.makefile("rb")
+        assert reader.readline().startswith(b"HTTP/1.1 200")
+        length = 0
+        while (line := reader.readline()) not in (b"\r\n", b""):
+            if line.lower().startswith(b"content-length:"):
+                length = int(line.split(b":")[1])
+        reader.read(length)
+        started = time.monotonic()
+        sock.settimeout(1.0)
+        answer = b""
+        for byte in b"GET /health HTTP/1.1\r\nX-Slow: " + b"a" * 100:
+            sock.send(bytes([byte]))  # the first byte at once, while the thread still waits for it
+            try:
+                answer = sock.recv(4096)
+                break
+            except TimeoutError:
+                continue
+        assert answer.startswith(b"HTTP/1.1 408"), answer
+        assert time.monotonic() - started < limits.HEADER_TIMEOUT + 3
+    assert server.request("/health")[0] == 200
+{%- endif %}
 
 
 def test_date_header_is_now(server):

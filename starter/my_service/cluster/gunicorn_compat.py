@@ -98,6 +98,8 @@ INTERNALS = (
     ),
     Internal("RequestParser.__init__", parser.RequestParser, "__init__", ("self", "cfg", "source", "source_addr")),
     Internal("Request.set_body_reader", message.Request, "set_body_reader", ("self",)),
+    Internal("Parser.finish_body", parser.Parser, "finish_body", ("self", "deadline", "max_bytes"), ("mesg",)),
+    Internal("Body.__init__", body.Body, "__init__", uses=("failed",)),
     Internal("SocketUnreader.chunk", unreader.SocketUnreader, "chunk", ("self", "size_hint")),
     Internal("ChunkedReader.parse_chunk_size", body.ChunkedReader, "parse_chunk_size", ("self", "unreader", "data")),
     Internal("LengthReader.__init__", body.LengthReader, "__init__", ("self", "unreader", "length")),
@@ -124,7 +126,14 @@ INTERNALS = (
     Internal("ThreadWorker.enqueue_req", gthread.ThreadWorker, "enqueue_req", ("self", "conn")),
     Internal("ThreadWorker.finish_request", gthread.ThreadWorker, "finish_request", ("self", "conn", "fs")),
     Internal("ThreadWorker.murder_pending", gthread.ThreadWorker, "murder_pending", ("self",)),
-    Internal("ThreadWorker.handle", gthread.ThreadWorker, "handle", ("self", "conn"), ("data_ready", "parser")),
+    # handle() answers True for a kept-alive connection (its _keepalive_after): the thread may serve the next request.
+    Internal(
+        "ThreadWorker.handle",
+        gthread.ThreadWorker,
+        "handle",
+        ("self", "conn"),
+        ("data_ready", "parser", "_keepalive_after"),
+    ),
     Internal("gthread.STOP_KEEPALIVE_LINGER", gthread, "STOP_KEEPALIVE_LINGER", kind=float),
     Internal(
         "SyncWorker.handle_request", sync.SyncWorker, "handle_request", ("self", "listener", "req", "client", "addr")

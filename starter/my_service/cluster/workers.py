@@ -11,6 +11,9 @@ as long as it likes. These subclasses change only how requests are read:
 - gthread: a connection waits for its request head in the worker's event
   loop; it only takes a thread once its head has arrived. An idle or silent
   connection costs a file descriptor, never a thread.
+- gthread: a thread that answered a kept-alive connection waits a few
+  milliseconds for its next request and serves it too, while the pool has
+  threads to spare; a head that is not whole at once goes back to the loop.
 - gthread and gevent: near worker_connections, the oldest connection with no
   request in flight is closed, so idle clients cannot lock new ones out.
 - A chunked body that declares more than the body limit is refused at once
@@ -28,19 +31,23 @@ on the command line still picks gunicorn's own worker.
 
 gunicorn internals this relies on: gunicorn.http.get_parser (replaced in each
 worker process); RequestParser (unreader, mesg_class), Request (__init__,
-set_body_reader, unreader, body.reader), util.http_date, SocketUnreader (chunk, sock, buf),
+set_body_reader, unreader, body.reader), Parser.finish_body (mesg), Body.failed,
+util.http_date, SocketUnreader (chunk, sock, buf),
 ChunkedReader (parse_chunk_size, parser), LengthReader.length and
 EOFReader.finished; gthread's TConn and ThreadWorker (accept,
 on_client_socket_readable, enqueue_req, finish_request, murder_pending,
 nr_conns, worker_connections, poller, keepalived_conns, and handle() trusting
-conn.data_ready and a ready conn.parser), STOP_KEEPALIVE_LINGER; ggevent's
-GeventWorker (init_process, run, handle, handle_request raising StopIteration
-to close); SyncWorker (init_process, handle_request); Worker.handle_error.
+conn.data_ready and a ready conn.parser, returning True for a kept-alive
+connection), STOP_KEEPALIVE_LINGER; ggevent's GeventWorker (init_process,
+patch, run, handle, handle_request raising StopIteration to close), and
+gevent.monkey.patch_module's private _notify_*_subscribers arguments;
+SyncWorker (init_process, handle_request); Worker.handle_error.
 """
 
 import contextlib
 import errno
 import re
+import select
 import selectors
 import socket
 import threading
@@ -68,6 +75,9 @@ HEAD_READ_SIZE = 65536
 END_OF_HEAD = b"\r\n\r\n"
 # The body's size as a request head declares it: a Content-Length, or chunked (unknown, so large).
 DECLARED_BODY = re.compile(rb"\r\n(?:content-length[ \t]*:[ \t]*(\d+)|transfer-encoding[ \t]*:[^\r\n]*chunked)", re.I)
+# How long a gthread thread that just answered a kept-alive connection waits for its next request (ms):
+# long enough for a busy client on a loaded host, short enough that an idle one hardly holds the thread.
+NEXT_REQUEST_WAIT_MS = 5
 
 _original_get_parser = gunicorn.http.get_parser
 
@@ -185,6 +195,13 @@ class DeadlineParser(RequestParser):
         if hasattr(source, "recv"):
             self.unreader = DeadlineUnreader(source)
 
+    def finish_body(self, deadline=None, max_bytes=None):
+        if self.mesg and not getattr(self.mesg.body, "failed", False) and not body_left(self.mesg):
+            # Nothing left to discard (a GET, a body the app read): gunicorn would
+            # still set the socket's timeout back, a system call per request.
+            return True
+        return super().finish_body(deadline, max_bytes)
+
 
 def deadline_get_parser(cfg, source, source_addr, http2_connection=False):
     """gunicorn.http.get_parser, with HTTP/1 requests read by DeadlineParser."""
@@ -240,6 +257,13 @@ def has_large_body(req) -> bool:
     return isinstance(reader, ChunkedReader)
 
 
+def head_is_complete(head: bytearray, searched: int = 0) -> bool:
+    """Whether a buffered head is ready for the parser: whole, too long, or with a bare LF (which it refuses)."""
+    if head.find(END_OF_HEAD, searched) >= 0 or len(head) >= limits.MAX_BUFFERED_HEAD:
+        return True
+    return head.count(b"\n") != head.count(b"\r\n")
+
+
 def refuse_for_now(sock) -> None:
     """Answer 429: the worker is reading as many large bodies as it may."""
     with contextlib.suppress(OSError):
@@ -282,6 +306,11 @@ class _AnswersClientErrors:
 
 # -- gthread -------------------------------------------------------------------
 
+# What a pool thread returns when the next request's head it began reading is the event loop's to finish.
+_HEAD_TO_LOOP = object()
+# A kept-alive connection's next request is in its parser's buffer: the thread serves it too.
+_SERVE_HERE = object()
+
 
 class _Conn(gthread.TConn):
     """A gthread connection that can wait for its head, and close lingeringly, in the event loop."""
@@ -316,6 +345,10 @@ class GthreadWorker(_AnswersClientErrors, gthread.ThreadWorker):
         self.large_slots = max(1, min(limits.GTHREAD_LARGE_BODIES, self.cfg.threads - 1))
         self.large_in_flight: set[_Conn] = set()
         self.large_waiting: deque[_Conn] = deque()
+        # One item per connection waiting for a pool thread, and per thread serving one
+        # (counted in deques: their appends and pops are thread-safe).
+        self.queued: deque[None] = deque()
+        self.running: deque[None] = deque()
 
     def init_process(self):
         install_deadline_parser()
@@ -371,9 +404,7 @@ class GthreadWorker(_AnswersClientErrors, gthread.ThreadWorker):
             return
         searched = max(0, len(conn.head) - 3)
         conn.head += data
-        head = conn.head
-        complete = head.find(END_OF_HEAD, searched) >= 0 or head.count(b"\n") != head.count(b"\r\n")
-        if complete or len(head) >= limits.MAX_BUFFERED_HEAD:
+        if head_is_complete(conn.head, searched):
             self._hand_to_thread(conn)
 
     def _hand_to_thread(self, conn: _Conn) -> None:
@@ -392,6 +423,59 @@ class GthreadWorker(_AnswersClientErrors, gthread.ThreadWorker):
         else:
             self.enqueue_req(conn)
 
+    def enqueue_req(self, conn):
+        self.queued.append(None)
+        super().enqueue_req(conn)
+
+    def handle(self, conn):
+        """Serve the connection's request, then its next ones while they follow at once (in a pool thread)."""
+        self.queued.pop()
+        self.running.append(None)
+        try:
+            result = super().handle(conn)
+            while result is True:
+                waited = self._next_request(conn)
+                if waited is not _SERVE_HERE:
+                    return waited
+                result = super().handle(conn)
+            return result
+        finally:
+            self.running.pop()
+
+    def _next_request(self, conn: _Conn):
+        """Wait a moment, in this thread, for the next request of a kept-alive connection.
+
+        A client that asks again at once is served again without its socket
+        going through the event loop and the pool's queue: each hand-over
+        costs system calls and GIL switches between threads. The thread only
+        waits while every queued connection has a thread of its own, and only
+        for a head that arrives whole; anything else goes back to the loop,
+        with its deadline. Returns _SERVE_HERE when the head is in the
+        parser's buffer, else what finish_request expects: True (an idle
+        kept-alive connection) or _HEAD_TO_LOOP (a head begun here).
+        """
+        if not (self.alive and conn.buffers_head) or conn in self.large_in_flight:
+            return True  # stopping, not plain HTTP/1, or holding a large body's slot
+        if conn.parser.unreader.buf.getbuffer().nbytes or len(self.running) + len(self.queued) > self.cfg.threads:
+            return True  # pipelined (gunicorn's path), or a connection needs this thread
+        poll = select.poll()
+        poll.register(conn.sock, select.POLLIN)
+        if not poll.poll(NEXT_REQUEST_WAIT_MS):
+            return True
+        try:
+            data = conn.sock.recv(HEAD_READ_SIZE, socket.MSG_DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            return True
+        except OSError:
+            data = b""
+        conn.deadline = time.monotonic() + limits.HEADER_TIMEOUT
+        conn.head = bytearray(data)
+        if not data or not head_is_complete(conn.head) or declares_large_body(conn.head):
+            return _HEAD_TO_LOOP  # the end of the stream, a slow head, or a large body
+        conn.parser.unreader.unread(data)
+        conn.head = bytearray()
+        return _SERVE_HERE
+
     def _start_large_bodies(self) -> None:
         while self.large_waiting and len(self.large_in_flight) < self.large_slots:
             conn = self.large_waiting.popleft()
@@ -402,6 +486,15 @@ class GthreadWorker(_AnswersClientErrors, gthread.ThreadWorker):
         if conn in self.large_in_flight:
             self.large_in_flight.discard(conn)
             self._start_large_bodies()
+        if not fs.cancelled() and fs.exception() is None and fs.result() is _HEAD_TO_LOOP:
+            # The loop reads the rest of the head its thread began, against the same deadline.
+            conn.sock.setblocking(False)
+            head = conn.head
+            self._await_head(conn, conn.deadline)
+            conn.head = head
+            if head_is_complete(head):  # with a large body, which waits for its turn
+                self._hand_to_thread(conn)
+            return
         super().finish_request(conn, fs)
 
     def _drop_head(self, conn: _Conn, answer: ClientError | None = None) -> None:
