@@ -25,7 +25,7 @@ TAKEN_NAMES = {
     "gunicorn", "packaging", "psutil", "pythonjsonlogger", "orjson", "limits", "deprecated", "wrapt",
     "typing_extensions", "redis", "async_timeout", "prometheus_client", "sentry_sdk", "certifi", "urllib3",
     "gevent", "greenlet", "zope", "cffi", "pycparser",
-    "pytest", "pluggy", "iniconfig", "pygments", "colorama", "ruff", "uv",
+    "pytest", "_pytest", "py", "pluggy", "iniconfig", "pygments", "colorama", "ruff", "uv", "_cffi_backend",
     "main", "tests", "test", "app",
 }  # fmt: skip
 

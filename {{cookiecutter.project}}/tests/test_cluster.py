@@ -98,15 +98,20 @@ def test_sigterm_finishes_requests_in_flight_and_exits_zero(serve):
     assert server.wait_exit() == 0
 
 
-def test_sigterm_while_a_worker_boots_stops_it_once_booted(serve, tmp_path):
-    """A SIGTERM that reaches a worker before gunicorn set its handler is not lost: no wait for GRACEFUL_TIMEOUT."""
+@pytest.mark.parametrize(
+    ("stop_signal", "workers_told"),
+    [(signal.SIGTERM, "Stopping: "), (signal.SIGQUIT, "Handling signal: quit")],
+    ids=["SIGTERM", "SIGQUIT"],
+)
+def test_a_stop_while_a_worker_boots_stops_it_once_booted(serve, tmp_path, stop_signal, workers_told):
+    """A stop signal that reaches a worker before gunicorn set its handler is not lost: no wait for GRACEFUL_TIMEOUT."""
     marker = tmp_path / "set-handlers"
     command = [sys.executable, "-m", "tests.slow_boot", str(marker), "main:app"]
     server = serve({"WEB_CONCURRENCY": "2", "GRACEFUL_TIMEOUT": "20"}, command=command)
     booting = message_starts("Booting worker")
     wait_until(lambda: len(list(filter(booting, server.logs))) >= 2, message="worker 2 forked")
-    server.signal(signal.SIGTERM)
-    server.wait_for_log(message_starts("Stopping: "), message="the SIGTERM to the workers")
+    server.signal(stop_signal)
+    server.wait_for_log(message_starts(workers_told), message="the master's stop")
     assert not list(filter(message_starts("Worker 2 started"), server.logs)), "worker 2 was not held at boot"
     marker.touch()
     stopped = time.monotonic()

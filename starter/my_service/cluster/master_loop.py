@@ -127,6 +127,8 @@ class MasterLoop:
             )
         else:
             log.info("Stopping: %ss left for requests in flight", left, extra={"graceful_timeout_s": graceful_timeout})
-        # Before the SIGTERM: a worker still booting misses it, and reads this once it can act on it.
-        self.hooks.board.set_workers_stopped(time.time())
         compat.stop_gracefully(server, left)
+
+    def before_workers_stop(self) -> None:
+        """Note on the board that the workers are told to stop: one still booting misses the signal, and reads this."""
+        self.hooks.board.set_workers_stopped(time.time())

@@ -50,8 +50,10 @@ def make_immortal() -> None:
     per worker, a third of its own memory. CPython skips those writes for
     immortal objects (PEP 683, which names pre-forking servers among its
     reasons). The cost: what the master holds now is never freed, as
-    gc.freeze already ensures for the collector's part of it, and
-    sys.getrefcount reports IMMORTAL_REFCOUNT for it.
+    gc.freeze already ensures for the collector's part of it. An object of
+    it dropped later is never finalized either (a file or socket stays open,
+    __del__ and weakref callbacks never run), so an app should not leave
+    connections open at import. sys.getrefcount reports IMMORTAL_REFCOUNT.
     """
     if not immortality_works():
         log.info("Python %s cannot make objects immortal: workers share less memory", sys.version.split()[0])
@@ -77,6 +79,7 @@ def immortality_works() -> bool:
         or sys.version_info[:2] not in ((3, 12), (3, 13))
         or sys.maxsize < 2**63 - 1
         or sysconfig.get_config_var("Py_GIL_DISABLED")
+        or hasattr(sys, "getobjects")  # a Py_TRACE_REFS build: the refcount is not the first field
     ):
         return False
     probe = object()

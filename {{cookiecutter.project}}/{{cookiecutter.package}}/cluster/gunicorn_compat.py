@@ -79,6 +79,8 @@ INTERNALS = (
     # SIGTERM and SIGINT start the lame-duck phase and drain instead.
     Internal("Arbiter.handle_term", arbiter.Arbiter, "handle_term", ("self",)),
     Internal("Arbiter.handle_int", arbiter.Arbiter, "handle_int", ("self",)),
+    # Every way the master stops its workers goes through it: the board notes it first.
+    Internal("Arbiter.stop", arbiter.Arbiter, "stop", ("self", "graceful"), ("kill_workers",)),
     # The reaper learns each worker's exit status through gunicorn.arbiter's os.waitpid.
     Internal("Arbiter.reap_workers", arbiter.Arbiter, "reap_workers", ("self",), ("os", "waitpid", "child_exit")),
     Internal("gunicorn.arbiter.os", arbiter, "os", kind=type(os)),
@@ -222,6 +224,7 @@ def wrap_master_loop(server, loop) -> None:
     check_heartbeats = server.murder_workers
     manage_workers = server.manage_workers
     wait_for_signals = server.wait_for_signals
+    stop_workers = server.stop
 
     def murder_workers():
         check_heartbeats()
@@ -234,9 +237,14 @@ def wrap_master_loop(server, loop) -> None:
     def wait_until_next_deadline(timeout=1.0):
         return wait_for_signals(timeout=min(timeout, loop.seconds_to_next_deadline()))
 
+    def stop(graceful=True):
+        loop.before_workers_stop()
+        stop_workers(graceful)
+
     server.murder_workers = murder_workers
     server.manage_workers = manage_unless_backing_off
     server.wait_for_signals = wait_until_next_deadline
+    server.stop = stop
     server.handle_term = lambda: loop.handle_stop(server, skip_delay=False)
     server.handle_int = lambda: loop.handle_stop(server, skip_delay=True)
 

@@ -103,8 +103,6 @@ class ClusterHooks:
 
     def _halt(self, reason: str) -> NoReturn:
         log.error("Stopping the cluster: %s", reason)
-        # gunicorn's halt sends the workers SIGTERM; one still booting reads the board instead.
-        self.board.set_workers_stopped(time.time())
         raise HaltServer(reason, EXIT_GAVE_UP)
 
     def pre_fork(self, server, worker) -> None:
@@ -184,7 +182,7 @@ class ClusterHooks:
         extra = {"worker": slot + 1, "worker_pid": worker.pid}
         log.info("Worker %s started (pid %s)", slot + 1, worker.pid, extra=extra)
         if self.board.workers_stopped_since():
-            # The master's SIGTERM came while this worker booted, before gunicorn set its handler: it was lost.
+            # The master told the workers to stop while this one booted, before gunicorn set its handler: it was lost.
             signal.raise_signal(signal.SIGTERM)
 
     def pre_request(self, worker, req) -> None:
