@@ -3,8 +3,9 @@
 The master writes its own facts (and, once SIGTERM arrives, when stopping
 began and when it told the workers to stop) and clears a worker's slot when
 it dies; each worker, once ready to serve, writes its pid, start time, the
-request its app has worked on longest and its request count into its own slot. The health endpoint reads it without
-any I/O, and the status command reads it from outside the cluster.
+request its app has worked on longest and its request count into its own
+slot. The health endpoint reads it without any I/O, and the status command
+reads it from outside the cluster.
 
 The board lives in a private folder made for this one master (runtime.py),
 and is removed with it at exit.
@@ -18,9 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 # master pid, configured workers, master start time, when stopping began (0: serving),
-# when the master sent the workers SIGTERM (0: not yet)
+# when the master told the workers to stop (0: not yet)
 HEADER = struct.Struct("<iiddd")
-STOPPING_SINCE = struct.Struct("<d")
+# One of the header's times, read or written alone.
+TIMESTAMP = struct.Struct("<d")
 STOPPING_SINCE_OFFSET = struct.calcsize("<iid")
 WORKERS_STOPPED_OFFSET = struct.calcsize("<iidd")
 # worker pid (0 when the slot is free), worker start time, start of the app's
@@ -88,18 +90,18 @@ class Board:
         return HEADER.unpack_from(self.memory, 0)[:3]
 
     def set_stopping(self, since: float) -> None:
-        STOPPING_SINCE.pack_into(self.memory, STOPPING_SINCE_OFFSET, since)
+        TIMESTAMP.pack_into(self.memory, STOPPING_SINCE_OFFSET, since)
 
     def stopping_since(self) -> float:
         """When the master began to stop (0 while serving normally)."""
-        return STOPPING_SINCE.unpack_from(self.memory, STOPPING_SINCE_OFFSET)[0]
+        return TIMESTAMP.unpack_from(self.memory, STOPPING_SINCE_OFFSET)[0]
 
     def set_workers_stopped(self, since: float) -> None:
-        STOPPING_SINCE.pack_into(self.memory, WORKERS_STOPPED_OFFSET, since)
+        TIMESTAMP.pack_into(self.memory, WORKERS_STOPPED_OFFSET, since)
 
     def workers_stopped_since(self) -> float:
-        """When the master sent its workers SIGTERM (0: not yet); a worker still booting then missed it."""
-        return STOPPING_SINCE.unpack_from(self.memory, WORKERS_STOPPED_OFFSET)[0]
+        """When the master told its workers to stop (0: not yet); a worker still booting then missed the signal."""
+        return TIMESTAMP.unpack_from(self.memory, WORKERS_STOPPED_OFFSET)[0]
 
     def claim(self, index: int, pid: int) -> None:
         SLOT.pack_into(self.memory, _offset(index), pid, time.time(), 0.0, 0, b"")
