@@ -18,7 +18,7 @@ bind = listen_addresses(settings.port)
 backlog = limits.BACKLOG
 
 # Worker processes
-# gunicorn's own worker class, with deadlines on reading requests (cluster/workers.py).
+# gunicorn's own worker class, with deadlines on reading requests (cluster/workers/).
 worker_class = f"my_service.cluster.workers.{settings.worker_class.title()}Worker"
 workers = size.workers
 threads = size.threads

@@ -7,7 +7,7 @@ INTERNALS. gunicorn has changed such internals before (24.0 replaced the
 signal queue), and a wrapper around something renamed would silently do
 nothing. So the master checks each one's shape before anything starts, and
 refuses to start, with one JSON line, when one is missing.
-(errors.py swaps gunicorn.util.write_error, and workers.py subclasses gunicorn's
+(errors.py swaps gunicorn.util.write_error, and workers/ subclasses gunicorn's
 workers and request readers; their internals are checked here too, and so are
 the two private methods of limits' memory store that ratelimit.py replaces.)
 """
@@ -94,7 +94,7 @@ INTERNALS = (
     Internal("Message.__init__", message.Message, "__init__", uses=("must_close",)),
     Internal("Request.__init__", message.Request, "__init__", uses=("req_number",)),
     Internal("util.write_error", util, "write_error", ("sock", "status_int", "reason", "mesg")),
-    # workers.py: requests read against deadlines (DeadlineParser and its readers).
+    # workers/reading.py: requests read against deadlines (DeadlineParser and its readers).
     Internal(
         "gunicorn.http.get_parser", gunicorn.http, "get_parser", ("cfg", "source", "source_addr", "http2_connection")
     ),
@@ -109,11 +109,11 @@ INTERNALS = (
     Internal("Worker.handle_error", base.Worker, "handle_error", ("self", "req", "client", "addr", "exc")),
     Internal("util.write_nonblock", util, "write_nonblock", ("sock", "data", "chunked")),
     Internal("util.close", util, "close", ("sock",)),
-    # workers.py: each response's Date comes from util.http_date, cached once a second.
+    # workers/answers.py: each response's Date comes from util.http_date, cached once a second.
     Internal("util.http_date", util, "http_date", ("timestamp",)),
     Internal("Response.default_headers", wsgi.Response, "default_headers", ("self",), ("http_date",)),
     Internal("negotiation.prior_knowledge_allowed", negotiation, "prior_knowledge_allowed", ("cfg", "peer_addr")),
-    # workers.py: gthread's connections wait for their request head in the worker's event loop.
+    # workers/gthread_worker.py: gthread's connections wait for their request head in the worker's event loop.
     Internal("TConn.__init__", gthread.TConn, "__init__", uses=("data_ready", "parser")),
     Internal(
         "ThreadWorker.__init__", gthread.ThreadWorker, "__init__", uses=("poller", "keepalived_conns", "nr_conns")
@@ -144,7 +144,7 @@ INTERNALS = (
 
 
 def gevent_internals() -> tuple[Internal, ...]:
-    """What workers.GeventWorker relies on; only where gevent is installed (gevent projects)."""
+    """What workers/gevent_worker.py relies on; only where gevent is installed (gevent projects)."""
     if importlib.util.find_spec("gevent") is None:
         return ()
     from gevent import monkey

@@ -28,7 +28,7 @@ LIMIT_REQUEST_LINE = 8190
 LIMIT_REQUEST_FIELDS = 100
 LIMIT_REQUEST_FIELD_SIZE = 8190
 
-# Slow and silent clients (cluster/workers.py). The request line and headers
+# Slow and silent clients (cluster/workers/). The request line and headers
 # must arrive within this many seconds, counted from the connection's first
 # byte (from the accept for a new connection): a total, not a per-read timeout.
 HEADER_TIMEOUT = 10

@@ -1,0 +1,204 @@
+"""Reading a request against deadlines a slow or silent client cannot stretch.
+
+gunicorn reads a request with blocking reads and no overall deadline. Here the
+request line and headers must arrive within limits.HEADER_TIMEOUT, in total,
+and the body within limits.BODY_TIMEOUT; past either, the client gets a 408
+problem. A chunked body that declares more than the body limit is refused at
+once (413) instead of being waited for.
+
+gunicorn internals this relies on (checked at start by gunicorn_compat):
+gunicorn.http.get_parser (replaced in each worker process); RequestParser
+(unreader, mesg_class), Request (__init__, set_body_reader, unreader,
+body.reader), Parser.finish_body (mesg), Body.failed, SocketUnreader (chunk,
+sock, buf), ChunkedReader (parse_chunk_size, parser), LengthReader.length and
+EOFReader.finished.
+"""
+
+import re
+import time
+
+import gunicorn.http
+from gunicorn.http.body import ChunkedReader, EOFReader, LengthReader
+from gunicorn.http.message import Request
+from gunicorn.http.parser import RequestParser
+from gunicorn.http.unreader import SocketUnreader
+
+from ...settings import load_settings_or_exit
+from .. import limits
+from ..errors import BodyTimeout, BodyTooLarge, HeadTimeout
+
+# Bytes read at once while a request head is buffered.
+HEAD_READ_SIZE = 65536
+# A request head ends with an empty line.
+END_OF_HEAD = b"\r\n\r\n"
+# The body's size as a request head declares it: a Content-Length, or chunked (unknown, so large).
+DECLARED_BODY = re.compile(rb"\r\n(?:content-length[ \t]*:[ \t]*(\d+)|transfer-encoding[ \t]*:[^\r\n]*chunked)", re.I)
+
+_original_get_parser = gunicorn.http.get_parser
+
+
+class DeadlineUnreader(SocketUnreader):
+    """gunicorn's socket reader, where each read stops at the deadline of the part being read.
+
+    A request is read in three parts: the wait for its first byte (an idle
+    keep-alive connection, which just closes when it runs out), its head
+    (HEADER_TIMEOUT) and its body (BODY_TIMEOUT).
+    """
+
+    # Under gevent, a body arriving faster than it is read never makes a read
+    # wait, so its greenlet would keep the worker's only thread from everyone
+    # else until the whole body is in: each read of a body yields first.
+    yields_in_body = False
+
+    def __init__(self, sock, max_chunk=8192):
+        super().__init__(sock, max_chunk)
+        self.deadline: float | None = None
+        self.idle = False
+        self.in_body = False
+        self.head_clock_starts_on_first_byte = False
+
+    def await_request(self, idle_seconds: float, kept_alive: bool) -> None:
+        """Start the clock for the next request's head."""
+        now = time.monotonic()
+        self.in_body = False
+        if self.buf.getbuffer().nbytes:
+            # Part of the head is here already: its clock runs now.
+            self.idle, self.deadline, self.head_clock_starts_on_first_byte = False, now + limits.HEADER_TIMEOUT, False
+        else:
+            # A new connection's clock runs from the accept; a kept-alive one's from its first byte.
+            self.idle, self.deadline, self.head_clock_starts_on_first_byte = True, now + idle_seconds, kept_alive
+
+    def await_body(self) -> None:
+        self.idle, self.in_body, self.deadline = False, True, time.monotonic() + limits.BODY_TIMEOUT
+
+    def chunk(self, size_hint=None):
+        if self.deadline is None:
+            return super().chunk(size_hint)
+        remaining = self.deadline - time.monotonic()
+        if remaining <= 0:
+            return self._expired()
+        previous = self.sock.gettimeout()
+        self.sock.settimeout(remaining)
+        try:
+            data = super().chunk(size_hint)
+        except TimeoutError:
+            return self._expired()
+        finally:
+            self.sock.settimeout(previous)
+        if self.in_body and self.yields_in_body:
+            time.sleep(0)  # gevent's sleep: lets every other ready greenlet run
+        if data and self.idle:
+            self.idle = False
+            if self.head_clock_starts_on_first_byte:
+                self.deadline = time.monotonic() + limits.HEADER_TIMEOUT
+        return data
+
+    def _expired(self) -> bytes:
+        if self.idle:
+            return b""  # nothing was asked yet: the connection just ends
+        if self.in_body:
+            raise BodyTimeout(f"The body did not arrive within {limits.BODY_TIMEOUT}s")
+        raise HeadTimeout(f"The request head did not arrive within {limits.HEADER_TIMEOUT}s")
+
+
+class BoundedChunkedReader(ChunkedReader):
+    """gunicorn's chunked reader, refusing at once a chunk that would take the body past its limit."""
+
+    def __init__(self, req, unreader, max_bytes: int):
+        super().__init__(req, unreader)
+        self.max_bytes = max_bytes
+        self.declared = 0
+
+    def parse_chunk_size(self, unreader, data=None):
+        size, rest = super().parse_chunk_size(unreader, data)
+        self.declared += size
+        if self.declared > self.max_bytes:
+            raise BodyTooLarge(f"The chunked body is over the {self.max_bytes}-byte limit")
+        return size, rest
+
+
+class DeadlineRequest(Request):
+    """gunicorn's request, read against the deadlines and the body limit."""
+
+    # Set once per worker from the plan (see install_deadline_parser).
+    max_body_bytes = 0
+
+    def __init__(self, cfg, unreader, peer_addr, req_number=1):
+        if isinstance(unreader, DeadlineUnreader):
+            # A new connection has HEADER_TIMEOUT for its first request; a
+            # kept-alive one may idle for its keep-alive time first.
+            idle = limits.HEADER_TIMEOUT if req_number == 1 else cfg.keepalive or limits.HEADER_TIMEOUT
+            unreader.await_request(idle, kept_alive=req_number > 1)
+        super().__init__(cfg, unreader, peer_addr, req_number)
+
+    def set_body_reader(self):
+        super().set_body_reader()
+        if isinstance(self.unreader, DeadlineUnreader):
+            self.unreader.await_body()
+        if isinstance(self.body.reader, ChunkedReader) and self.max_body_bytes:
+            self.body.reader = BoundedChunkedReader(self, self.unreader, self.max_body_bytes)
+
+
+class DeadlineParser(RequestParser):
+    mesg_class = DeadlineRequest
+
+    def __init__(self, cfg, source, source_addr):
+        super().__init__(cfg, source, source_addr)
+        if hasattr(source, "recv"):
+            self.unreader = DeadlineUnreader(source)
+
+    def finish_body(self, deadline=None, max_bytes=None):
+        if self.mesg and not getattr(self.mesg.body, "failed", False) and not body_left(self.mesg):
+            # Nothing left to discard (a GET, a body the app read): gunicorn would
+            # still set the socket's timeout back, a system call per request.
+            return True
+        return super().finish_body(deadline, max_bytes)
+
+
+def deadline_get_parser(cfg, source, source_addr, http2_connection=False):
+    """gunicorn.http.get_parser, with HTTP/1 requests read by DeadlineParser."""
+    if http2_connection or getattr(cfg, "protocol", "http") != "http":
+        return _original_get_parser(cfg, source, source_addr, http2_connection)
+    return DeadlineParser(cfg, source, source_addr)
+
+
+def install_deadline_parser(cooperative: bool = False) -> None:
+    """Make this worker process read every HTTP/1 request with DeadlineParser."""
+    DeadlineRequest.max_body_bytes = load_settings_or_exit().plan.max_body_mb * 2**20
+    DeadlineUnreader.yields_in_body = cooperative
+    gunicorn.http.get_parser = deadline_get_parser
+
+
+def declares_large_body(head: bytes) -> bool:
+    """Whether a request head announces a body over limits.LARGE_BODY_BYTES (chunked counts as large)."""
+    for match in DECLARED_BODY.finditer(head):
+        if match.group(1) is None or int(match.group(1)) > limits.LARGE_BODY_BYTES:
+            return True
+    return False
+
+
+def has_large_body(req) -> bool:
+    """Whether a parsed request carries a body over limits.LARGE_BODY_BYTES (chunked counts as large)."""
+    reader = getattr(getattr(req, "body", None), "reader", None)
+    if isinstance(reader, LengthReader):
+        return reader.length > limits.LARGE_BODY_BYTES
+    return isinstance(reader, ChunkedReader)
+
+
+def head_is_complete(head: bytearray, searched: int = 0) -> bool:
+    """Whether a buffered head is ready for the parser: whole, too long, or with a bare LF (which it refuses)."""
+    if head.find(END_OF_HEAD, searched) >= 0 or len(head) >= limits.MAX_BUFFERED_HEAD:
+        return True
+    return head.count(b"\n") != head.count(b"\r\n")
+
+
+def body_left(req) -> bool:
+    """Whether the client may still be sending the body of `req`."""
+    reader = getattr(getattr(req, "body", None), "reader", None)
+    if isinstance(reader, LengthReader):
+        return reader.length > 0
+    if isinstance(reader, ChunkedReader):
+        return reader.parser is not None
+    if isinstance(reader, EOFReader):
+        return not reader.finished
+    return False

@@ -1,0 +1,28 @@
+"""gunicorn's sync worker, with request deadlines.
+
+sync serves one connection at a time: the deadlines bound how long one client
+holds the worker, nothing more (see the README).
+
+gunicorn internals this relies on (checked at start by gunicorn_compat):
+SyncWorker (init_process, handle_request).
+"""
+
+from gunicorn.workers.sync import SyncWorker as _SyncWorker
+
+from ..errors import linger
+from .answers import AnswersClientErrors, install_cached_http_date
+from .reading import body_left, install_deadline_parser
+
+
+class SyncWorker(AnswersClientErrors, _SyncWorker):
+    """sync, with request deadlines: one slow client holds the worker for a bounded time only."""
+
+    def init_process(self):
+        install_deadline_parser()
+        install_cached_http_date()
+        super().init_process()
+
+    def handle_request(self, listener, req, client, addr):
+        super().handle_request(listener, req, client, addr)
+        if body_left(req):
+            linger(client)
