@@ -6,7 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .bench.load import parse_wrk
+from .bench.load import LoadResult, parse_wrk
+from .bench.scenarios import Run, _summary
 from .support import ROOT, missing
 
 WRK_OUTPUT = """\
@@ -43,6 +44,24 @@ def test_parse_wrk_without_errors():
     assert (result.errors, result.timeouts, result.non_2xx) == (0, 0, 0)
 
 
+def test_ratios_to_bare_pair_each_round():
+    """Each round's ratio is to bare gunicorn's run of the same round: a slow round weighs on both sides."""
+
+    def run(rps, server_cpu_s=1.0):
+        return Run(LoadResult(round(rps * 5), rps, 0, 0, 0, 1.0, 2.0, wrk_cpu_s=0.5), 5.0, server_cpu_s, 0.1)
+
+    samples = {
+        "bare gunicorn": [run(1000), run(500), run(1000)],  # the second round ran on a busy machine
+        "cluster": [run(1800), run(900), run(1500, server_cpu_s=2.0)],
+    }
+    cluster = _summary(samples)["cluster"]
+    assert cluster["vs_bare"] == [1.8, 1.5, 1.8]  # median, min, max of 1.8, 1.8 and 1.5
+    assert (cluster["rps"], cluster["rps_min"], cluster["rps_max"], cluster["rounds"]) == (1500, 900, 1800, 3)
+    assert cluster["us_per_request"] == round(1.0 / 4500 * 1e6)  # the median of 111, 222 and 267 us
+    assert (cluster["server_cores"], cluster["wrk_cores"], cluster["others_cores_max"]) == (0.2, 0.1, 0.02)
+    assert "vs_bare" not in _summary(samples)["bare gunicorn"]
+
+
 def test_smoke_bench_run_measures_everything(tmp_path):
     """`python -m tests.bench --smoke` runs every scenario at its smallest and writes its tables, JSON and chart."""
     if shutil.which("wrk") is None:
@@ -61,7 +80,9 @@ def test_smoke_bench_run_measures_everything(tmp_path):
         contenders.add("node (express cluster)")
     for by_server in results["throughput"].values():
         assert set(by_server) == contenders
-        assert all(run["requests"] > 0 for run in by_server.values())
+        assert all(run["requests"] > 0 and run["us_per_request"] > 0 for run in by_server.values())
+        assert all(run["server_cores"] > 0 and run["wrk_cores"] > 0 for run in by_server.values())
+        assert by_server["cluster (gthread)"]["vs_bare"][0] > 0
     assert results["sizing"]["rows"][0]["cpu_rps"] > 0 and results["sizing"]["rows"][0]["io_rps"] > 0
     assert (
         results["memory"]["gthread"]["by_workers"]["2"]["pss_mb"]

@@ -15,6 +15,10 @@ def _times(value) -> str:
     return f"{value:.2f}x" if value is not None else "-"
 
 
+def _cores(value) -> str:
+    return f"{value:.2f}" if value is not None else "-"
+
+
 def _ms(value) -> str:
     return f"{value:.1f}" if value is not None else "-"
 
@@ -31,35 +35,69 @@ def table(results: dict) -> str:
     return "\n".join(lines).rstrip()
 
 
+def _vs_bare(run: dict, base: float) -> float:
+    """The median of the rounds' ratios to bare gunicorn; the ratio of medians for runs recorded without it."""
+    return run["vs_bare"][0] if "vs_bare" in run else run["rps"] / base
+
+
 def _throughput(figures: dict) -> list[str]:
     lines = []
     for load, by_server in figures.items():
         base = by_server[BASELINE]["rps"]
+        rounds = by_server[BASELINE].get("rounds", 1)
+        title = f"{load} ({rounds} round{'s' if rounds > 1 else ''})"
         lines.append(
-            f"{load:<26} {'req/s':>8} {'vs bare':>8} {'errors':>7} {'timeouts':>8} {'p50 ms':>8} {'p99 ms':>8}"
+            f"{title:<34} {'req/s':>6} {'min-max':>11} {'vs bare':>7} {'min-max':>9} "
+            f"{'errors':>6} {'timeouts':>8} {'p50 ms':>7} {'p99 ms':>7} {'CPU us/req':>10} {'cores':>5} {'wrk':>5}"
         )
         for name, run in by_server.items():
+            spread = f"{run['rps_min']:.0f}-{run['rps_max']:.0f}" if "rps_min" in run else "-"
+            ratio_spread = f"{run['vs_bare'][1]:.2f}-{run['vs_bare'][2]:.2f}" if "vs_bare" in run else "-"
             lines.append(
-                f"  {name:<24} {run['rps']:>8.0f} {ratio(run['rps'], base):>8} {run['errors'] + run['non_2xx']:>7} "
-                f"{run['timeouts']:>8} {_ms(run['p50_ms']):>8} {_ms(run['p99_ms']):>8}"
+                f"  {name:<32} {run['rps']:>6.0f} {spread:>11} {_times(_vs_bare(run, base)):>7} {ratio_spread:>9} "
+                f"{run['errors'] + run['non_2xx']:>6} {run['timeouts']:>8} {_ms(run['p50_ms']):>7} "
+                f"{_ms(run['p99_ms']):>7} {run.get('us_per_request', '-'):>10} {_cores(run.get('server_cores')):>5} "
+                f"{_cores(run.get('wrk_cores')):>5}"
+            )
+        if "others_cores_max" in by_server[BASELINE]:
+            quiet = {
+                "others_cores_max": max(run["others_cores_max"] for run in by_server.values()),
+                "repeated_runs": sum(run["repeated_runs"] for run in by_server.values()),
+            }
+            lines.append(
+                "  (vs bare: median of the rounds' ratios, each to bare gunicorn's run in the same round; CPU us/req "
+                f"and cores: the server's processes; wrk: the load generator's cores; {_quiet(quiet)})"
             )
         lines.append("")
     return lines[:-1]
+
+
+def _quiet(runs: dict) -> str:
+    """How quiet the machine was: other processes' cores during a kept run, and the disturbed runs made again."""
+    if runs.get("others_cores_max") is None:
+        return "other processes' CPU not measured"
+    return (
+        f"other processes used at most {runs['others_cores_max']:.2f} cores during a kept run (~0.02 on a quiet "
+        f"machine), {runs['repeated_runs']} disturbed runs made again"
+    )
 
 
 def _sizing(sweep: dict) -> list[str]:
     lines = [
         f"sizing sweep on {sweep['cpus']} CPUs (one run per cell, alternated with bare gunicorn and flask run; "
         f"ratios to their medians: {sweep.get('bare_cpu_rps') or 0:.0f} and "
-        f"{sweep.get('flask_io_rps') or 0:.0f} req/s)",
-        f"  {'class':<8} {'rule':<9} {'workers':>7} {'threads':>7} {'cpu req/s':>9} {'vs bare':>7} {'cpu p99':>8} "
-        f"{'io req/s':>8} {'vs flask':>8} {'io p99':>8} {'io errors':>9}",
+        f"{sweep.get('flask_io_rps') or 0:.0f} req/s; bare's CPU per request "
+        f"{sweep.get('bare_cpu_us_per_request') or '-'} us)",
+        "  one run moves a cell's ratio by about +-10%: the sweep ranks the cells, the throughput table's "
+        f"rounds measure the default; {_quiet(sweep)}",
+        f"  {'class':<8} {'rule':<9} {'workers':>7} {'threads':>7} {'cpu req/s':>9} {'vs bare':>7} {'us/req':>6} "
+        f"{'cpu p99':>8} {'io req/s':>8} {'vs flask':>8} {'io p99':>8} {'io errors':>9}",
     ]
     for row in sweep["rows"]:
         lines.append(
             f"  {row['worker_class']:<8} {row['rule']:<9} {row['workers']:>7} {row['threads']:>7} {row['cpu_rps']:>9} "
-            f"{_times(row['cpu_vs_bare']):>7} {_ms(row['cpu_p99_ms']):>8} {row['io_rps']:>8} "
-            f"{_times(row['io_vs_flask']):>8} {_ms(row['io_p99_ms']):>8} {row['io_errors']:>9}"
+            f"{_times(row['cpu_vs_bare']):>7} {row.get('cpu_us_per_request', '-'):>6} {_ms(row['cpu_p99_ms']):>8} "
+            f"{row['io_rps']:>8} {_times(row['io_vs_flask']):>8} {_ms(row['io_p99_ms']):>8} {row['io_errors']:>9}"
         )
     return lines
 
@@ -188,11 +226,23 @@ def goals(results: dict) -> str:
     cpu, io200, io1000 = "cpu, 16 connections", "io, 200 connections", "io, 1000 connections"
     if cpu in throughput:
         base = rps(cpu, BASELINE)
-        gthread = rps(cpu, "cluster (gthread)") / base
-        add("CPU-bound, 16 connections (default gthread)", ">= 1.8x bare", f"{gthread:.2f}x", gthread >= 1.8)
+        bare, default = throughput[cpu][BASELINE], throughput[cpu]["cluster (gthread)"]
+        gthread = _vs_bare(default, base)
+        measured = f"{gthread:.2f}x"
+        if "vs_bare" in default:
+            measured += (
+                f" (median of {default['rounds']} paired rounds, "
+                f"{default['vs_bare'][1]:.2f}-{default['vs_bare'][2]:.2f}; "
+                f"CPU per request {default['us_per_request']} vs {bare['us_per_request']} us on "
+                f"{default['server_cores']:.2f} vs {bare['server_cores']:.2f} cores)"
+            )
+            disturbed = max(default["others_cores_max"], bare["others_cores_max"])
+            if disturbed > 0.1:
+                measured += f"; DISTURBED: other processes used up to {disturbed:.2f} cores during a run"
+        add("CPU-bound, 16 connections (default gthread)", ">= 1.8x bare", measured, gthread >= 1.8)
         others = ", ".join(
-            f"{name} {rps(cpu, name) / base:.2f}x"
-            for name in throughput[cpu]
+            f"{name} {_vs_bare(run, base):.2f}x"
+            for name, run in throughput[cpu].items()
             if name.startswith("cluster (g") or "sync" in name
         )
         add("CPU-bound, 16 connections, each class", "(for reading)", others, None)
@@ -204,7 +254,7 @@ def goals(results: dict) -> str:
     if io1000 in throughput:
         run = throughput[io1000]["cluster (gevent)"]
         errors = run["errors"] + run["timeouts"] + run["non_2xx"]
-        times = run["rps"] / rps(io1000, BASELINE)
+        times = _vs_bare(run, rps(io1000, BASELINE))
         add("I/O 50 ms, 1000 connections (gevent)", ">= 100x bare, 0 errors", f"{times:.0f}x, {errors} errors",
             times >= 100 and errors == 0)  # fmt: skip
     for load in (cpu, io1000):
@@ -212,7 +262,7 @@ def goals(results: dict) -> str:
         if node:
             run = throughput[load]["cluster (gevent)"]
             errors = run["errors"] + run["timeouts"] + run["non_2xx"]
-            share = run["rps"] / node
+            share = run["vs_node"][0] if "vs_node" in run else run["rps"] / node
             add(f"gevent vs Node, {load}", ">= 50% of Node" + (", 0 errors" if load == io1000 else ""),
                 f"{run['rps']:.0f} vs {node:.0f} req/s ({share:.0%}), {errors} errors",
                 share >= 0.5 and (load == cpu or errors == 0))  # fmt: skip
@@ -287,8 +337,11 @@ def chart(results: dict, path: Path) -> Path:
         positions = range(len(names))
         colours = [f"C{index}" for index in positions]
         top, middle = axes[0][column], axes[1][column]
-        top.bar(positions, [throughput[load][name]["rps"] for name in names], color=colours)
-        top.set(title=f"{load}: requests/s", xticks=list(positions))
+        runs = [throughput[load][name] for name in names]
+        spread = [[run["rps"] - run.get("rps_min", run["rps"]) for run in runs],
+                  [run.get("rps_max", run["rps"]) - run["rps"] for run in runs]]  # fmt: skip
+        top.bar(positions, [run["rps"] for run in runs], color=colours, yerr=spread, capsize=3)
+        top.set(title=f"{load}: requests/s (median, min-max)", xticks=list(positions))
         top.set_xticklabels(names, rotation=30, ha="right", fontsize=7)
         middle.bar(positions, [throughput[load][name]["p99_ms"] or 0 for name in names], color=colours)
         middle.set(title=f"{load}: p99 latency (ms)", xticks=list(positions))

@@ -89,6 +89,15 @@ class Server:
         root = psutil.Process(self.process.pid)
         return [root, *root.children(recursive=True)]
 
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system) of the master and all its workers so far, including workers already reaped."""
+        total = 0.0
+        for process in self.processes():
+            with contextlib.suppress(psutil.Error):  # a worker that just exited
+                times = process.cpu_times()
+                total += times.user + times.system + times.children_user + times.children_system
+        return total
+
     def pss_mb(self) -> float:
         """Proportional set size of the master and all its workers: shared pages counted once."""
         total = 0
@@ -131,6 +140,13 @@ class Server:
             "peak_mb": round(int((self.cgroup / "memory.max_usage_in_bytes").read_text()) / 2**20, 1),
             "oom_kills": int(oom.get("oom_kill", 0)),
         }
+
+
+def machine_busy_seconds() -> float:
+    """CPU time every process on the machine has used since boot (all cores): /proc/stat less idle and iowait."""
+    fields = [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields[:8]  # guest time is already within user
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
 def memory_cgroup(name: str, limit_mb: int) -> Path | None:
