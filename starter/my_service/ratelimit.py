@@ -121,17 +121,28 @@ class RateLimit:
             return None
 
     def _count(self, limiter: FixedWindowRateLimiter, items, identifiers) -> Response | None:
-        breached = next((item for item in items if not limiter.hit(item, *identifiers)), None)
-        shown = breached or items[0]
-        reset_at, remaining = limiter.get_window_stats(shown, *identifiers)
-        g.rate_limit = (shown.amount, remaining, reset_at)
+        # What limiter.hit and then get_window_stats would do, with the count
+        # the store returns: one call to the store less (a Redis round trip),
+        # and each key built once. Items after a breached one are not counted.
+        storage = limiter.storage
+        shown = None
+        for item in items:
+            key = item.key_for(*identifiers)
+            count = storage.incr(key, item.get_expiry(), amount=1)
+            breached = count > item.amount
+            if shown is None or breached:
+                shown = (item, key, count)
+            if breached:
+                break
+        item, key, count = shown
+        g.rate_limit = (item.amount, max(0, item.amount - count), storage.get_expiry(key))
         if limiter is self.shared and self.redis_retry != REDIS_RETRY_SECONDS:
             log.warning("Rate limit: Redis answers again; counting there")
             self.redis_retry = REDIS_RETRY_SECONDS
-        if breached is None:
+        if not breached:
             return None
-        metrics.record_rate_limited(breached)
-        return problem_response(429, f"Rate limit exceeded: {breached}")
+        metrics.record_rate_limited(item)
+        return problem_response(429, f"Rate limit exceeded: {item}")
 
     def _redis_failed(self) -> None:
         log.warning("Rate limit: Redis does not answer; counting in this worker's memory for %.0fs", self.redis_retry)

@@ -71,7 +71,10 @@ class TrustedProxies:
         if not self.trusts_peer(peer):
             return self.app(environ, start_response)
         environ[PEER_ADDR_KEY] = peer
-        environ["REMOTE_ADDR"] = self.client_address(peer, environ.get("HTTP_X_FORWARDED_FOR", ""))
+        forwarded_for = environ.get("HTTP_X_FORWARDED_FOR")
+        if forwarded_for:
+            # Without the header the peer is the client; parsing "" would raise and catch twice.
+            environ["REMOTE_ADDR"] = self.client_address(peer, forwarded_for)
         if "HTTP_X_FORWARDED_PROTO" in environ or "HTTP_X_FORWARDED_HOST" in environ:
             return self.forwarded(environ, start_response)
         return self.app(environ, start_response)
