@@ -38,6 +38,7 @@ def test_an_untrusted_peer_cannot_forward_an_address(whoami):
 def test_gunicorns_default_trusts_a_proxy_on_this_host(whoami):
     assert whoami("127.0.0.1", "6.6.6.6, 203.0.113.7") == "203.0.113.7"
     assert whoami("::1", "203.0.113.8") == "203.0.113.8"
+    assert whoami("127.0.0.1") == "127.0.0.1"  # no X-Forwarded-For: the proxy's own request
 
 
 @pytest.mark.parametrize("garbage", ["random-words", "999.1.1.1", "", "203.0.113.7:443", "unknown"])
