@@ -4,7 +4,9 @@
 directly. Flask-Limiter's per-request machinery (resolving decorated, blueprint
 and default limits, parsing the limit string again, seven context lookups)
 cost more CPU than the route in `make bench`, for the one default limit this
-app sets. The counting, its keys and its Redis scripts are the library's.
+app sets. A fixed window is counted as limits' FixedWindowRateLimiter counts
+it, one increment per limit; the keys, the stores and their Redis scripts are
+the library's.
 
 Each route has its own count per client (as Flask-Limiter's default limits).
 With REDIS_URL every worker of every replica shares one count. Without it,
@@ -23,7 +25,6 @@ import time
 from flask import Blueprint, Flask, Response, g, request
 from limits import RateLimitItem, parse_many
 from limits.storage import MemoryStorage, Storage, storage_from_string
-from limits.strategies import FixedWindowRateLimiter
 
 from . import metrics
 from .cluster import board
@@ -87,10 +88,10 @@ class RateLimit:
     def __init__(self, limit: str | None, redis_url: str | None, exempt: list[Blueprint]):
         self.limit = limit
         self.exempt = frozenset(blueprint.name for blueprint in exempt)
-        self.memory = FixedWindowRateLimiter(WorkerMemoryStorage())
-        self.shared = FixedWindowRateLimiter(storage_from_string(redis_url, **REDIS_TIMEOUTS)) if redis_url else None
+        self.memory: Storage = WorkerMemoryStorage()
+        self.shared: Storage | None = storage_from_string(redis_url, **REDIS_TIMEOUTS) if redis_url else None
         # The store /health/ready asks about: Redis when there is one.
-        self.storage: Storage = (self.shared or self.memory).storage
+        self.storage: Storage = self.shared or self.memory
         self.shared_items = tuple(parse_many(limit)) if limit else ()
         self.redis_down_until = 0.0
         self.redis_retry = REDIS_RETRY_SECONDS
@@ -120,29 +121,27 @@ class RateLimit:
             log.exception("Rate limit: counting failed; the request is served")
             return None
 
-    def _count(self, limiter: FixedWindowRateLimiter, items, identifiers) -> Response | None:
-        # What limiter.hit and then get_window_stats would do, with the count
-        # the store returns: one call to the store less (a Redis round trip),
-        # and each key built once. Items after a breached one are not counted.
-        storage = limiter.storage
-        shown = None
+    def _count(self, storage: Storage, items, identifiers) -> Response | None:
+        # FixedWindowRateLimiter.hit, then get_window_stats for the limit shown,
+        # minus one call to the store (a Redis round trip): the increment
+        # returns the count. Limits after a breached one are not counted.
+        shown = None  # (limit, its key, its count): the first limit, or the one breached
         for item in items:
             key = item.key_for(*identifiers)
             count = storage.incr(key, item.get_expiry(), amount=1)
-            breached = count > item.amount
-            if shown is None or breached:
+            if shown is None or count > item.amount:
                 shown = (item, key, count)
-            if breached:
+            if count > item.amount:
                 break
-        item, key, count = shown
-        g.rate_limit = (item.amount, max(0, item.amount - count), storage.get_expiry(key))
-        if limiter is self.shared and self.redis_retry != REDIS_RETRY_SECONDS:
+        limit, key, count = shown
+        g.rate_limit = (limit.amount, max(0, limit.amount - count), storage.get_expiry(key))
+        if storage is self.shared and self.redis_retry != REDIS_RETRY_SECONDS:
             log.warning("Rate limit: Redis answers again; counting there")
             self.redis_retry = REDIS_RETRY_SECONDS
-        if not breached:
+        if count <= limit.amount:
             return None
-        metrics.record_rate_limited(item)
-        return problem_response(429, f"Rate limit exceeded: {item}")
+        metrics.record_rate_limited(limit)
+        return problem_response(429, f"Rate limit exceeded: {limit}")
 
     def _redis_failed(self) -> None:
         log.warning("Rate limit: Redis does not answer; counting in this worker's memory for %.0fs", self.redis_retry)

@@ -57,12 +57,17 @@ OWNERS = {
     "gthread": "gthread",
     "SyncWorker": "sync.SyncWorker",
     "GeventWorker": "ggevent.GeventWorker",
+    "BaseServer": "baseserver.BaseServer",
     "monkey": "monkey",
     "MemoryStorage": "memory.MemoryStorage",
 }
 
 # Owners only gevent projects have.
-GEVENT_IMPORTS = {"ggevent": "from gunicorn.workers import ggevent", "monkey": "from gevent import monkey"}
+GEVENT_IMPORTS = {
+    "ggevent": "from gunicorn.workers import ggevent",
+    "monkey": "from gevent import monkey",
+    "baseserver": "from gevent import baseserver",
+}
 
 
 def test_this_gunicorn_has_every_internal():
@@ -81,8 +86,14 @@ BREAKABLE = [
 @pytest.mark.parametrize("internal", BREAKABLE, ids=[internal.name for internal in BREAKABLE])
 def test_a_changed_internal_refuses_the_start(internal):
     owner = OWNERS[internal.name.rsplit(".", 1)[0]]
+    refusal = _refusal_after_breaking(owner, internal.attribute)
+    assert any(internal.name in problem for problem in refusal["missing"])
+
+
+def _refusal_after_breaking(owner: str, attribute: str) -> dict:
+    """The JSON line of a start refused after `owner.attribute` was replaced."""
     extra_import = GEVENT_IMPORTS.get(owner.split(".")[0], "")
-    script = BREAK_AND_START.format(owner=owner, attribute=internal.attribute, extra_import=extra_import)
+    script = BREAK_AND_START.format(owner=owner, attribute=attribute, extra_import=extra_import)
     env = {"PATH": "/usr/bin:/bin", "PORT": str(free_port()), "WEB_CONCURRENCY": "1"}
     finished = subprocess.run(
         [sys.executable, "-c", script], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=60
@@ -90,4 +101,4 @@ def test_a_changed_internal_refuses_the_start(internal):
     assert finished.returncode == EXIT_INCOMPATIBLE, finished.stdout + finished.stderr
     [refusal] = [json.loads(line) for line in finished.stdout.splitlines() if json.loads(line)["level"] == "error"]
     assert refusal["gunicorn_version"]
-    assert any(internal.name in problem for problem in refusal["missing"])
+    return refusal

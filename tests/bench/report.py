@@ -3,6 +3,8 @@
 import json
 from pathlib import Path
 
+from .scenarios import QUIET_CORES
+
 BASELINE = "bare gunicorn"
 NODE = "node (express cluster)"
 
@@ -237,7 +239,7 @@ def goals(results: dict) -> str:
                 f"{default['server_cores']:.2f} vs {bare['server_cores']:.2f} cores)"
             )
             disturbed = max(default["others_cores_max"], bare["others_cores_max"])
-            if disturbed > 0.1:
+            if disturbed > QUIET_CORES:
                 measured += f"; DISTURBED: other processes used up to {disturbed:.2f} cores during a run"
         add("CPU-bound, 16 connections (default gthread)", ">= 1.8x bare", measured, gthread >= 1.8)
         others = ", ".join(
@@ -264,7 +266,7 @@ def goals(results: dict) -> str:
             errors = run["errors"] + run["timeouts"] + run["non_2xx"]
             share = run["vs_node"][0] if "vs_node" in run else run["rps"] / node
             add(f"gevent vs Node, {load}", ">= 50% of Node" + (", 0 errors" if load == io1000 else ""),
-                f"{run['rps']:.0f} vs {node:.0f} req/s ({share:.0%}), {errors} errors",
+                f"{run['rps']:.0f} vs {node:.0f} req/s (paired median {share:.0%}), {errors} errors",
                 share >= 0.5 and (load == cpu or errors == 0))  # fmt: skip
     for worker_class, figures in results.get("memory", {}).items():
         if worker_class != BASELINE:

@@ -413,7 +413,8 @@ def _summary(samples: dict) -> dict:
         for key, baseline in (("vs_bare", "bare gunicorn"), ("vs_node", "node (express cluster)")):
             if baseline in samples and name != baseline:
                 ratios = [run.rps / base.rps for run, base in zip(runs, samples[baseline], strict=True)]
-                summary[name][key] = [round(statistics.median(ratios), 2), round(min(ratios), 2), round(max(ratios), 2)]
+                # Three decimals: a goal such as 1.8x is judged on the ratio, not on its rounding for print.
+                summary[name][key] = [round(statistics.median(ratios), 3), round(min(ratios), 3), round(max(ratios), 3)]
     return summary
 
 

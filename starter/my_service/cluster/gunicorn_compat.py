@@ -99,24 +99,32 @@ INTERNALS = (
         "gunicorn.http.get_parser", gunicorn.http, "get_parser", ("cfg", "source", "source_addr", "http2_connection")
     ),
     Internal("RequestParser.__init__", parser.RequestParser, "__init__", ("self", "cfg", "source", "source_addr")),
+    Internal("RequestParser.mesg_class", parser.RequestParser, "mesg_class", kind=type),
     Internal("Request.set_body_reader", message.Request, "set_body_reader", ("self",)),
     Internal("Parser.finish_body", parser.Parser, "finish_body", ("self", "deadline", "max_bytes"), ("mesg",)),
     Internal("Body.__init__", body.Body, "__init__", uses=("failed",)),
     Internal("SocketUnreader.chunk", unreader.SocketUnreader, "chunk", ("self", "size_hint")),
+    Internal("ChunkedReader.__init__", body.ChunkedReader, "__init__", ("self", "req", "unreader"), ("parser",)),
     Internal("ChunkedReader.parse_chunk_size", body.ChunkedReader, "parse_chunk_size", ("self", "unreader", "data")),
-    Internal("LengthReader.__init__", body.LengthReader, "__init__", ("self", "unreader", "length")),
-    Internal("EOFReader.__init__", body.EOFReader, "__init__", ("self", "unreader")),
+    Internal("LengthReader.__init__", body.LengthReader, "__init__", ("self", "unreader", "length"), ("length",)),
+    Internal("EOFReader.__init__", body.EOFReader, "__init__", ("self", "unreader"), ("finished",)),
+    # workers/answers.py: client errors answered as problems; each response's Date cached once a second.
     Internal("Worker.handle_error", base.Worker, "handle_error", ("self", "req", "client", "addr", "exc")),
-    Internal("util.write_nonblock", util, "write_nonblock", ("sock", "data", "chunked")),
-    Internal("util.close", util, "close", ("sock",)),
-    # workers/answers.py: each response's Date comes from util.http_date, cached once a second.
     Internal("util.http_date", util, "http_date", ("timestamp",)),
     Internal("Response.default_headers", wsgi.Response, "default_headers", ("self",), ("http_date",)),
-    Internal("negotiation.prior_knowledge_allowed", negotiation, "prior_knowledge_allowed", ("cfg", "peer_addr")),
+    # errors.py: problems written straight to the socket, and lingering closes.
+    Internal("util.write_nonblock", util, "write_nonblock", ("sock", "data", "chunked")),
+    Internal("util.close", util, "close", ("sock",)),
     # workers/gthread_worker.py: gthread's connections wait for their request head in the worker's event loop.
+    Internal("negotiation.prior_knowledge_allowed", negotiation, "prior_knowledge_allowed", ("cfg", "peer_addr")),
     Internal("TConn.__init__", gthread.TConn, "__init__", uses=("data_ready", "parser")),
+    # finish_request closes a connection with close(graceful=True) when it must go: _Conn lingers then.
+    Internal("TConn.close", gthread.TConn, "close", ("self", "graceful")),
     Internal(
-        "ThreadWorker.__init__", gthread.ThreadWorker, "__init__", uses=("poller", "keepalived_conns", "nr_conns")
+        "ThreadWorker.__init__",
+        gthread.ThreadWorker,
+        "__init__",
+        uses=("poller", "keepalived_conns", "nr_conns", "worker_connections"),
     ),
     Internal("ThreadWorker.accept", gthread.ThreadWorker, "accept", ("self", "listener")),
     Internal(
@@ -126,7 +134,7 @@ INTERNALS = (
         ("self", "conn", "client"),
     ),
     Internal("ThreadWorker.enqueue_req", gthread.ThreadWorker, "enqueue_req", ("self", "conn")),
-    Internal("ThreadWorker.finish_request", gthread.ThreadWorker, "finish_request", ("self", "conn", "fs")),
+    Internal("ThreadWorker.finish_request", gthread.ThreadWorker, "finish_request", ("self", "conn", "fs"), ("close",)),
     Internal("ThreadWorker.murder_pending", gthread.ThreadWorker, "murder_pending", ("self",)),
     # handle() answers True for a kept-alive connection (its _keepalive_after): the thread may serve the next request.
     Internal(
@@ -137,6 +145,8 @@ INTERNALS = (
         ("data_ready", "parser", "_keepalive_after"),
     ),
     Internal("gthread.STOP_KEEPALIVE_LINGER", gthread, "STOP_KEEPALIVE_LINGER", kind=float),
+    # workers/sync_worker.py: a sync worker lingers after an answer while the client still sends.
+    Internal("Worker.init_process", base.Worker, "init_process", ("self",)),
     Internal(
         "SyncWorker.handle_request", sync.SyncWorker, "handle_request", ("self", "listener", "req", "client", "addr")
     ),
@@ -147,7 +157,7 @@ def gevent_internals() -> tuple[Internal, ...]:
     """What workers/gevent_worker.py relies on; only where gevent is installed (gevent projects)."""
     if importlib.util.find_spec("gevent") is None:
         return ()
-    from gevent import monkey
+    from gevent import baseserver, monkey
     from gunicorn.workers import ggevent
 
     return (
@@ -169,7 +179,12 @@ def gevent_internals() -> tuple[Internal, ...]:
                 "_call_hooks",
             ),
         ),
-        Internal("GeventWorker.run", ggevent.GeventWorker, "run", ("self",)),
+        # run() builds each listener's server from ggevent's StreamServer (gevent's: missing_internals) and sets
+        # its max_accept; the worker's subclass answers max_accept from its pool, read by gevent's accept loop.
+        Internal("GeventWorker.run", ggevent.GeventWorker, "run", ("self",), ("StreamServer", "max_accept")),
+        Internal("BaseServer.max_accept", baseserver.BaseServer, "max_accept", kind=int),
+        Internal("BaseServer._do_read", baseserver.BaseServer, "_do_read", ("self",), ("max_accept",)),
+        Internal("BaseServer.set_spawn", baseserver.BaseServer, "set_spawn", ("self", "spawn"), ("pool",)),
         Internal("GeventWorker.handle", ggevent.GeventWorker, "handle", ("self", "listener", "client", "addr")),
         Internal(
             "GeventWorker.handle_request",
@@ -178,6 +193,14 @@ def gevent_internals() -> tuple[Internal, ...]:
             ("self", "listener_name", "req", "sock", "addr"),
         ),
     )
+
+
+def gunicorn_serves_with_gevents_stream_server() -> bool:
+    """Whether ggevent builds its servers from gevent's own StreamServer, which the gevent worker replaces."""
+    from gevent.server import StreamServer
+    from gunicorn.workers import ggevent
+
+    return getattr(ggevent, "StreamServer", None) is StreamServer
 
 
 def limits_internals() -> tuple[Internal, ...]:
@@ -197,6 +220,8 @@ def missing_internals() -> list[str]:
     problems = [internal.problem() for internal in (*INTERNALS, *gevent_internals(), *limits_internals())]
     if getattr(arbiter, "os", None) is not os:
         problems.append("gunicorn.arbiter.os is not the os module")
+    if importlib.util.find_spec("gevent") and not gunicorn_serves_with_gevents_stream_server():
+        problems.append("gunicorn.workers.ggevent.StreamServer is not gevent's StreamServer")
     return [problem for problem in problems if problem]
 
 

@@ -20,7 +20,8 @@ on the command line still picks gunicorn's own worker.
 from .gthread_worker import GthreadWorker
 from .sync_worker import SyncWorker
 
-__all__ = ["GeventWorker", "GthreadWorker", "SyncWorker"]
+# GeventWorker too, on first use: `import *` must not import gevent in a gthread project.
+__all__ = ["GthreadWorker", "SyncWorker"]
 
 
 def __getattr__(name):

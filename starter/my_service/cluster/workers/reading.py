@@ -14,7 +14,6 @@ sock, buf), ChunkedReader (parse_chunk_size, parser), LengthReader.length and
 EOFReader.finished.
 """
 
-import re
 import time
 
 import gunicorn.http
@@ -26,13 +25,6 @@ from gunicorn.http.unreader import SocketUnreader
 from ...settings import load_settings_or_exit
 from .. import limits
 from ..errors import BodyTimeout, BodyTooLarge, HeadTimeout
-
-# Bytes read at once while a request head is buffered.
-HEAD_READ_SIZE = 65536
-# A request head ends with an empty line.
-END_OF_HEAD = b"\r\n\r\n"
-# The body's size as a request head declares it: a Content-Length, or chunked (unknown, so large).
-DECLARED_BODY = re.compile(rb"\r\n(?:content-length[ \t]*:[ \t]*(\d+)|transfer-encoding[ \t]*:[^\r\n]*chunked)", re.I)
 
 _original_get_parser = gunicorn.http.get_parser
 
@@ -169,27 +161,12 @@ def install_deadline_parser(cooperative: bool = False) -> None:
     gunicorn.http.get_parser = deadline_get_parser
 
 
-def declares_large_body(head: bytes) -> bool:
-    """Whether a request head announces a body over limits.LARGE_BODY_BYTES (chunked counts as large)."""
-    for match in DECLARED_BODY.finditer(head):
-        if match.group(1) is None or int(match.group(1)) > limits.LARGE_BODY_BYTES:
-            return True
-    return False
-
-
 def has_large_body(req) -> bool:
     """Whether a parsed request carries a body over limits.LARGE_BODY_BYTES (chunked counts as large)."""
     reader = getattr(getattr(req, "body", None), "reader", None)
     if isinstance(reader, LengthReader):
         return reader.length > limits.LARGE_BODY_BYTES
     return isinstance(reader, ChunkedReader)
-
-
-def head_is_complete(head: bytearray, searched: int = 0) -> bool:
-    """Whether a buffered head is ready for the parser: whole, too long, or with a bare LF (which it refuses)."""
-    if head.find(END_OF_HEAD, searched) >= 0 or len(head) >= limits.MAX_BUFFERED_HEAD:
-        return True
-    return head.count(b"\n") != head.count(b"\r\n")
 
 
 def body_left(req) -> bool:

@@ -22,6 +22,7 @@ STOP_KEEPALIVE_LINGER, negotiation.prior_knowledge_allowed, util.close.
 
 import contextlib
 import errno
+import re
 import select
 import selectors
 import socket
@@ -37,15 +38,38 @@ from gunicorn.workers import gthread
 from .. import limits
 from ..errors import ClientError, HeadTimeout, write_problem
 from .answers import AnswersClientErrors, install_cached_http_date, refuse_for_now
-from .reading import HEAD_READ_SIZE, declares_large_body, head_is_complete, install_deadline_parser
+from .reading import install_deadline_parser
+
+# Bytes read at once while a request head is buffered.
+HEAD_READ_SIZE = 65536
+# A request head ends with an empty line.
+END_OF_HEAD = b"\r\n\r\n"
+# The body's size as a request head declares it: a Content-Length, or chunked (unknown, so large).
+DECLARED_BODY = re.compile(rb"\r\n(?:content-length[ \t]*:[ \t]*(\d+)|transfer-encoding[ \t]*:[^\r\n]*chunked)", re.I)
 
 # How long a gthread thread that just answered a kept-alive connection waits for its next request (ms):
 # long enough for a busy client on a loaded host, short enough that an idle one hardly holds the thread.
 NEXT_REQUEST_WAIT_MS = 5
 
+# What a pool thread returns when the next request's head it began reading is the event loop's to finish.
 _HEAD_TO_LOOP = object()
 # A kept-alive connection's next request is in its parser's buffer: the thread serves it too.
 _SERVE_HERE = object()
+
+
+def declares_large_body(head: bytes) -> bool:
+    """Whether a request head announces a body over limits.LARGE_BODY_BYTES (chunked counts as large)."""
+    for match in DECLARED_BODY.finditer(head):
+        if match.group(1) is None or int(match.group(1)) > limits.LARGE_BODY_BYTES:
+            return True
+    return False
+
+
+def head_is_complete(head: bytearray, searched: int = 0) -> bool:
+    """Whether a buffered head is ready for the parser: whole, too long, or with a bare LF (which it refuses)."""
+    if head.find(END_OF_HEAD, searched) >= 0 or len(head) >= limits.MAX_BUFFERED_HEAD:
+        return True
+    return head.count(b"\n") != head.count(b"\r\n")
 
 
 class _Conn(gthread.TConn):
