@@ -39,7 +39,9 @@ def table(results: dict) -> str:
 
 def _vs_bare(run: dict, base: float) -> float:
     """The median of the rounds' ratios to bare gunicorn; the ratio of medians for runs recorded without it."""
-    return run["vs_bare"][0] if "vs_bare" in run else run["rps"] / base
+    if "vs_bare" in run:
+        return run["vs_bare"][0]
+    return run["rps"] / base if base else float("nan")  # nan: bare served nothing, no ratio
 
 
 def _throughput(figures: dict) -> list[str]:

@@ -1,5 +1,6 @@
 """Each measurement the seed's claims need, run against real servers."""
 
+import contextlib
 import os
 import random
 import signal
@@ -92,7 +93,7 @@ class Bench:
         server = start()
         try:
             if warmup:  # unmeasured: Node's JIT needs a few seconds of load to reach its pace
-                wrk(server.url + path, connections, warmup)
+                _warm_up(server.url + path, connections, warmup)
             machine_before, server_before = servers.machine_busy_seconds(), server.cpu_seconds()
             started = time.monotonic()
             load = wrk(server.url + path, connections, seconds or self.profile.seconds)
@@ -361,6 +362,25 @@ def _load_every_worker(server: servers.Server, package: str, rounds: int = 5) ->
     raise RuntimeError(f"{server.name}: some worker served fewer than {MEMORY_MIN_REQUESTS} requests: {served}")
 
 
+# A warm-up exercises the code, not the queues: at most this many connections.
+WARMUP_CONNECTIONS = 16
+# How long the request after a warm-up may wait behind what the warm-up left queued.
+WARMUP_DRAIN_SECONDS = 60
+
+
+def _warm_up(url: str, connections: int, seconds: float) -> None:
+    """Load the server unmeasured, then wait for it to work off what that load left queued.
+
+    At full width the warm-up would leave an overloaded server (one sync worker
+    on /io: 20 requests a second) a backlog of abandoned connections to serve
+    during the measured run, which then counted nothing. The request after it
+    is answered once the backlog ahead of it is gone.
+    """
+    wrk(url, min(connections, WARMUP_CONNECTIONS), seconds)
+    with contextlib.suppress(OSError):
+        urllib.request.urlopen(url, timeout=WARMUP_DRAIN_SECONDS).close()
+
+
 def _status(url: str) -> int:
     try:
         with urllib.request.urlopen(url, timeout=5) as response:
@@ -412,7 +432,10 @@ def _summary(samples: dict) -> dict:
         }
         for key, baseline in (("vs_bare", "bare gunicorn"), ("vs_node", "node (express cluster)")):
             if baseline in samples and name != baseline:
-                ratios = [run.rps / base.rps for run, base in zip(runs, samples[baseline], strict=True)]
+                pairs = zip(runs, samples[baseline], strict=True)
+                ratios = [run.rps / base.rps for run, base in pairs if base.rps]
+                if not ratios:
+                    continue  # the baseline served nothing in any round: no ratio to give
                 # Three decimals: a goal such as 1.8x is judged on the ratio, not on its rounding for print.
                 summary[name][key] = [round(statistics.median(ratios), 3), round(min(ratios), 3), round(max(ratios), 3)]
     return summary
