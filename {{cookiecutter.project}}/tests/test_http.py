@@ -10,16 +10,10 @@ import json
 import socket
 {%- endif %}
 import time
-{% if cookiecutter.worker_class == "gevent" %}
-import gevent.event
-import gevent.pool
-{%- endif %}
+
 import pytest
 
 from {{ cookiecutter.package }}.cluster import limits
-{%- if cookiecutter.worker_class == "gevent" %}
-from {{ cookiecutter.package }}.cluster.workers.gevent_worker import AcceptsInBatches
-{%- endif %}
 from {{ cookiecutter.package }}.settings import WORKER_CLASS
 {%- if cookiecutter.worker_class == "gevent" %}
 
@@ -154,41 +148,6 @@ def test_kept_alive_connections_take_turns(serve):
             connection.close()
     longest = max(len(list(run)) for _, run in itertools.groupby(order))
     assert longest <= pipelined // 4, f"one connection was served {longest} times in a row while others waited"
-
-
-def test_a_burst_of_new_connections_is_served_in_full(serve):
-    """Connections arriving together at two workers all get in and are answered, in batches or one at a time."""
-    burst = 300
-    server = serve({"WEB_CONCURRENCY": "2", "RATE_LIMIT": "off"})
-    connections = [socket.create_connection(("127.0.0.1", server.port), timeout=DEADLINE) for _ in range(burst)]
-    try:
-        for connection in connections:
-            connection.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
-        status_lines = [connection.makefile("rb").readline() for connection in connections]
-    finally:
-        for connection in connections:
-            connection.close()
-    assert all(line.startswith(b"HTTP/1.1 200") for line in status_lines), set(status_lines)
-
-
-def test_a_worker_lets_connections_in_one_at_a_time_until_many_are_open():
-    """One per pass of its loop while few are open, so a burst spreads between workers (as gunicorn has it);
-    a batch once hundreds are, so a busy worker does not keep new ones waiting for seconds (gevent's up to 100).
-    """
-    waiting = gevent.event.Event()
-    with socket.socket() as listener:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen()
-        server = AcceptsInBatches(listener, handle=lambda *_: None, spawn=gevent.pool.Pool(limits.WORKER_CONNECTIONS))
-        server.max_accept = 1  # what gunicorn sets with several workers
-        batches = []
-        for open_connections in (15, 16, 80, 800, 1000):
-            while len(server.pool) < open_connections:
-                server.pool.spawn(waiting.wait)
-            batches.append(server.max_accept)
-        waiting.set()
-        server.pool.join()
-    assert batches == [1, 2, 10, 100, 100]
 {%- endif %}
 {%- if cookiecutter.worker_class == "gthread" %}
 
