@@ -201,18 +201,19 @@ class Bench:
         return figures
 
     def metrics_cost(self) -> dict:
-        """/cpu throughput of the default cluster with its metrics on and off, alternated."""
+        """/cpu throughput of the default cluster with its metrics on and off: the median of paired rounds' costs."""
         samples = {"on": [], "off": []}
-        served = {}
-        for _ in range(self.profile.rounds):
-            for state, env in (("on", {}), ("off", METRICS_OFF)):
-                server = self.start_cluster(**env)
-                try:
-                    served[state] = _status(server.url + "/metrics")
-                    samples[state].append(wrk(server.url + "/cpu", 16, self.profile.seconds).rps)
-                finally:
-                    server.stop(signal.SIGKILL)
+        states = [("on", {}), ("off", METRICS_OFF)]
+        served = {state: self._metrics_status(env) for state, env in states}
+        for round_number in range(self.profile.rounds):
+            # Paired as the throughput rounds are, the order reversed every other round.
+            for state, env in states if round_number % 2 == 0 else states[::-1]:
+                run = self._one_run(
+                    lambda env=env: self.start_cluster(**env), "/cpu", 16, warmup=self.profile.warmup_seconds
+                )
+                samples[state].append(run.rps)
         on, off = statistics.median(samples["on"]), statistics.median(samples["off"])
+        costs = [1 - on_rps / off_rps for on_rps, off_rps in zip(samples["on"], samples["off"], strict=True) if off_rps]
         if served["on"] != 200:
             note = f"/metrics answered {served['on']}: this project has no metrics yet, both runs are the same app"
         elif served["off"] == 200:
@@ -222,10 +223,18 @@ class Bench:
         return {
             "on_rps": round(on),
             "off_rps": round(off),
-            "cost": round(1 - on / off, 3) if off else None,
+            "cost": round(statistics.median(costs), 3) if costs else None,
             "metrics_status": served,
             "note": note,
         }
+
+    def _metrics_status(self, env: dict) -> int:
+        """What /metrics answers with `env`: 200 when metrics are on."""
+        server = self.start_cluster(**env)
+        try:
+            return _status(server.url + "/metrics")
+        finally:
+            server.stop(signal.SIGKILL)
 
     def attacks(self) -> dict:
         """Each attack against each server, inside a cgroup of the plan's replica memory where we may make one."""

@@ -157,7 +157,7 @@ def gevent_internals() -> tuple[Internal, ...]:
     """What workers/gevent_worker.py relies on; only where gevent is installed (gevent projects)."""
     if importlib.util.find_spec("gevent") is None:
         return ()
-    from gevent import baseserver, monkey
+    from gevent import monkey
     from gunicorn.workers import ggevent
 
     return (
@@ -179,12 +179,7 @@ def gevent_internals() -> tuple[Internal, ...]:
                 "_call_hooks",
             ),
         ),
-        # run() builds each listener's server from ggevent's StreamServer (gevent's: missing_internals) and sets
-        # its max_accept; the worker's subclass answers max_accept from its pool, read by gevent's accept loop.
-        Internal("GeventWorker.run", ggevent.GeventWorker, "run", ("self",), ("StreamServer", "max_accept")),
-        Internal("BaseServer.max_accept", baseserver.BaseServer, "max_accept", kind=int),
-        Internal("BaseServer._do_read", baseserver.BaseServer, "_do_read", ("self",), ("max_accept",)),
-        Internal("BaseServer.set_spawn", baseserver.BaseServer, "set_spawn", ("self", "spawn"), ("pool",)),
+        Internal("GeventWorker.run", ggevent.GeventWorker, "run", ("self",)),
         Internal("GeventWorker.handle", ggevent.GeventWorker, "handle", ("self", "listener", "client", "addr")),
         Internal(
             "GeventWorker.handle_request",
@@ -193,14 +188,6 @@ def gevent_internals() -> tuple[Internal, ...]:
             ("self", "listener_name", "req", "sock", "addr"),
         ),
     )
-
-
-def gunicorn_serves_with_gevents_stream_server() -> bool:
-    """Whether ggevent builds its servers from gevent's own StreamServer, which the gevent worker replaces."""
-    from gevent.server import StreamServer
-    from gunicorn.workers import ggevent
-
-    return getattr(ggevent, "StreamServer", None) is StreamServer
 
 
 def limits_internals() -> tuple[Internal, ...]:
@@ -220,8 +207,6 @@ def missing_internals() -> list[str]:
     problems = [internal.problem() for internal in (*INTERNALS, *gevent_internals(), *limits_internals())]
     if getattr(arbiter, "os", None) is not os:
         problems.append("gunicorn.arbiter.os is not the os module")
-    if importlib.util.find_spec("gevent") and not gunicorn_serves_with_gevents_stream_server():
-        problems.append("gunicorn.workers.ggevent.StreamServer is not gevent's StreamServer")
     return [problem for problem in problems if problem]
 
 

@@ -6,17 +6,14 @@
   one fast upload cannot hold the worker's only thread.
 - A kept-alive connection whose next request is already in lets the others
   take a turn first.
-- Waiting connections are let in a batch at a time, one while few are open,
-  more as more are, up to gevent's own 100.
 
 Imported only by gevent projects (cluster.workers loads it on first use, in the
 master, which has patched everything but os and signal: gunicorn.conf.py).
 
 gunicorn internals this relies on (checked at start by gunicorn_compat):
-ggevent's GeventWorker (init_process, patch, run building its servers from
-ggevent's StreamServer and setting their max_accept, handle, handle_request
-raising StopIteration to close), gevent.monkey.patch_module's private
-_notify_*_subscribers arguments, and gevent's accept loop reading max_accept.
+ggevent's GeventWorker (init_process, patch, run, handle, handle_request
+raising StopIteration to close), and gevent.monkey.patch_module's private
+_notify_*_subscribers arguments.
 """
 
 import contextlib
@@ -31,8 +28,7 @@ import gevent.os
 import gevent.signal  # imported once here, in the master, not by each worker when it patches signal (~0.6 MB each)
 import gevent.socket
 from gevent import monkey
-from gevent.server import StreamServer
-from gunicorn.workers import ggevent
+from gunicorn.workers.ggevent import GeventWorker as _GeventWorker
 
 from .. import limits
 from ..errors import linger
@@ -40,30 +36,7 @@ from .answers import AnswersClientErrors, install_cached_http_date, refuse_for_n
 from .reading import body_left, has_large_body, install_deadline_parser
 
 
-class AcceptsInBatches(StreamServer):
-    """gevent's StreamServer, letting in more waiting connections per pass of its loop the more it already serves.
-
-    gunicorn sets max_accept to 1 when it runs several workers, so new
-    connections spread between them; gevent's default is 100. One at a time,
-    a busy worker let 1,000 connections in over seconds (p99 3.1 s at /io).
-    100 at a time, an idle worker took a burst of 16 whole (1 and 15, not
-    7 and 9): the batch grows with the connections already open instead.
-    """
-
-    # One more connection let in per pass for each this many open (one at a time below that).
-    OPEN_PER_ACCEPT = 8
-
-    @property
-    def max_accept(self) -> int:
-        open_connections = len(self.pool) if self.pool is not None else 0
-        return max(1, min(StreamServer.max_accept, open_connections // self.OPEN_PER_ACCEPT))
-
-    @max_accept.setter
-    def max_accept(self, _value) -> None:
-        """Ignores gunicorn's 1: the batch follows the open connections."""
-
-
-class GeventWorker(AnswersClientErrors, ggevent.GeventWorker):
+class GeventWorker(AnswersClientErrors, _GeventWorker):
     """gevent, with request deadlines, lingering error closes and eviction of idle connections."""
 
     def patch(self):
@@ -98,7 +71,6 @@ class GeventWorker(AnswersClientErrors, ggevent.GeventWorker):
         self.large_bodies = threading.BoundedSemaphore(limits.GEVENT_LARGE_BODIES)
         # Waits for the loop's next pass; the highest priority makes that every pass, even a busy one.
         self.next_turn = partial(gevent.idle, gevent.get_hub().loop.MAXPRI)
-        ggevent.StreamServer = AcceptsInBatches  # what gunicorn's run() builds each listener's server from (gevent's)
         super().run()
 
     def handle(self, listener, client, addr):
