@@ -268,7 +268,7 @@ def goals(results: dict) -> str:
             errors = run["errors"] + run["timeouts"] + run["non_2xx"]
             share = run["vs_node"][0] if "vs_node" in run else run["rps"] / node
             add(f"gevent vs Node, {load}", ">= 50% of Node" + (", 0 errors" if load == io1000 else ""),
-                f"{run['rps']:.0f} vs {node:.0f} req/s (paired median {share:.0%}), {errors} errors",
+                f"{run['rps']:.0f} vs {node:.0f} req/s (paired median {share:.1%}), {errors} errors",
                 share >= 0.5 and (load == cpu or errors == 0))  # fmt: skip
     for worker_class, figures in results.get("memory", {}).items():
         if worker_class != BASELINE:
