@@ -40,6 +40,8 @@ OWNERS = {
     "Worker": "base.Worker",
     "Message": "message.Message",
     "Request": "message.Request",
+    "message": "message",
+    "HeaderPolicy": "message.HeaderPolicy",
     "Response": "wsgi.Response",
     "util": "util",
     "gunicorn.arbiter": "arbiter",

@@ -143,6 +143,19 @@ def test_the_oldest_busy_request_is_published():
     assert published[-1] == (0.0, "")
 
 
+def test_the_board_is_written_only_when_the_oldest_request_changes():
+    """Every request begins, pauses and ends: most of those leave the oldest as it was, and the board alone."""
+    published = []
+    in_flight = InFlight(lambda since, label: published.append((since, label)))
+    in_flight.begin(1, "GET /first -")
+    in_flight.begin(2, "GET /second -")
+    in_flight.pause(2)
+    in_flight.end(2)
+    assert [label for _, label in published] == ["GET /first -"]
+    in_flight.end(1)
+    assert published[-1] == (0.0, "") and len(published) == 2
+
+
 def test_a_full_board_stops_the_master_loudly(tmp_path):
     """Every slot taken: pre_fork raises HaltServer instead of gunicorn's silent StopIteration."""
     hooks = ClusterHooks(Settings.from_env({}), size_cluster(Settings.from_env({})))

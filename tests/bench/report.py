@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 from .scenarios import QUIET_CORES
+from .servers import PLAIN_GTHREAD
 
 BASELINE = "bare gunicorn"
 NODE = "node (express cluster)"
@@ -250,6 +251,14 @@ def goals(results: dict) -> str:
             if name.startswith("cluster (g") or "sync" in name
         )
         add("CPU-bound, 16 connections, each class", "(for reading)", others, None)
+        plain = throughput[cpu].get(PLAIN_GTHREAD)
+        if plain:
+            add(
+                "gthread's ceiling here: gunicorn gthread, same sizing, no template",
+                "(for reading)",
+                f"{_vs_bare(plain, base):.2f}x bare; CPU per request {plain['us_per_request']} us",
+                None,
+            )
     if io200 in throughput:
         gthread, flask = rps(io200, "cluster (gthread)"), rps(io200, "flask run")
         add("I/O 50 ms, 200 connections (default gthread)", ">= flask run",

@@ -49,6 +49,7 @@ class Bench:
         found = {
             "bare gunicorn": self.start_bare,
             "flask run": lambda: servers.flask_dev_server(project, venv),
+            servers.PLAIN_GTHREAD: lambda: servers.plain_gthread(*self.default),
             **{f"cluster ({name})": (lambda name=name: self.start_cluster(name)) for name in self.projects},
         }
         if not self.node_missing:

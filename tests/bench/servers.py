@@ -19,6 +19,8 @@ CGROUP_MEMORY = Path("/sys/fs/cgroup/memory")
 # Everything allowed: the benchmark measures throughput, not the rate limiter's verdicts.
 UNLIMITED = {"RATE_LIMIT": "1000000000/second"}
 STARTUP_DEADLINE = 60.0
+# gunicorn gthread at the cluster's sizing, with none of the template's worker code or hooks.
+PLAIN_GTHREAD = "gunicorn gthread (no template)"
 
 
 def free_port() -> int:
@@ -184,6 +186,29 @@ def bare_gunicorn(project: Path, venv: Path, memory_limit_mb=None, **env) -> Ser
     """What Railway runs without this template: gunicorn's defaults, one sync worker."""
     command = ["gunicorn", "--config", "/dev/null", "--bind", "127.0.0.1:{port}", "bench_routes:app"]
     return Server("bare gunicorn", project, venv, command, env, memory_limit_mb)
+
+
+def project_sizing(project: Path, venv: Path, package: str) -> tuple[int, int]:
+    """The workers and threads the generated project's own sizing chooses on this machine."""
+    code = (
+        f"from {package}.cluster.sizing import size_cluster; from {package}.settings import load_settings_or_exit; "
+        "size = size_cluster(load_settings_or_exit()); print(size.workers, size.threads)"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("WEB_CONCURRENCY", "ENABLE_CLUSTERING")}
+    output = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", code], cwd=project, env=env, check=True, capture_output=True, text=True
+    ).stdout.split()
+    return int(output[0]), int(output[1])
+
+
+def plain_gthread(project: Path, venv: Path, package: str) -> Server:
+    """gunicorn's own gthread worker at the project's sizing, without the template's cluster: gthread's ceiling here."""
+    workers, threads = project_sizing(project, venv, package)
+    command = [
+        "gunicorn", "--config", "/dev/null", "--bind", "127.0.0.1:{port}", "--worker-class", "gthread",
+        "--workers", str(workers), "--threads", str(threads), "bench_routes:app",
+    ]  # fmt: skip
+    return Server(PLAIN_GTHREAD, project, venv, command)
 
 
 def flask_dev_server(project: Path, venv: Path) -> Server:

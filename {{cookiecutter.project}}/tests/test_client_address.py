@@ -1,10 +1,13 @@
 """The client's address: forwarded headers are believed only from trusted peers, so no client picks its own."""
 
+import ipaddress
 import uuid
 
 import pytest
+from gunicorn.http.message import _ip_in_allow_list
 
 from {{ cookiecutter.package }} import create_app
+from {{ cookiecutter.package }}.cluster.workers import peers
 
 
 @pytest.fixture
@@ -41,6 +44,13 @@ def test_gunicorns_default_trusts_a_proxy_on_this_host(whoami):
     assert whoami("127.0.0.1") == "127.0.0.1"  # no X-Forwarded-For: the proxy's own request
 
 
+def test_an_ipv4_peer_on_the_dual_stack_socket_is_its_ipv4_address(whoami):
+    """[::] reports an IPv4 peer as ::ffff:a.b.c.d: a proxy listed by its IPv4 address is still trusted."""
+    assert whoami("::ffff:127.0.0.1", "203.0.113.7") == "203.0.113.7"
+    assert whoami("::ffff:10.0.0.2", "203.0.113.9", FORWARDED_ALLOW_IPS="10.0.0.0/8") == "203.0.113.9"
+    assert whoami("::ffff:198.51.100.4", "1.2.3.4") == "::ffff:198.51.100.4"
+
+
 @pytest.mark.parametrize("garbage", ["random-words", "999.1.1.1", "", "203.0.113.7:443", "unknown"])
 def test_values_that_are_not_addresses_are_ignored(whoami, garbage):
     assert whoami("127.0.0.1", garbage) == "127.0.0.1"
@@ -74,3 +84,34 @@ def test_forged_forwarded_for_values_share_the_peers_limit(serve, env, forged):
     server = serve({"RATE_LIMIT": "5/minute", "ENABLE_CLUSTERING": "false", **env})
     statuses = [server.request("/", headers={"X-Forwarded-For": value})[0] for value in forged]
     assert statuses == [200] * 5 + [429] * (len(forged) - 5)
+
+
+@pytest.mark.parametrize("allow", [["127.0.0.1", "::1"], ["10.0.0.0/8"], ["*"], ["::ffff:0:0/96"]])
+def test_gunicorns_peer_check_is_remembered_and_reads_mapped_ipv4(allow, monkeypatch):
+    """The worker's check of gunicorn's forwarded_allow_ips: gunicorn's answer, plus mapped IPv4, same every time."""
+    monkeypatch.setattr(peers, "PEER_CACHE_SIZE", 4)  # small, so the peers below overflow it
+    networks = [ipaddress.ip_network(entry) for entry in allow if entry != "*"]
+    plain = ["127.0.0.1", "::1", "10.1.2.3", "203.0.113.7", "not-an-ip", ""]
+    mapped = ["::ffff:127.0.0.1", "::FFFF:10.1.2.3", "::ffff:a01:203", "::ffff:", "::ffff:999.1.1.1"]
+    for _ in range(3):
+        for peer in plain + mapped:
+            ipv4 = peer.lower().removeprefix("::ffff:")
+            expected = _ip_in_allow_list(peer, allow, networks) or (
+                "." in ipv4 and ipv4 != peer.lower() and _ip_in_allow_list(ipv4, allow, networks)
+            )
+            assert peers.cached_peer_in_allow_list(peer, allow, networks) == expected, peer
+    assert len(peers._answers) <= peers.PEER_CACHE_SIZE
+
+
+@pytest.mark.cluster
+def test_a_local_ipv4_proxy_is_trusted_by_gunicorn_and_the_app(serve):
+    """A real gunicorn on the dual-stack socket, reached over IPv4 as by a local proxy: its HTTPS and client count."""
+    forwarded = {"X-Forwarded-For": "203.0.113.9", "X-Forwarded-Proto": "https"}
+    env = {"ENABLE_CLUSTERING": "false", "ACCESS_LOG": "all", "RATE_LIMIT": "off"}
+    trusting, wary = serve(env), serve({**env, "FORWARDED_ALLOW_IPS": "10.9.9.9"})
+    for _ in range(3):  # the answer is remembered after the first request: it must not change
+        assert "Strict-Transport-Security" in trusting.request("/", headers=forwarded)[1]
+        assert "Strict-Transport-Security" not in wary.request("/", headers=forwarded)[1]
+    for server, client in ((trusting, "203.0.113.9"), (wary, "::ffff:127.0.0.1")):
+        logged = server.wait_for_log(lambda line: line.get("path") == "/" and "client_ip" in line)
+        assert logged["client_ip"] == client

@@ -34,9 +34,11 @@ PEER_ADDR_KEY = "{{ cookiecutter.package }}.peer_addr"
 
 def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     try:
-        return ipaddress.ip_address(text.strip())
+        address = ipaddress.ip_address(text.strip())
     except ValueError:
         return None
+    # A dual-stack socket reports an IPv4 peer as ::ffff:a.b.c.d: it is that IPv4 address.
+    return getattr(address, "ipv4_mapped", None) or address
 
 
 class TrustedProxies:

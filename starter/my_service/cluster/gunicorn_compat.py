@@ -112,6 +112,16 @@ INTERNALS = (
     Internal("Worker.handle_error", base.Worker, "handle_error", ("self", "req", "client", "addr", "exc")),
     Internal("util.http_date", util, "http_date", ("timestamp",)),
     Internal("Response.default_headers", wsgi.Response, "default_headers", ("self",), ("http_date",)),
+    # workers/peers.py: each peer's trust worked out once, not parsed again for every request.
+    Internal("message._ip_in_allow_list", message, "_ip_in_allow_list", ("ip_str", "allow_list", "networks")),
+    Internal("negotiation._ip_in_allow_list", negotiation, "_ip_in_allow_list", ("ip_str", "allow_list", "networks")),
+    Internal(
+        "HeaderPolicy._peer_is_trusted_proxy",
+        message.HeaderPolicy,
+        "_peer_is_trusted_proxy",
+        ("self",),
+        ("_ip_in_allow_list", "forwarded_allow_networks"),
+    ),
     # errors.py: problems written straight to the socket, and lingering closes.
     Internal("util.write_nonblock", util, "write_nonblock", ("sock", "data", "chunked")),
     Internal("util.close", util, "close", ("sock",)),

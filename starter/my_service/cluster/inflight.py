@@ -41,6 +41,8 @@ class InFlight:
         self.open: dict[int, str] = {}
         # key -> when the app started its current step, oldest first.
         self.working: dict[int, float] = {}
+        # The (key, since) last put on the board: most changes leave the oldest as it was.
+        self.shown: tuple[int, float] | None = None
 
     def __len__(self) -> int:
         return len(self.open)
@@ -73,6 +75,9 @@ class InFlight:
     def _publish(self) -> None:
         # Re-inserted keys go last, so the first one is the oldest.
         oldest = next(iter(self.working.items()), None)
+        if oldest == self.shown:
+            return
+        self.shown = oldest
         if oldest is None:
             self.publish(0.0, "")
         else:

@@ -38,6 +38,7 @@ from gunicorn.workers import gthread
 from .. import limits
 from ..errors import ClientError, HeadTimeout, write_problem
 from .answers import AnswersClientErrors, install_cached_http_date, refuse_for_now
+from .peers import install_peer_trust
 from .reading import install_deadline_parser
 
 # Bytes read at once while a request head is buffered.
@@ -113,6 +114,7 @@ class GthreadWorker(AnswersClientErrors, gthread.ThreadWorker):
     def init_process(self):
         install_deadline_parser()
         install_cached_http_date()
+        install_peer_trust()
         super().init_process()
 
     def accept(self, listener):

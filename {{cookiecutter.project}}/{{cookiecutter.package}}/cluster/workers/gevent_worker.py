@@ -33,6 +33,7 @@ from gunicorn.workers.ggevent import GeventWorker as _GeventWorker
 from .. import limits
 from ..errors import linger
 from .answers import AnswersClientErrors, install_cached_http_date, refuse_for_now
+from .peers import install_peer_trust
 from .reading import body_left, has_large_body, install_deadline_parser
 
 
@@ -61,6 +62,7 @@ class GeventWorker(AnswersClientErrors, _GeventWorker):
     def init_process(self):
         install_deadline_parser(cooperative=True)
         install_cached_http_date()
+        install_peer_trust()
         # Open connections, oldest first, and the ones with a request in flight.
         self.connections: dict = {}
         self.busy: set = set()

@@ -11,6 +11,7 @@ from gunicorn.workers.sync import SyncWorker as _SyncWorker
 
 from ..errors import linger
 from .answers import AnswersClientErrors, install_cached_http_date
+from .peers import install_peer_trust
 from .reading import body_left, install_deadline_parser
 
 
@@ -20,6 +21,7 @@ class SyncWorker(AnswersClientErrors, _SyncWorker):
     def init_process(self):
         install_deadline_parser()
         install_cached_http_date()
+        install_peer_trust()
         super().init_process()
 
     def handle_request(self, listener, req, client, addr):

@@ -1,0 +1,56 @@
+"""Whether a request's peer is a trusted proxy: an IPv4 peer as itself, worked out once per address.
+
+gunicorn checks the peer against forwarded_allow_ips for every request. Two
+things go wrong on the dual-stack [::] socket this project listens on:
+
+- Every IPv4 peer arrives as an IPv4-mapped IPv6 address (::ffff:10.0.0.5),
+  which gunicorn compares with IPv6 entries only: a proxy listed as 10.0.0.5,
+  or 127.0.0.1, is not trusted, and its X-Forwarded-Proto is ignored. Here a
+  mapped peer is checked as the IPv4 address it is.
+- Parsing that address is the dearest part of the check (~7 us, on a route
+  that takes a few hundred), and gunicorn does it for every request. The
+  answer depends only on the address and the worker's fixed allow list, so
+  each worker remembers it, for a bounded number of peers.
+
+gunicorn internals this relies on (checked at start by gunicorn_compat):
+message._ip_in_allow_list, and negotiation's own import of it.
+"""
+
+from gunicorn.http import message
+from gunicorn.http2 import negotiation
+
+# How an IPv4 peer's address reads on a dual-stack socket.
+IPV4_MAPPED_PREFIX = "::ffff:"
+# Distinct (peer, allow list) answers remembered; the edge and local proxies are a handful.
+# A client cycling through more addresses only empties the cache: it costs what gunicorn's check did.
+PEER_CACHE_SIZE = 1024
+
+_original_ip_in_allow_list = message._ip_in_allow_list
+_answers: dict[tuple[str, tuple[str, ...]], bool] = {}
+
+
+def peer_in_allow_list(ip_str, allow_list, networks) -> bool:
+    """gunicorn's _ip_in_allow_list, with an IPv4-mapped peer checked as its IPv4 address too."""
+    if _original_ip_in_allow_list(ip_str, allow_list, networks):
+        return True
+    if ip_str.lower().startswith(IPV4_MAPPED_PREFIX) and "." in ip_str:
+        return _original_ip_in_allow_list(ip_str[len(IPV4_MAPPED_PREFIX) :], allow_list, networks)
+    return False
+
+
+def cached_peer_in_allow_list(ip_str, allow_list, networks) -> bool:
+    """peer_in_allow_list, remembered per peer address and allow list."""
+    key = (ip_str, tuple(allow_list))
+    trusted = _answers.get(key)
+    if trusted is None:
+        trusted = peer_in_allow_list(ip_str, allow_list, networks)
+        if len(_answers) >= PEER_CACHE_SIZE:
+            _answers.clear()
+        _answers[key] = trusted
+    return trusted
+
+
+def install_peer_trust() -> None:
+    """Make this worker process check peers with cached_peer_in_allow_list (gunicorn's two callers)."""
+    message._ip_in_allow_list = cached_peer_in_allow_list
+    negotiation._ip_in_allow_list = cached_peer_in_allow_list
