@@ -164,7 +164,7 @@ INTERNALS = (
 
 
 def gevent_internals() -> tuple[Internal, ...]:
-    """What workers/gevent_worker.py relies on; only where gevent is installed (gevent projects)."""
+    """What workers/gevent_worker.py relies on; none where gevent is not installed."""
     if importlib.util.find_spec("gevent") is None:
         return ()
     from gevent import monkey
@@ -212,17 +212,22 @@ def limits_internals() -> tuple[Internal, ...]:
     )
 
 
-def missing_internals() -> list[str]:
-    """Each wrapped internal that this gunicorn (or limits) no longer has in the expected shape."""
-    problems = [internal.problem() for internal in (*INTERNALS, *gevent_internals(), *limits_internals())]
+def missing_internals(worker_class: str) -> list[str]:
+    """Each wrapped internal that this gunicorn (or limits) no longer has in the expected shape.
+
+    gevent's are checked for gevent workers only: importing gevent where it is
+    merely installed would cost every other master ~30 ms and its memory.
+    """
+    internals = (*INTERNALS, *(gevent_internals() if worker_class == "gevent" else ()), *limits_internals())
+    problems = [internal.problem() for internal in internals]
     if getattr(arbiter, "os", None) is not os:
         problems.append("gunicorn.arbiter.os is not the os module")
     return [problem for problem in problems if problem]
 
 
-def refuse_unless_compatible() -> None:
+def refuse_unless_compatible(worker_class: str) -> None:
     """Stop the start with one JSON line when gunicorn's internals changed shape."""
-    missing = missing_internals()
+    missing = missing_internals(worker_class)
     if not missing:
         return
     limits_version = importlib.metadata.version("limits")

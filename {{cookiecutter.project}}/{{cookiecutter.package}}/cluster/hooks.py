@@ -70,7 +70,7 @@ class ClusterHooks:
 
     def on_starting(self, server) -> None:
         """Refuse a start that cannot work; tell the start-up story; prepare the master's machinery."""
-        compat.refuse_unless_compatible()
+        compat.refuse_unless_compatible(self.settings.worker_class)
         refuse_if_taken(compat.bind_addresses(server), self.settings.port)
         limit_malloc_arenas()
         install_exception_logging()
