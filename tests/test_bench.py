@@ -75,7 +75,7 @@ def test_smoke_bench_run_measures_everything(tmp_path):
     )
     assert run.returncode == 0, run.stdout + run.stderr
     results = json.loads((tmp_path / "results.json").read_text())
-    contenders = {"bare gunicorn", "flask run", "gunicorn gthread (no template)"}
+    contenders = {"bare gunicorn", "flask run", "gunicorn gthread (no cluster)"}
     contenders |= {"cluster (gthread)", "cluster (gevent)", "cluster (sync)"}
     if "node_skipped" not in results:
         contenders.add("node (express cluster)")

@@ -254,7 +254,7 @@ def goals(results: dict) -> str:
         plain = throughput[cpu].get(PLAIN_GTHREAD)
         if plain:
             add(
-                "gthread's ceiling here: gunicorn gthread, same sizing, no template",
+                "gthread's ceiling here: gunicorn gthread, same sizing, no cluster",
                 "(for reading)",
                 f"{_vs_bare(plain, base):.2f}x bare; CPU per request {plain['us_per_request']} us",
                 None,

@@ -19,8 +19,8 @@ CGROUP_MEMORY = Path("/sys/fs/cgroup/memory")
 # Everything allowed: the benchmark measures throughput, not the rate limiter's verdicts.
 UNLIMITED = {"RATE_LIMIT": "1000000000/second"}
 STARTUP_DEADLINE = 60.0
-# gunicorn gthread at the cluster's sizing, with none of the template's worker code or hooks.
-PLAIN_GTHREAD = "gunicorn gthread (no template)"
+# gunicorn gthread at the cluster's sizing serving the same app, with none of the cluster's workers or hooks.
+PLAIN_GTHREAD = "gunicorn gthread (no cluster)"
 
 
 def free_port() -> int:

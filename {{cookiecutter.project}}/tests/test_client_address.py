@@ -4,7 +4,6 @@ import ipaddress
 import uuid
 
 import pytest
-from gunicorn.http.message import _ip_in_allow_list
 
 from {{ cookiecutter.package }} import create_app
 from {{ cookiecutter.package }}.cluster.workers import peers
@@ -49,6 +48,8 @@ def test_an_ipv4_peer_on_the_dual_stack_socket_is_its_ipv4_address(whoami):
     assert whoami("::ffff:127.0.0.1", "203.0.113.7") == "203.0.113.7"
     assert whoami("::ffff:10.0.0.2", "203.0.113.9", FORWARDED_ALLOW_IPS="10.0.0.0/8") == "203.0.113.9"
     assert whoami("::ffff:198.51.100.4", "1.2.3.4") == "::ffff:198.51.100.4"
+    # Listed in its IPv6 form, as gunicorn reads it.
+    assert whoami("::ffff:10.0.0.2", "203.0.113.9", FORWARDED_ALLOW_IPS="::ffff:10.0.0.2") == "203.0.113.9"
 
 
 @pytest.mark.parametrize("garbage", ["random-words", "999.1.1.1", "", "203.0.113.7:443", "unknown"])
@@ -86,27 +87,50 @@ def test_forged_forwarded_for_values_share_the_peers_limit(serve, env, forged):
     assert statuses == [200] * 5 + [429] * (len(forged) - 5)
 
 
-@pytest.mark.parametrize("allow", [["127.0.0.1", "::1"], ["10.0.0.0/8"], ["*"], ["::ffff:0:0/96"]])
-def test_gunicorns_peer_check_is_remembered_and_reads_mapped_ipv4(allow, monkeypatch):
-    """The worker's check of gunicorn's forwarded_allow_ips: gunicorn's answer, plus mapped IPv4, same every time."""
-    monkeypatch.setattr(peers, "PEER_CACHE_SIZE", 4)  # small, so the peers below overflow it
-    networks = [ipaddress.ip_network(entry) for entry in allow if entry != "*"]
-    plain = ["127.0.0.1", "::1", "10.1.2.3", "203.0.113.7", "not-an-ip", ""]
-    mapped = ["::ffff:127.0.0.1", "::FFFF:10.1.2.3", "::ffff:a01:203", "::ffff:", "::ffff:999.1.1.1"]
-    for _ in range(3):
-        for peer in plain + mapped:
-            ipv4 = peer.lower().removeprefix("::ffff:")
-            expected = _ip_in_allow_list(peer, allow, networks) or (
-                "." in ipv4 and ipv4 != peer.lower() and _ip_in_allow_list(ipv4, allow, networks)
-            )
-            assert peers.cached_peer_in_allow_list(peer, allow, networks) == expected, peer
-    assert len(peers._answers) <= peers.PEER_CACHE_SIZE
+# (peer, allow list, trusted): gunicorn's answers, and a mapped IPv4 peer listed as written or as its IPv4 address.
+PEER_CHECKS = [
+    ("127.0.0.1", ["127.0.0.1", "::1"], True),
+    ("::1", ["127.0.0.1", "::1"], True),
+    ("::ffff:127.0.0.1", ["127.0.0.1", "::1"], True),
+    ("::FFFF:10.1.2.3", ["10.0.0.0/8"], True),
+    ("::ffff:a01:203", ["10.0.0.0/8"], True),  # 10.1.2.3, written in hex
+    ("::ffff:10.1.2.3", ["::ffff:10.1.2.3"], True),
+    ("10.1.2.3", ["::ffff:0:0/96"], False),  # gunicorn's own answer: an IPv4 peer is not an IPv6 entry
+    ("::ffff:203.0.113.7", ["10.0.0.0/8"], False),
+    ("203.0.113.7", ["10.0.0.0/8"], False),
+    ("203.0.113.7", ["*"], True),
+    ("not-an-ip", ["10.0.0.0/8"], False),
+    ("", ["10.0.0.0/8"], False),
+    ("::ffff:999.1.1.1", ["10.0.0.0/8"], False),
+]
+
+
+def test_gunicorns_peer_check_reads_mapped_ipv4_and_remembers_each_answer(monkeypatch):
+    """The worker's check of gunicorn's allow lists: the right answer, first from the check, then from memory."""
+    monkeypatch.setattr(peers, "_answers", {})
+    for peer, allow, trusted in PEER_CHECKS:
+        networks = [ipaddress.ip_network(entry) for entry in allow if entry != "*"]
+        answers = [peers.cached_peer_in_allow_list(peer, allow, networks) for _ in range(2)]
+        assert answers == [trusted, trusted], (peer, allow)
+        assert peers._answers[(peer, tuple(allow))] is trusted
+    # One peer, two lists: two answers.
+    loopback = ["127.0.0.1"]
+    assert peers.cached_peer_in_allow_list("::ffff:10.1.2.3", loopback, [ipaddress.ip_network("127.0.0.1")]) is False
+
+
+def test_the_peer_memory_is_bounded(monkeypatch):
+    monkeypatch.setattr(peers, "_answers", {})
+    monkeypatch.setattr(peers, "PEER_CACHE_SIZE", 4)
+    for last in range(10):
+        peers.cached_peer_in_allow_list(f"203.0.113.{last}", ["*"], [])
+        assert len(peers._answers) <= 4
 
 
 @pytest.mark.cluster
 def test_a_local_ipv4_proxy_is_trusted_by_gunicorn_and_the_app(serve):
     """A real gunicorn on the dual-stack socket, reached over IPv4 as by a local proxy: its HTTPS and client count."""
-    forwarded = {"X-Forwarded-For": "203.0.113.9", "X-Forwarded-Proto": "https"}
+    # X-Forwarded-Ssl: gunicorn reads it (secure_scheme_headers), the app does not, so HSTS shows gunicorn's trust.
+    forwarded = {"X-Forwarded-For": "203.0.113.9", "X-Forwarded-Ssl": "on"}
     env = {"ENABLE_CLUSTERING": "false", "ACCESS_LOG": "all", "RATE_LIMIT": "off"}
     trusting, wary = serve(env), serve({**env, "FORWARDED_ALLOW_IPS": "10.9.9.9"})
     for _ in range(3):  # the answer is remembered after the first request: it must not change

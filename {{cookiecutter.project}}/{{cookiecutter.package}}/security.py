@@ -34,11 +34,9 @@ PEER_ADDR_KEY = "{{ cookiecutter.package }}.peer_addr"
 
 def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     try:
-        address = ipaddress.ip_address(text.strip())
+        return ipaddress.ip_address(text.strip())
     except ValueError:
         return None
-    # A dual-stack socket reports an IPv4 peer as ::ffff:a.b.c.d: it is that IPv4 address.
-    return getattr(address, "ipv4_mapped", None) or address
 
 
 class TrustedProxies:
@@ -54,7 +52,11 @@ class TrustedProxies:
         self.trusts_peer = functools.lru_cache(maxsize=PEER_CACHE_SIZE)(lambda peer: self.trusts(_address(peer)))
 
     def trusts(self, address) -> bool:
-        return address is not None and (self.any_peer or any(address in network for network in self.networks))
+        if address is None or self.any_peer:
+            return address is not None
+        # A dual-stack socket reports an IPv4 peer as ::ffff:a.b.c.d: listed as written, or as that IPv4 address.
+        mapped = getattr(address, "ipv4_mapped", None)
+        return any(address in network or (mapped is not None and mapped in network) for network in self.networks)
 
     def client_address(self, peer: str, forwarded_for: str) -> str:
         """The address the nearest untrusted hop connected from."""

@@ -7,8 +7,9 @@ INTERNALS. gunicorn has changed such internals before (24.0 replaced the
 signal queue), and a wrapper around something renamed would silently do
 nothing. So the master checks each one's shape before anything starts, and
 refuses to start, with one JSON line, when one is missing.
-(errors.py swaps gunicorn.util.write_error, and workers/ subclasses gunicorn's
-workers and request readers; their internals are checked here too, and so are
+(errors.py swaps gunicorn.util.write_error, workers/peers.py its check of a
+peer against the allow lists, and workers/ subclasses gunicorn's workers and
+request readers; their internals are checked here too, and so are
 the two private methods of limits' memory store that ratelimit.py replaces.)
 """
 
@@ -112,7 +113,7 @@ INTERNALS = (
     Internal("Worker.handle_error", base.Worker, "handle_error", ("self", "req", "client", "addr", "exc")),
     Internal("util.http_date", util, "http_date", ("timestamp",)),
     Internal("Response.default_headers", wsgi.Response, "default_headers", ("self",), ("http_date",)),
-    # workers/peers.py: each peer's trust worked out once, not parsed again for every request.
+    # workers/peers.py: a peer's trust worked out once per address, an IPv4-mapped peer as its IPv4 address.
     Internal("message._ip_in_allow_list", message, "_ip_in_allow_list", ("ip_str", "allow_list", "networks")),
     Internal("negotiation._ip_in_allow_list", negotiation, "_ip_in_allow_list", ("ip_str", "allow_list", "networks")),
     Internal(

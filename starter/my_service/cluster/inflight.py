@@ -77,12 +77,12 @@ class InFlight:
         oldest = next(iter(self.working.items()), None)
         if oldest == self.shown:
             return
-        self.shown = oldest
         if oldest is None:
             self.publish(0.0, "")
         else:
             key, since = oldest
             self.publish(since, self.open.get(key, ""))
+        self.shown = oldest
 
 
 class TimedApp:

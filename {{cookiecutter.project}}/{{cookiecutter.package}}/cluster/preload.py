@@ -69,9 +69,12 @@ def make_immortal() -> None:
     # time of one object at a time: this runs before the first worker can serve.
     batch = gc.get_objects()
     while batch:
-        fresh = [obj for obj in batch if sys.getrefcount(obj) != IMMORTAL_REFCOUNT]  # not done, nor immortal by birth
-        for obj in fresh:
-            refcounts[id(obj) // REFCOUNT_BYTES] = IMMORTAL_REFCOUNT
+        fresh = []
+        for obj in batch:
+            # Once each: what is done (even earlier in this batch) or immortal by birth reads as immortal.
+            if sys.getrefcount(obj) != IMMORTAL_REFCOUNT and id(obj) % REFCOUNT_BYTES == 0:
+                refcounts[id(obj) // REFCOUNT_BYTES] = IMMORTAL_REFCOUNT
+                fresh.append(obj)
         batch = [ref for ref in gc.get_referents(*fresh) if not gc.is_tracked(ref)]
         batch += [const for obj in fresh if type(obj) is types.CodeType for const in obj.co_consts]
 
@@ -87,7 +90,10 @@ def immortality_works() -> bool:
     ):
         return False
     probe = object()
-    _refcounts()[id(probe) // REFCOUNT_BYTES] = IMMORTAL_REFCOUNT
+    try:
+        _refcounts()[id(probe) // REFCOUNT_BYTES] = IMMORTAL_REFCOUNT
+    except (ValueError, TypeError, OverflowError, MemoryError):  # a platform where the view cannot be made
+        return False
     held = [probe, probe]
     kept = sys.getrefcount(probe) == IMMORTAL_REFCOUNT
     del held

@@ -11,6 +11,8 @@ how the worker answers on its own:
 - answers.py: those errors as problems, closed lingeringly (RFC 9112 section
   9.6) so a client still sending reads its answer; the Date header formatted
   once a second, not once per response.
+- peers.py: an IPv4 peer on the dual-stack socket trusted as the IPv4
+  address it is, and each peer's trust worked out once.
 - gthread_worker.py, gevent_worker.py, sync_worker.py: one worker class each.
 
 gunicorn.conf.py names GthreadWorker, GeventWorker or SyncWorker; `gunicorn -k`

@@ -58,6 +58,16 @@ _HEAD_TO_LOOP = object()
 _SERVE_HERE = object()
 
 
+def _recv_now(sock: socket.socket) -> bytes | None:
+    """What the socket has for us without waiting: None when nothing yet, b"" when it ended (or failed)."""
+    try:
+        return sock.recv(HEAD_READ_SIZE, socket.MSG_DONTWAIT)
+    except (BlockingIOError, InterruptedError):
+        return None
+    except OSError:
+        return b""
+
+
 def declares_large_body(head: bytes) -> bool:
     """Whether a request head announces a body over limits.LARGE_BODY_BYTES (chunked counts as large)."""
     for match in DECLARED_BODY.finditer(head):
@@ -156,12 +166,9 @@ class GthreadWorker(AnswersClientErrors, gthread.ThreadWorker):
         self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._read_head, conn))
 
     def _read_head(self, conn: _Conn, _sock) -> None:
-        try:
-            data = conn.sock.recv(HEAD_READ_SIZE)
-        except (BlockingIOError, InterruptedError):
+        data = _recv_now(conn.sock)
+        if data is None:
             return
-        except OSError:
-            data = b""
         if not data:
             self._drop_head(conn)
             return
@@ -221,16 +228,15 @@ class GthreadWorker(AnswersClientErrors, gthread.ThreadWorker):
             return True  # stopping, not plain HTTP/1, or holding a large body's slot
         if conn.parser.unreader.buf.getbuffer().nbytes or len(self.running) + len(self.queued) > self.cfg.threads:
             return True  # pipelined (gunicorn's path), or a connection needs this thread
-        poll = select.poll()
-        poll.register(conn.sock, select.POLLIN)
-        if not poll.poll(NEXT_REQUEST_WAIT_MS):
-            return True
-        try:
-            data = conn.sock.recv(HEAD_READ_SIZE, socket.MSG_DONTWAIT)
-        except (BlockingIOError, InterruptedError):
-            return True
-        except OSError:
-            data = b""
+        data = _recv_now(conn.sock)  # often here already: no need to wait
+        if data is None:
+            poll = select.poll()
+            poll.register(conn.sock, select.POLLIN)
+            if not poll.poll(NEXT_REQUEST_WAIT_MS):
+                return True
+            data = _recv_now(conn.sock)
+            if data is None:
+                return True
         conn.deadline = time.monotonic() + limits.HEADER_TIMEOUT
         conn.head = bytearray(data)
         if not data or not head_is_complete(conn.head) or declares_large_body(conn.head):
@@ -301,12 +307,9 @@ class GthreadWorker(AnswersClientErrors, gthread.ThreadWorker):
         self.lingering[conn] = None
 
     def _drain(self, conn: _Conn, _sock) -> None:
-        try:
-            data = conn.sock.recv(HEAD_READ_SIZE)
-        except (BlockingIOError, InterruptedError):
+        data = _recv_now(conn.sock)
+        if data is None:
             return
-        except OSError:
-            data = b""
         conn.lingered += len(data)
         if not data or conn.lingered >= limits.LINGER_MAX_BYTES:
             self._end_linger(conn)
