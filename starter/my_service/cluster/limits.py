@@ -15,10 +15,11 @@ KEEPALIVE = 65
 MAX_REQUESTS = 10_000
 MAX_REQUESTS_JITTER = 1_000
 # A gthread worker closes a keep-alive connection after this many requests
-# (nginx's keepalive_requests). Its client reconnects, and may land on another
-# worker: a proxy's few long-lived connections cannot pin all traffic on one.
-# (gevent workers keep theirs: reconnects only add to their accept queue.)
-MAX_REQUESTS_PER_CONNECTION = 100
+# (nginx's keepalive_requests default since 1.19.10; 100 before, which made
+# busy clients reconnect several times a second). Its client reconnects, and
+# may land on another worker: a proxy's few long-lived connections cannot pin
+# all traffic on one. (gevent workers keep theirs: reconnects only add to their accept queue.)
+MAX_REQUESTS_PER_CONNECTION = 1000
 # Connections waiting to be accepted; beyond this the kernel refuses them.
 BACKLOG = 2048
 # Open connections per gthread or gevent worker, idle keep-alive ones included.
