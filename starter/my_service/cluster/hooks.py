@@ -40,6 +40,8 @@ log = logging.getLogger(__name__)
 
 # Exit status when the master gives up: workers keep dying, or no slot is left.
 EXIT_GAVE_UP = 1
+# Under load, a worker writes its request count to the board once per this many requests.
+COUNT_EVERY = 32
 # A worker's own deadline after SIGTERM exceeds the master's by this much (s),
 # so only the master ever forces a stop, and says so once.
 WORKER_GRACE_MARGIN = 5
@@ -197,7 +199,10 @@ class ClusterHooks:
         """Count the request and clear it from the requests in flight."""
         self.in_flight.end(id(req))
         self.set_request_key(None)
-        self.board.set_requests(worker.slot, next(self.served))
+        served = next(self.served)
+        # The count is for `status`: exact at rest, at most COUNT_EVERY behind under load (the board is shared memory).
+        if not self.in_flight or served % COUNT_EVERY == 0:
+            self.board.set_requests(worker.slot, served)
 
     def worker_exit(self, server, worker) -> None:
         """Say so when a worker leaves requests unfinished (its own graceful timeout ran out)."""
