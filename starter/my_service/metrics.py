@@ -32,6 +32,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from .cluster import board
 from .cluster.metrics import PREFIX, current_folder, folder_lock
 from .cluster.watchdog import unique_memory_mb
+from .security import in_networks
 
 PATH = "/metrics"
 # The one label for every path no route matches, so scanners cannot grow the series.
@@ -108,9 +109,7 @@ def is_private(address: str | None) -> bool:
         ip = ipaddress.ip_address(address or "")
     except ValueError:
         return False
-    if ip.version == 6 and ip.ipv4_mapped:
-        ip = ip.ipv4_mapped
-    return any(ip in network for network in PRIVATE_NETWORKS)
+    return in_networks(ip, PRIVATE_NETWORKS)
 
 
 def scrape_allowed() -> bool:

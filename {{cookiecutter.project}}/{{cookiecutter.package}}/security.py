@@ -39,6 +39,15 @@ def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
         return None
 
 
+def in_networks(address: ipaddress.IPv4Address | ipaddress.IPv6Address, networks) -> bool:
+    """Whether `address` is in one of `networks`, as written or as the IPv4 address it maps.
+
+    A dual-stack socket reports an IPv4 peer as ::ffff:a.b.c.d, which no IPv4 network contains.
+    """
+    mapped = getattr(address, "ipv4_mapped", None)
+    return any(address in network or (mapped is not None and mapped in network) for network in networks)
+
+
 class TrustedProxies:
     """WSGI middleware: believe X-Forwarded-For/-Proto/-Host only from trusted peers."""
 
@@ -52,11 +61,7 @@ class TrustedProxies:
         self.trusts_peer = functools.lru_cache(maxsize=PEER_CACHE_SIZE)(lambda peer: self.trusts(_address(peer)))
 
     def trusts(self, address) -> bool:
-        if address is None or self.any_peer:
-            return address is not None
-        # A dual-stack socket reports an IPv4 peer as ::ffff:a.b.c.d: listed as written, or as that IPv4 address.
-        mapped = getattr(address, "ipv4_mapped", None)
-        return any(address in network or (mapped is not None and mapped in network) for network in self.networks)
+        return address is not None and (self.any_peer or in_networks(address, self.networks))
 
     def client_address(self, peer: str, forwarded_for: str) -> str:
         """The address the nearest untrusted hop connected from."""

@@ -37,9 +37,8 @@ from gunicorn.workers import gthread
 
 from .. import limits
 from ..errors import ClientError, HeadTimeout, write_problem
-from .answers import AnswersClientErrors, install_cached_http_date, refuse_for_now
-from .peers import install_peer_trust
-from .reading import install_deadline_parser
+from .answers import AnswersClientErrors, refuse_for_now
+from .per_process import install_request_handling
 
 # Bytes read at once while a request head is buffered.
 HEAD_READ_SIZE = 65536
@@ -122,9 +121,7 @@ class GthreadWorker(AnswersClientErrors, gthread.ThreadWorker):
         self.running: deque[None] = deque()
 
     def init_process(self):
-        install_deadline_parser()
-        install_cached_http_date()
-        install_peer_trust()
+        install_request_handling()
         super().init_process()
 
     def accept(self, listener):

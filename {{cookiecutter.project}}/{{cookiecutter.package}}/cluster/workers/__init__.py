@@ -13,6 +13,7 @@ how the worker answers on its own:
   once a second, not once per response.
 - peers.py: an IPv4 peer on the dual-stack socket trusted as the IPv4
   address it is, and each peer's trust worked out once.
+- per_process.py: what every worker installs of the above once forked.
 - gthread_worker.py, gevent_worker.py, sync_worker.py: one worker class each.
 
 gunicorn.conf.py names GthreadWorker, GeventWorker or SyncWorker; `gunicorn -k`

@@ -32,9 +32,9 @@ from gunicorn.workers.ggevent import GeventWorker as _GeventWorker
 
 from .. import limits
 from ..errors import linger
-from .answers import AnswersClientErrors, install_cached_http_date, refuse_for_now
-from .peers import install_peer_trust
-from .reading import body_left, has_large_body, install_deadline_parser
+from .answers import AnswersClientErrors, refuse_for_now
+from .per_process import install_request_handling
+from .reading import body_left, has_large_body
 
 
 class GeventWorker(AnswersClientErrors, _GeventWorker):
@@ -60,9 +60,7 @@ class GeventWorker(AnswersClientErrors, _GeventWorker):
         ]
 
     def init_process(self):
-        install_deadline_parser(cooperative=True)
-        install_cached_http_date()
-        install_peer_trust()
+        install_request_handling(cooperative=True)
         # Open connections, oldest first, and the ones with a request in flight.
         self.connections: dict = {}
         self.busy: set = set()

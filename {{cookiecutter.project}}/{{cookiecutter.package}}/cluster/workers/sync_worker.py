@@ -10,18 +10,16 @@ SyncWorker (init_process, handle_request).
 from gunicorn.workers.sync import SyncWorker as _SyncWorker
 
 from ..errors import linger
-from .answers import AnswersClientErrors, install_cached_http_date
-from .peers import install_peer_trust
-from .reading import body_left, install_deadline_parser
+from .answers import AnswersClientErrors
+from .per_process import install_request_handling
+from .reading import body_left
 
 
 class SyncWorker(AnswersClientErrors, _SyncWorker):
     """sync, with request deadlines: one slow client holds the worker for a bounded time only."""
 
     def init_process(self):
-        install_deadline_parser()
-        install_cached_http_date()
-        install_peer_trust()
+        install_request_handling()
         super().init_process()
 
     def handle_request(self, listener, req, client, addr):
