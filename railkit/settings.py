@@ -15,10 +15,11 @@ from urllib.parse import urlsplit
 
 from limits import parse_many
 
+from . import project
 from .plans import DEFAULT_PLAN, PLANS, Plan
 
 # Chosen when the project was generated; gunicorn's -k flag still overrides it.
-WORKER_CLASS = "{{ cookiecutter.worker_class }}"
+WORKER_CLASS = project.WORKER_CLASS
 
 # sysexits.h EX_CONFIG: the start was refused because of the configuration.
 EXIT_BAD_CONFIG = 78
@@ -253,7 +254,7 @@ def load_settings_or_exit(environ: Mapping[str, str] = os.environ) -> Settings:
         from .logs import configure_logging
 
         configure_logging("info")
-        logging.getLogger("{{ cookiecutter.package }}.settings").error(
+        logging.getLogger(__name__).error(
             "Refusing to start: %s",
             error,
             extra={"variable": error.variable, "value": error.value},

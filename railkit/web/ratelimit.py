@@ -27,7 +27,7 @@ from limits import RateLimitItem, parse_many
 from limits.storage import MemoryStorage, Storage, storage_from_string
 
 from . import metrics
-from .cluster import board
+from ..seam import workers_in_replica
 from .problems import problem_response
 
 log = logging.getLogger(__name__)
@@ -76,12 +76,6 @@ def client_key() -> str:
     return request.remote_addr or "unknown"
 
 
-def _configured_workers() -> int:
-    # The app is built before any worker exists; the board knows the count by the first request.
-    scoreboard = board.current()
-    return max(1, scoreboard.master()[1]) if scoreboard else 1
-
-
 class RateLimit:
     """Counts each routed request against the limit; answers 429 past it, and says where it stands."""
 
@@ -102,7 +96,7 @@ class RateLimit:
         now = time.monotonic()
         if now - self.share_checked_at >= SHARE_REFRESH_SECONDS:
             self.share_checked_at = now
-            self.share = worker_share(self.limit, _configured_workers())
+            self.share = worker_share(self.limit, workers_in_replica())
         return self.share
 
     def check(self) -> Response | None:

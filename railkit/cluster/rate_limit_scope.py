@@ -2,12 +2,13 @@
 
 import logging
 
+from .. import project
 from ..settings import Settings
 
 log = logging.getLogger(__name__)
 
 # Whether this project was generated with Railway's Redis for shared limits.
-PROJECT_HAS_REDIS = {{ "True" if cookiecutter.use_redis else "False" }}
+PROJECT_HAS_REDIS = project.HAS_REDIS
 
 
 def log_rate_limit_scope(settings: Settings, workers: int) -> None:

@@ -29,9 +29,10 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from .cluster import board
-from .cluster.metrics import PREFIX, current_folder, folder_lock
-from .cluster.watchdog import unique_memory_mb
+from ..seam import METRICS_PREFIX as PREFIX
+from ..seam import current_board, unique_memory_mb
+from ..seam import metrics_folder as current_folder
+from ..seam import metrics_folder_lock as folder_lock
 from .security import in_networks
 
 PATH = "/metrics"
@@ -67,7 +68,7 @@ class ClusterCollector:
     """Read at scrape time from the board: configured and live workers, and each worker's USS."""
 
     def collect(self):
-        scoreboard = board.current()
+        scoreboard = current_board()
         if scoreboard is None:
             return
         configured = GaugeMetricFamily(f"{PREFIX}_workers_configured", "Workers the master keeps running")

@@ -7,21 +7,19 @@ here. It is echoed back and stamped on every log line of the request.
 
 import logging
 import os
-import re
 import time
 
 from flask import Flask, Response, current_app, g, request
 
-from .cluster import board
-from .logs import request_id
+from ..logs import request_id
+from ..request_ids import INCOMING_HEADERS, VALID_ID
+from ..seam import workers_in_replica
 
 log = logging.getLogger(__name__)
 
-INCOMING_HEADERS = ("X-Railway-Request-Id", "X-Request-ID")
 # The same, as the WSGI environ names them: read there, since a missing
 # header read through request.headers raises and catches an exception.
 INCOMING_ENVIRON_KEYS = tuple("HTTP_" + name.upper().replace("-", "_") for name in INCOMING_HEADERS)
-VALID_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 # Requests slower than this are logged even in "problems" mode.
 SLOW_REQUEST_MS = 1000
 # Railway drops a replica's log lines past 500 per second. The access log of
@@ -52,17 +50,12 @@ class LineBudget:
             if self.skipped:
                 log.warning("Access log: %s lines skipped to stay under Railway's rate", self.skipped)
             self.window, self.used, self.skipped = now, 0, 0
-            self.allowed = max(1, self.replica_per_second // _workers_in_replica())
+            self.allowed = max(1, self.replica_per_second // workers_in_replica())
         if self.used < self.allowed:
             self.used += 1
             return True
         self.skipped += 1
         return False
-
-
-def _workers_in_replica() -> int:
-    scoreboard = board.current()
-    return max(1, scoreboard.master()[1]) if scoreboard else 1
 
 
 def choose_request_id() -> str:

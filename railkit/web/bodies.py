@@ -20,7 +20,7 @@ from flask import Flask, current_app, g, has_request_context
 from flask.json.provider import DefaultJSONProvider
 from gunicorn.http.errors import ChunkMissingTerminator, InvalidChunkExtension, InvalidChunkSize, LimitRequestHeaders
 
-from .cluster.errors import ClientError
+from ..seam import ClientError
 from .problems import Problem, problem_response
 
 # orjson serialises at most 254 levels of nesting. Input deeper than this is

@@ -1,4 +1,4 @@
-"""`python -m {{ cookiecutter.package }}.cluster serve|status`: start the cluster, or look at it.
+"""`python -m railkit.cluster serve|status`: start the cluster, or look at it.
 
 `serve` is Railway's start command. It checks every variable before gunicorn
 reads any (gunicorn parses WEB_CONCURRENCY on import and would crash with a
@@ -36,7 +36,7 @@ def status(port: int, as_machine_json: bool) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m {{ cookiecutter.package }}.cluster")
+    parser = argparse.ArgumentParser(prog="python -m railkit.cluster")
     commands = parser.add_subparsers(dest="command", required=True)
     serve_parser = commands.add_parser("serve", help="check the environment, then start gunicorn")
     serve_parser.add_argument("gunicorn_args", nargs=argparse.REMAINDER, help="passed to gunicorn (default: main:app)")

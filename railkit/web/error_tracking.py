@@ -11,7 +11,7 @@ import os
 
 from flask import Flask
 
-from .logs import request_id
+from ..logs import request_id
 
 
 def tag_request_id(event: dict, _hint: dict) -> dict:

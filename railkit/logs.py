@@ -12,7 +12,6 @@ import threading
 import time
 from contextvars import ContextVar
 
-from gunicorn.glogging import Logger
 from pythonjsonlogger.json import JsonFormatter
 
 # Set by the app for the length of one request; read by every log line.
@@ -28,7 +27,7 @@ RAILWAY_LEVELS = {"DEBUG": "debug", "INFO": "info", "WARNING": "warn", "ERROR": 
 # master's, and the cluster's own in workers) and one summary line per worker.
 WORKER_LINES_PER_SECOND = 200
 # Never budgeted: the cluster's lifecycle (starts, deaths, recycles, stacks, stops).
-LIFECYCLE_LOGGER = "{{ cookiecutter.package }}.cluster"
+LIFECYCLE_LOGGER = "railkit.cluster"
 # gunicorn's warnings about a worker itself ("Worker graceful timeout"); its info lines are all lifecycle.
 GUNICORN_WORKER_STORY = "Worker "
 # gunicorn's line for each request it cannot parse; a flood of them is summed per second.
@@ -126,10 +125,10 @@ def _is_lifecycle(record: logging.LogRecord) -> bool:
 
 
 def _workers_in_replica() -> int:
-    from .cluster import board
+    # Imported here: the cluster imports this module for its logger.
+    from .seam import workers_in_replica
 
-    scoreboard = board.current()
-    return max(1, scoreboard.master()[1]) if scoreboard else 1
+    return workers_in_replica()
 
 
 def _log_summary(summary: tuple[int, int] | None) -> None:
@@ -178,15 +177,3 @@ def configure_logging(level: str) -> None:
     """Send every log line to stdout as JSON."""
     logging.config.dictConfig(logging_config(level))
     logging.captureWarnings(True)
-
-
-class GunicornLogger(Logger):
-    """gunicorn's logger, writing JSON to stdout like every other logger.
-
-    gunicorn's own access log stays off: the app logs requests itself, with
-    their request id and within Railway's line rate.
-    """
-
-    def setup(self, cfg):
-        super().setup(cfg)
-        configure_logging(cfg.loglevel)

@@ -1,6 +1,9 @@
 """gunicorn's server hooks: each hands its event to the module that owns the job.
 
-gunicorn.conf.py builds one ClusterHooks and hands its methods to gunicorn.
+config.gunicorn_settings() builds one ClusterHooks per reading of
+gunicorn.conf.py; the cluster's logger installs its methods as gunicorn's
+hooks, each composed with the owner's hook of the same name, if any
+(install_platform_hooks): the platform's runs first, the owner's after it.
 Methods named for master-side hooks run in the master; post_fork,
 post_worker_init, pre_request, post_request, worker_exit and worker_abort
 run in a worker. The jobs live in master_loop (deadlines: crash back-off,
@@ -45,6 +48,76 @@ COUNT_EVERY = 32
 # A worker's own deadline after SIGTERM exceeds the master's by this much (s),
 # so only the master ever forces a stop, and says so once.
 WORKER_GRACE_MARGIN = 5
+
+
+# Every gunicorn server hook the platform uses.
+PLATFORM_HOOKS = (
+    "on_starting",
+    "on_reload",
+    "when_ready",
+    "pre_fork",
+    "post_fork",
+    "post_worker_init",
+    "pre_request",
+    "post_request",
+    "worker_abort",
+    "worker_exit",
+    "child_exit",
+    "nworkers_changed",
+    "on_exit",
+)
+
+# The hooks of the latest reading of gunicorn.conf.py, installed when gunicorn's logger is set up.
+_prepared: "ClusterHooks | None" = None
+
+
+def prepare(settings: Settings, size: ClusterSize) -> "ClusterHooks":
+    """The hooks for this reading of the configuration; install_platform_hooks puts them in place."""
+    global _prepared
+    _prepared = ClusterHooks(settings, size)
+    return _prepared
+
+
+def install_platform_hooks(cfg) -> None:
+    """Make each of gunicorn's hooks the platform's, followed by the owner's hook of that name, if any.
+
+    gunicorn keeps one function per hook, and a function the owner defines in
+    gunicorn.conf.py would otherwise replace the platform's silently. Setting
+    the value directly skips gunicorn's arity check, which a composed hook
+    passes by construction: it takes what the owner's takes.
+    """
+    cluster = _prepared
+    if cluster is None:
+        return
+    for name in PLATFORM_HOOKS:
+        setting = cfg.settings[name]
+        configured = setting.get()
+        if getattr(configured, "__self__", None) is cluster or getattr(configured, "platform_first", False):
+            continue  # already in place (gunicorn set this configuration up before)
+        platform = getattr(cluster, name)
+        setting.value = platform if configured is setting.default else _platform_then_owner(platform, configured)
+
+
+def _platform_then_owner(platform, owner):
+    def hook(*args):
+        platform(*args)
+        return owner(*args)
+
+    hook.platform_first = True
+    hook.__name__ = hook.__qualname__ = getattr(owner, "__name__", "hook")
+    hook.__wrapped__ = owner
+    return hook
+
+
+def require_platform_hooks(cfg) -> None:
+    """Refuse to run workers when the platform's hooks are not in place (a logger_class of the owner's)."""
+    installed = cfg.settings["post_fork"].get()
+    if getattr(installed, "__self__", None) is None and not getattr(installed, "platform_first", False):
+        sys.stdout.write(
+            '{"level": "error", "message": "The cluster\'s hooks are not installed: gunicorn.conf.py sets '
+            'logger_class; remove it (the platform\'s logger installs the hooks)"}\n'
+        )
+        raise HaltServer("platform hooks missing", 78)
 
 
 class ClusterHooks:

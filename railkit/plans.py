@@ -1,11 +1,11 @@
 """Railway's plans as data: the one table that sizes the cluster, railway.ts and the README."""
 
-import json
 from dataclasses import dataclass
-from pathlib import Path
+
+from . import project
 
 # The plan this project was generated for; RAILWAY_PLAN overrides it at run time.
-DEFAULT_PLAN = "{{ cookiecutter.railway_plan }}"
+DEFAULT_PLAN = project.DEFAULT_PLAN
 
 
 @dataclass(frozen=True)
@@ -37,8 +37,7 @@ class Plan:
 
 
 def _load_plans() -> dict[str, Plan]:
-    table = json.loads(Path(__file__).with_name("plans.json").read_text())
-    return {name: Plan(name=name, **fields) for name, fields in table.items()}
+    return {name: Plan(name=name, **fields) for name, fields in project.PLANS_TABLE.items()}
 
 
 PLANS = _load_plans()

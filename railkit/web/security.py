@@ -29,7 +29,7 @@ _API_HEADERS_BY_KEY = {name.lower(): (name, value) for name, value in API_HEADER
 # Distinct peers whose trust is remembered; the edge and local proxies are a handful.
 PEER_CACHE_SIZE = 1024
 # The TCP peer's address, kept in the WSGI environ when the client's replaces it.
-PEER_ADDR_KEY = "{{ cookiecutter.package }}.peer_addr"
+PEER_ADDR_KEY = "railkit.peer_addr"
 
 
 def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:

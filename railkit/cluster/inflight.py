@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 
-from ..request_log import INCOMING_HEADERS, VALID_ID
+from ..request_ids import INCOMING_HEADERS, VALID_ID
 from . import gunicorn_compat as compat
 
 # Headers that may carry the request's id, as gunicorn stores their names.

@@ -26,6 +26,7 @@ import os
 import time
 from pathlib import Path
 
+from .. import project
 from .lifecycle import CAUSES
 
 # prometheus_client reads this variable when it is first imported.
@@ -33,7 +34,7 @@ MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 # The metrics folder's name inside the master's runtime folder.
 FOLDER_NAME = "metrics"
 # Every metric's name starts with the package's name.
-PREFIX = "{{ cookiecutter.package }}"
+PREFIX = project.METRICS_PREFIX
 # Taken shared by scrapes and exclusive by the master while it folds a dead worker's files.
 LOCK_FILE = ".lock"
 # File kinds whose values add up across processes, so a dead worker's can be folded into one.

@@ -12,7 +12,8 @@ import time
 import psutil
 from flask import Blueprint, Response, current_app, json
 
-from .cluster import board
+from .. import project
+from ..seam import current_board, stopping
 from .problems import problem_response
 from .ratelimit import storage_answers
 
@@ -49,7 +50,7 @@ def _observed(value: float, unit: str, **extra) -> dict:
 
 
 def _cluster_check() -> dict:
-    scoreboard = board.current()
+    scoreboard = current_board()
     if scoreboard is None:
         return {"componentType": "system", "status": "pass", "observedValue": 1, "configured": 1}
     configured = scoreboard.master()[1]
@@ -67,7 +68,7 @@ def _health_response(status: str, checks: dict) -> Response:
         "status": status,
         "version": os.environ.get("RAILWAY_GIT_COMMIT_SHA", "dev"),
         "releaseId": os.environ.get("RAILWAY_DEPLOYMENT_ID", "local"),
-        "serviceId": "{{ cookiecutter.project }}",
+        "serviceId": project.NAME,
         "checks": checks,
     }
     return Response(json.dumps(body), status=200, mimetype=MEDIA_TYPE)
@@ -87,8 +88,7 @@ def live():
 @bp.get("/ready")
 def ready():
     """Readiness: fails once the replica is stopping; also reaches Redis when the rate limit is shared through it."""
-    scoreboard = board.current()
-    if scoreboard is not None and scoreboard.stopping_since():
+    if stopping():
         return problem_response(503, "Stopping: this replica takes no new traffic (SHUTDOWN_DELAY)")
     checks = {}
     settings = current_app.config["SETTINGS"]

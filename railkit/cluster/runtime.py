@@ -19,10 +19,11 @@ from pathlib import Path
 
 import psutil
 
+from .. import project
 from .board import FILE_NAME, Board
 
 # The name's fixed part; mkdtemp appends a random suffix.
-PREFIX = "{{ cookiecutter.project }}-"
+PREFIX = f"{project.NAME}-"
 # The master writes its board after its process started; allow for the clocks'
 # rounding. A process started later under the same pid is not that master.
 START_TIME_SLACK = 1.0
