@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from {{ cookiecutter.package }}.cluster import preload
-from {{ cookiecutter.package }}.plans import PLANS
-from {{ cookiecutter.package }}.settings import WORKER_CLASS
+from railkit import project
+from railkit.cluster import preload
+from railkit.plans import PLANS
+from railkit.settings import WORKER_CLASS
 
 from .attacks import BodyBombs, probe_health
 from .servers import Server, wait_until
@@ -52,7 +53,7 @@ def replica():
     reason = _cgroups_writable()
     if reason:
         pytest.skip(reason)
-    name = f"{{ cookiecutter.project }}-test-{os.getpid()}"
+    name = f"{project.NAME}-test-{os.getpid()}"
     memory, cpu = CGROUP_V1 / "memory" / name, CGROUP_V1 / "cpu" / name
     memory.mkdir()
     cpu.mkdir()
@@ -116,12 +117,12 @@ def test_body_bombs_in_a_replica_sized_cgroup_never_wake_the_oom_killer(replica)
 # Modules a worker may still import for itself after fork: small stdlib pieces
 # reached only on its first requests. The app, Flask and their dependencies must
 # come from the master.
-APP_PACKAGES = ("{{ cookiecutter.package }}", "main", "flask", "werkzeug", "limits", "redis")
+APP_PACKAGES = ("railkit", "main", "flask", "werkzeug", "limits", "redis")
 
 
 def test_the_app_is_imported_once_in_the_master_and_shared_by_every_worker(serve):
     """Every worker serves the module objects the master imported before forking, immortal where CPython can."""
-    server = serve({"WEB_CONCURRENCY": "2", "RATE_LIMIT": UNLIMITED}, app="tests.loaded_once_app:app")
+    server = serve({"WEB_CONCURRENCY": "2", "RATE_LIMIT": UNLIMITED}, app="railkit.tests.loaded_once_app:app")
     workers = server.wait_for_workers(2)
     seen = {}
 

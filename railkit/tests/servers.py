@@ -15,11 +15,14 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from {{ cookiecutter.package }}.cluster.runtime import find_live_board
+from railkit.cluster.runtime import find_live_board
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# The project's root (gunicorn.conf.py is there): railkit's parent, as the project holds it.
+PROJECT_ROOT = Path(os.path.abspath(__file__)).parent.parent.parent
+# What the servers serve unless a test says otherwise: the platform's own app, never the owner's.
+FIXTURE_APP = "railkit.tests.fixture_app:create_app()"
 # The start command railway.ts declares, and the status command beside it.
-CLUSTER_COMMAND = [sys.executable, "-m", "{{ cookiecutter.package }}.cluster"]
+CLUSTER_COMMAND = [sys.executable, "-m", "railkit.cluster"]
 # Generous: the suite must pass on a loaded 2-core CI machine.
 DEADLINE = 30.0
 
@@ -49,7 +52,7 @@ def wait_until(predicate, timeout=DEADLINE, interval=0.05, message="condition"):
 class Server:
     """One gunicorn master, started the way Railway starts it, with its logs parsed."""
 
-    def __init__(self, env: dict, app: str = "main:app", command: list[str] | None = None, port: int | None = None):
+    def __init__(self, env: dict, app: str = FIXTURE_APP, command: list[str] | None = None, port: int | None = None):
         self.port = port or free_port()
         self.env = {
             **os.environ,
@@ -135,7 +138,7 @@ class Server:
         return {slot.pid for slot in board.workers()} if board else set()
 
     def run_status(self, *options: str) -> subprocess.CompletedProcess:
-        """Run `python -m {{ cookiecutter.package }}.cluster status` for this server."""
+        """Run `python -m railkit.cluster status` for this server."""
         if "--port" not in options:
             options = ("--port", str(self.port), *options)
         command = [*CLUSTER_COMMAND, "status", *options]

@@ -11,10 +11,12 @@ from decimal import Decimal
 import pytest
 from flask import after_this_request
 
-from {{ cookiecutter.package }} import create_app, logs
-from {{ cookiecutter.package }}.bodies import MAX_JSON_DEPTH, ParseBudget, parse_cost
-from {{ cookiecutter.package }}.problems import Problem
-from {{ cookiecutter.package }}.request_log import LineBudget
+from railkit import logs
+
+from .fixture_app import create_app
+from railkit.web.bodies import MAX_JSON_DEPTH, ParseBudget, parse_cost
+from railkit.web.problems import Problem
+from railkit.web.request_log import LineBudget
 
 PROBLEM = "application/problem+json"
 
@@ -243,10 +245,10 @@ def test_log_budget_sums_invalid_requests_and_never_holds_back_lifecycle(caplog)
 
     shown = sum(passes("gunicorn.error", "Invalid request from ip=192.0.2.1: bad line") for _ in range(1000))
     assert shown <= 2 * logs.INVALID_REQUESTS_SHOWN  # one window, or two if the second turned meanwhile
-    assert sum(passes("{{ cookiecutter.package }}.views", "hello", logging.INFO) for _ in range(1000)) <= (
+    assert sum(passes("railkit.tests.fixture_app", "hello", logging.INFO) for _ in range(1000)) <= (
         2 * logs.WORKER_LINES_PER_SECOND
     )
-    assert all(passes("{{ cookiecutter.package }}.cluster.hooks", "Worker 1 died") for _ in range(1000))
+    assert all(passes("railkit.cluster.hooks", "Worker 1 died") for _ in range(1000))
     assert all(passes("gunicorn.error", "Booting worker with pid: 7", logging.INFO) for _ in range(100))
     budget.window -= 1  # the second is over
     with caplog.at_level(logging.WARNING):

@@ -6,7 +6,7 @@ import time
 
 from flask import request
 
-from {{ cookiecutter.package }} import create_app
+from .fixture_app import create_app
 
 app = create_app()
 _hoard = []

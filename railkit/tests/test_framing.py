@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from {{ cookiecutter.package }}.bodies import MAX_JSON_DEPTH
+from railkit.web.bodies import MAX_JSON_DEPTH
 
 pytestmark = pytest.mark.cluster
 

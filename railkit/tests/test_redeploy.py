@@ -22,7 +22,7 @@ from .servers import free_port, wait_until
 
 pytestmark = pytest.mark.cluster
 
-FAULTY = "tests.faulty_app:app"
+FAULTY = "railkit.tests.faulty_app:app"
 NGINX = shutil.which("nginx") or next((path for path in ("/usr/sbin/nginx",) if os.path.exists(path)), None)
 # Client threads of the steady load, each on its own keep-alive connection to the proxy.
 CLIENTS = 12
@@ -33,7 +33,7 @@ SHUTDOWN_DELAY = 3
 GRACEFUL_TIMEOUT = 10
 DRAINING_SECONDS = SHUTDOWN_DELAY + GRACEFUL_TIMEOUT + 5
 
-NGINX_CONF = """{% raw %}
+NGINX_CONF = """
 {user}
 worker_processes 1;
 daemon off;
@@ -60,7 +60,7 @@ http {{
         }}
     }}
 }}
-{% endraw %}"""
+"""
 
 
 class Nginx:
@@ -190,7 +190,7 @@ def _served_by(server, count: int) -> bool:
 
 
 def _requests(server) -> list[int]:
-    from {{ cookiecutter.package }}.cluster.runtime import find_live_board
+    from railkit.cluster.runtime import find_live_board
 
     board = find_live_board(server.port, base=Path(server.env["XDG_RUNTIME_DIR"]))
     return [slot.requests for slot in board.workers()] if board else [0]

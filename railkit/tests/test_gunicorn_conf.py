@@ -5,7 +5,8 @@ import runpy
 import pytest
 from gunicorn.config import Config
 
-from {{ cookiecutter.package }}.cluster import limits
+from railkit import project
+from railkit.cluster import hooks, limits
 
 from .servers import PROJECT_ROOT
 
@@ -37,11 +38,12 @@ def test_every_value_is_a_valid_gunicorn_setting(load_conf):
     assert config.workers == 3
     assert config.graceful_timeout == 12
     assert any(address.endswith(":9001") for address in config.bind)
-    settings = conf["settings"]
-    assert config.worker_class_str.endswith(f".{settings.worker_class.title()}Worker")
+    assert config.worker_class_str.endswith(f".{project.WORKER_CLASS.title()}Worker")
     assert config.preload_app is True
-    assert config.timeout == limits.heartbeat_timeout(settings.worker_class, 30)
-    assert config.logger_class.__name__ == "GunicornLogger"
+    assert config.timeout == limits.heartbeat_timeout(project.WORKER_CLASS, 30)
+    assert config.logger_class.__name__ == "ClusterLogger"
     assert config.control_socket_disable
+    # The hooks are the platform's once gunicorn's logger is set up from this configuration.
+    config.logger_class(config)
     for hook in HOOKS:
-        assert getattr(config, hook).__self__ is conf["cluster"], hook
+        assert getattr(getattr(config, hook), "__self__", None) is hooks._prepared, hook

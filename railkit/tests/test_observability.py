@@ -5,8 +5,8 @@ import os
 
 import pytest
 
-from {{ cookiecutter.package }}.cluster import board
-from {{ cookiecutter.package }}.request_log import LineBudget
+from railkit.cluster import board
+from railkit.web.request_log import LineBudget
 
 
 @pytest.fixture

@@ -9,7 +9,9 @@ import json
 import os
 import sys
 
-from main import app as project_app
+from .fixture_app import create_app
+
+project_app = create_app()
 
 IMPORTED_IN = os.getpid()
 _modules_at_fork: set[str] = set()

@@ -2,23 +2,17 @@
 
 import email.utils
 import http.client
-{%- if cookiecutter.worker_class == "gevent" %}
 import itertools
-{%- endif %}
 import json
-{%- if cookiecutter.worker_class != "sync" %}
 import socket
-{%- endif %}
 import time
 
 import pytest
 
-from {{ cookiecutter.package }}.cluster import limits
-from {{ cookiecutter.package }}.settings import WORKER_CLASS
-{%- if cookiecutter.worker_class == "gevent" %}
+from railkit.cluster import limits
+from railkit.settings import WORKER_CLASS
 
 from .servers import DEADLINE, wait_until
-{%- endif %}
 
 pytestmark = pytest.mark.cluster
 
@@ -100,9 +94,9 @@ def test_keep_alive_connection_is_closed_after_its_quota(server):
         assert "close" not in answers[:-1]
         assert answers[-1] == "close"
 
-{%- if cookiecutter.worker_class != "sync" %}
 
 
+@pytest.mark.worker_class("gthread", "gevent")
 def test_a_kept_alive_head_that_arrives_in_parts_is_served(server):
     """The second request's head, split across writes, is put together (sync keeps no connection alive)."""
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
@@ -118,10 +112,9 @@ def test_a_kept_alive_head_that_arrives_in_parts_is_served(server):
                 if line.lower().startswith(b"content-length:"):
                     length = int(line.split(b":")[1])
             reader.read(length)
-{%- endif %}
-{%- if cookiecutter.worker_class == "gevent" %}
 
 
+@pytest.mark.worker_class("gevent")
 def test_kept_alive_connections_take_turns(serve):
     """A connection whose next request is already in does not keep the worker while others wait.
 
@@ -148,10 +141,9 @@ def test_kept_alive_connections_take_turns(serve):
             connection.close()
     longest = max(len(list(run)) for _, run in itertools.groupby(order))
     assert longest <= pipelined // 4, f"one connection was served {longest} times in a row while others waited"
-{%- endif %}
-{%- if cookiecutter.worker_class == "gthread" %}
 
 
+@pytest.mark.worker_class("gthread")
 def test_requests_back_to_back_on_a_kept_alive_connection_are_all_served(server):
     """A thread serves a connection's next request itself when it follows at once: every answer is its own."""
     connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
@@ -169,6 +161,7 @@ def test_requests_back_to_back_on_a_kept_alive_connection_are_all_served(server)
     connection.close()
 
 
+@pytest.mark.worker_class("gthread")
 def test_a_head_trickling_in_right_after_an_answer_gets_a_408_within_the_deadline(server):
     """The thread that answered sees the next head begin; the loop waits for the rest, on the head's deadline."""
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
@@ -193,7 +186,6 @@ def test_a_head_trickling_in_right_after_an_answer_gets_a_408_within_the_deadlin
         assert answer.startswith(b"HTTP/1.1 408"), answer
         assert time.monotonic() - started < limits.HEADER_TIMEOUT + 3
     assert server.request("/health")[0] == 200
-{%- endif %}
 
 
 def test_date_header_is_now(server):

@@ -13,9 +13,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from {{ cookiecutter.package }} import logs
-from {{ cookiecutter.package }}.cluster import limits
-from {{ cookiecutter.package }}.settings import WORKER_CLASS
+from railkit import logs
+from railkit.cluster import limits
+from railkit.settings import WORKER_CLASS
 
 from .attacks import HostileConnections, flood, probe_health
 from .servers import wait_until

@@ -6,7 +6,8 @@ import sys
 
 import pytest
 
-from {{ cookiecutter.package }}.cluster.gunicorn_compat import (
+from railkit import project
+from railkit.cluster.gunicorn_compat import (
     EXIT_INCOMPATIBLE,
     INTERNALS,
     gevent_internals,
@@ -30,7 +31,7 @@ owner = {owner}
 def broken(*args, **kwargs):
     pass
 setattr(owner, {attribute!r}, broken)
-sys.argv = ["gunicorn", "tests.plain_wsgi:app"]
+sys.argv = ["gunicorn", "railkit.tests.plain_wsgi:app"]
 from gunicorn.app.wsgiapp import run
 run(prog="gunicorn")
 """
@@ -68,7 +69,7 @@ GEVENT_IMPORTS = {"ggevent": "from gunicorn.workers import ggevent", "monkey": "
 
 
 def test_this_gunicorn_has_every_internal():
-    assert missing_internals("{{ cookiecutter.worker_class }}") == []
+    assert missing_internals(project.WORKER_CLASS) == []
 
 
 # gunicorn's own start already fails without its os module: nothing to guard there.

@@ -14,11 +14,12 @@ from pathlib import Path
 import psutil
 import pytest
 
-from {{ cookiecutter.package }} import create_app
+from railkit import project
+from .fixture_app import create_app
 
 from .servers import DEADLINE, free_port, wait_until
 
-PREFIX = "{{ cookiecutter.package }}"
+PREFIX = project.METRICS_PREFIX
 TOKEN = "a-long-enough-scrape-token"
 PUBLIC = {"REMOTE_ADDR": "203.0.113.9"}
 
@@ -252,7 +253,7 @@ def test_prometheus_counts_every_request_across_workers_and_a_killed_one(serve, 
 
 @pytest.mark.cluster
 def test_the_masters_events_are_counted(serve):
-    server = serve({"WEB_CONCURRENCY": "2", "WORKER_MAX_MEMORY_MB": "64"}, app="tests.faulty_app:app")
+    server = serve({"WEB_CONCURRENCY": "2", "WORKER_MAX_MEMORY_MB": "64"}, app="railkit.tests.faulty_app:app")
     server.wait_for_workers(2)
     # However the 6 requests are shared, one worker holds 90 MB or more: past 64 whatever its own size.
     assert [server.request("/leak?mb=30")[0] for _ in range(6)] == [200] * 6

@@ -6,8 +6,8 @@ import sys
 
 import pytest
 
-from {{ cookiecutter.package }}.plans import DEFAULT_PLAN, PLANS
-from {{ cookiecutter.package }}.settings import EXIT_BAD_CONFIG, SettingError, Settings
+from railkit.plans import DEFAULT_PLAN, PLANS
+from railkit.settings import EXIT_BAD_CONFIG, SettingError, Settings
 
 from .servers import CLUSTER_COMMAND, PROJECT_ROOT
 

@@ -5,10 +5,12 @@ from pathlib import Path
 
 import pytest
 
-from {{ cookiecutter.package }}.cluster import sizing
-from {{ cookiecutter.package }}.cluster.sizing import Measure, size_cluster
-from {{ cookiecutter.package }}.plans import PLANS
-from {{ cookiecutter.package }}.settings import Settings
+from railkit.cluster import sizing
+from railkit.cluster.sizing import Measure, size_cluster
+from railkit.plans import PLANS
+from railkit.settings import Settings
+
+from .servers import PROJECT_ROOT
 
 
 def _tree(root, files):
@@ -118,7 +120,7 @@ def test_cpu_rule_per_worker_class(worker_class, cpus, expected):
 
 def test_readme_plan_table_agrees_with_the_sizing():
     """The README's workers column is rendered from the same plan table: it must match the code."""
-    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    readme = (PROJECT_ROOT / "README.md").read_text()
     table = [line.split("|") for line in readme.splitlines() if "vCPU /" in line]
     rows = {cells[1].split("(")[0].strip(): cells for cells in table}
     for name, plan in PLANS.items():

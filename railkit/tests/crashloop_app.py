@@ -8,7 +8,7 @@ import os
 import resource
 import signal
 
-from {{ cookiecutter.package }} import create_app
+from .fixture_app import create_app
 
 app = create_app()
 

@@ -8,10 +8,10 @@ from types import SimpleNamespace
 import pytest
 from gunicorn.errors import HaltServer
 
-from {{ cookiecutter.package }}.cluster.board import MAX_SLOTS, Board
-from {{ cookiecutter.package }}.cluster.hooks import ClusterHooks, warn_if_python_differs
-from {{ cookiecutter.package }}.cluster.inflight import InFlight
-from {{ cookiecutter.package }}.cluster.lifecycle import (
+from railkit.cluster.board import MAX_SLOTS, Board
+from railkit.cluster.hooks import ClusterHooks, warn_if_python_differs
+from railkit.cluster.inflight import InFlight
+from railkit.cluster.lifecycle import (
     MAX_UNSTABLE,
     STREAK_RESET,
     UNKNOWN_STATUS,
@@ -19,8 +19,8 @@ from {{ cookiecutter.package }}.cluster.lifecycle import (
     Death,
     describe_status,
 )
-from {{ cookiecutter.package }}.cluster.sizing import size_cluster
-from {{ cookiecutter.package }}.settings import SettingError, Settings
+from railkit.cluster.sizing import size_cluster
+from railkit.settings import SettingError, Settings
 
 
 class Clock:

@@ -5,8 +5,8 @@ import uuid
 
 import pytest
 
-from {{ cookiecutter.package }} import create_app
-from {{ cookiecutter.package }}.cluster.workers import peers
+from .fixture_app import create_app
+from railkit.cluster.workers import peers
 
 
 @pytest.fixture
