@@ -10,6 +10,12 @@ from .support import ROOT, TOOLS
 
 # What the template's working tree holds that is not the template.
 NOT_TEMPLATE = (".git", ".venv", ".cache", "build", "node_modules", "work", "starter", "__pycache__", "*_cache")
+OWNER_ROUTE = """
+
+@bp.get("/mine")
+def mine():
+    return {"mine": True}
+"""
 GIT_IDENTITY = {
     "GIT_AUTHOR_NAME": "Template Test",
     "GIT_AUTHOR_EMAIL": "test@example.com",
@@ -34,7 +40,7 @@ def commit_all(folder: Path, message: str) -> str:
 
 def test_cruft_update_brings_template_changes_and_keeps_owner_edits(tmp_path):
     template = tmp_path / "template"
-    shutil.copytree(ROOT, template, ignore=shutil.ignore_patterns(*NOT_TEMPLATE))
+    shutil.copytree(ROOT, template, symlinks=True, ignore=shutil.ignore_patterns(*NOT_TEMPLATE))
     run("git", "init", "-q", "-b", "main", cwd=template)
     commit_all(template, "the template as it is")
 
@@ -42,13 +48,17 @@ def test_cruft_update_brings_template_changes_and_keeps_owner_edits(tmp_path):
     project = tmp_path / "my-service"
     run("git", "init", "-q", "-b", "main", cwd=project)
     commit_all(project, "generated")
-    # The owner's own edit, in a file the template will change too.
+    # The owner's own edits: a file the template will change too, and their own package.
     gitignore = project / ".gitignore"
     gitignore.write_text("# ours\n.env.local\n" + gitignore.read_text())
-    commit_all(project, "owner's edit")
+    views = project / "my_service" / "views.py"
+    views.write_text(views.read_text() + OWNER_ROUTE)
+    commit_all(project, "owner's edits")
 
-    # Later, the template improves: a file line, and a value of the plan table.
+    # Later, the template improves: a file line, the platform, and a value of the plan table.
     (template / "{{cookiecutter.project}}" / ".gitignore").open("a").write("*.log\n")
+    platform_version = template / "railkit" / "__init__.py"
+    platform_version.write_text(platform_version.read_text().replace('__version__ = "', '__version__ = "9.9.9+'))
     settings = json.loads((template / "cookiecutter.json").read_text())
     settings["_plans"]["hobby"]["rate_limit"] = "301/minute"
     (template / "cookiecutter.json").write_text(json.dumps(settings, indent=2))
@@ -59,7 +69,9 @@ def test_cruft_update_brings_template_changes_and_keeps_owner_edits(tmp_path):
     lines = gitignore.read_text().splitlines()
     assert lines[:2] == ["# ours", ".env.local"], "the owner's edit was lost"
     assert lines[-1] == "*.log", "the template's change did not arrive"
-    assert '"301/minute"' in (project / "my_service" / "plans.json").read_text(), "the plan table did not arrive"
+    assert '"301/minute"' in (project / "railkit.json").read_text(), "the plan table did not arrive"
+    assert '__version__ = "9.9.9+' in (project / "railkit" / "__init__.py").read_text(), "the platform did not arrive"
+    assert views.read_text().endswith(OWNER_ROUTE), "the owner's package was touched"
     assert json.loads((project / ".cruft.json").read_text())["commit"] == newest
     assert not list(project.rglob("*.rej")), "cruft could not merge"
     run(str(TOOLS / "cruft"), "check", cwd=project)
