@@ -2,6 +2,7 @@
 # `make bench` measures the generated project against plain gunicorn.
 # `make lock` refreshes every lock; `make test-newest` tries the newest releases, unlocked.
 # `make starter` renders the committed starter/ (a one-click deployable project).
+# FORCE=1 lets `make starter` (and `make lock`) render over local changes in starter/.
 
 PYTHON ?= python3
 VENV := .venv
@@ -10,6 +11,10 @@ RUN_DIR := build/run
 # The default project, as `cookiecutter . --no-input` names it.
 PROJECT := my-service
 PACKAGE := my_service
+# The project `make run` serves, rendered once and then reused: edits to it survive the next run.
+RUN_PROJECT := $(RUN_DIR)/$(PROJECT)
+# The port `make run` serves on (the cluster reads PORT, as on Railway).
+PORT ?= 8000
 # An interpreter for the Python the default project pins (.python-version), if the machine has one.
 PROJECT_PYTHON_VERSION := $(shell $(PYTHON) -c 'import json; print(json.load(open("cookiecutter.json"))["python_version"][0])')
 PROJECT_PYTHON := $(firstword $(wildcard $(HOME)/.pyenv/versions/$(PROJECT_PYTHON_VERSION).*/bin/python$(PROJECT_PYTHON_VERSION)) $(shell command -v python$(PROJECT_PYTHON_VERSION)) $(PYTHON))
@@ -22,7 +27,8 @@ $(BIN)/python: tests/requirements.txt
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --require-hashes -r tests/requirements.txt
 	touch $@
 
-# redis-server (shared rate limits), nginx and prometheus (what the cluster sits behind and is scraped by),
+# redis-server (shared rate limits), postgresql (the database variant's tests start their own server),
+# nginx and prometheus (what the cluster sits behind and is scraped by),
 # wrk (load) and npm (Railway's SDK), from Debian's packages when missing.
 system-packages:
 	@missing=""; \
@@ -31,6 +37,7 @@ system-packages:
 	command -v prometheus >/dev/null || missing="$$missing prometheus"; \
 	command -v wrk >/dev/null || missing="$$missing wrk"; \
 	command -v npm >/dev/null || missing="$$missing nodejs npm"; \
+	ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	if [ -n "$$missing" ]; then \
 		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 			echo "Installing$$missing"; \
@@ -44,13 +51,16 @@ system-packages:
 $(SDK): tests/railway/package.json tests/railway/package-lock.json
 	cd tests/railway && npm ci --silent --no-audit --no-fund
 
-run: $(BIN)/python
-	rm -rf $(RUN_DIR)
+# Rendered only when missing: `make run` never deletes the project it serves.
+$(RUN_PROJECT): | $(BIN)/python
 	$(BIN)/cookiecutter . --no-input --output-dir $(RUN_DIR)
-	$(PROJECT_PYTHON) -m venv $(RUN_DIR)/$(PROJECT)/.venv
-	$(RUN_DIR)/$(PROJECT)/.venv/bin/python -m pip install --quiet --disable-pip-version-check --require-hashes -r $(RUN_DIR)/$(PROJECT)/requirements.txt
-	@echo "Serving on port 8000 of every interface, as on Railway: http://127.0.0.1:8000/health; Ctrl-C stops it gracefully."
-	cd $(RUN_DIR)/$(PROJECT) && exec .venv/bin/python -m $(PACKAGE).cluster serve
+
+run: $(BIN)/python | $(RUN_PROJECT)
+	@echo "The project: $(RUN_PROJECT)/ (yours to edit; its code is $(PACKAGE)/, and \`make run\` reuses it: rm -rf $(RUN_PROJECT) to render the template afresh)."
+	@[ -x $(RUN_PROJECT)/.venv/bin/python ] || $(PROJECT_PYTHON) -m venv $(RUN_PROJECT)/.venv
+	$(RUN_PROJECT)/.venv/bin/python -m pip install --quiet --disable-pip-version-check --require-hashes -r $(RUN_PROJECT)/requirements.txt
+	@echo "Serving on port $(PORT) of every interface, as on Railway: http://127.0.0.1:$(PORT)/health; Ctrl-C stops it gracefully."
+	cd $(RUN_PROJECT) && PORT=$(PORT) exec .venv/bin/python -m railkit.cluster serve
 
 test: $(BIN)/python system-packages lint
 	@if command -v npm >/dev/null; then $(MAKE) --no-print-directory $(SDK); fi
@@ -63,16 +73,19 @@ test-newest: $(BIN)/python system-packages
 
 # Every lock, refreshed to the newest versions its inputs allow: each project variant's
 # requirements*.txt (templates/locks/), the tooling's tests/requirements.txt, the SDK's npm lock,
-# and starter/, which ships the default variant's locks.
+# and starter/'s: rendered again with the default variant's locks, or, once starter.yaml is
+# deleted (a fork that edits starter/ by hand), compiled in place from starter/'s own inputs.
 lock: $(BIN)/python
 	$(BIN)/python -m tests.locks
 	cd tests/railway && npm install --package-lock-only --no-audit --no-fund --silent
-	$(MAKE) --no-print-directory starter
+	$(BIN)/python -m tests.starter --locks $(if $(FORCE),--force)
 
 # starter/: the default project (answers in starter.yaml), committed so a Railway template or a fork
-# can deploy it without cookiecutter. A test fails when it differs from a fresh render.
+# can deploy it without cookiecutter. A test fails when it differs from a fresh render. It refuses
+# to overwrite edits made in starter/ since the last render (starter.sha256) unless FORCE=1, and
+# stands down when starter.yaml is gone.
 starter: $(BIN)/python
-	$(BIN)/python -m tests.starter
+	$(BIN)/python -m tests.starter $(if $(FORCE),--force)
 
 bench: $(BIN)/python system-packages
 	$(BIN)/python -m tests.bench

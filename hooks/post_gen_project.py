@@ -7,12 +7,26 @@ from pathlib import Path
 
 ANSWERS_JSON = r"""{{ cookiecutter | tojson }}"""
 
-DOCKER_FILES = ("Dockerfile", ".dockerignore")
+# The Dockerfile lives in docker/, not at the root, where Railway would build it instead of Railpack.
+DOCKER_FILES = ("docker/Dockerfile", ".dockerignore")
 
 
 def remove_docker_files(root: Path) -> None:
     for name in DOCKER_FILES:
         (root / name).unlink(missing_ok=True)
+    docker = root / "docker"
+    if docker.is_dir() and not any(docker.iterdir()):
+        docker.rmdir()
+
+
+# The example resource and Alembic's files, kept only in projects generated with Postgres.
+DATABASE_FILES = ("alembic.ini", "{{ cookiecutter.package }}/items.py", "tests/test_items.py")
+
+
+def remove_database_files(root: Path) -> None:
+    for name in DATABASE_FILES:
+        (root / name).unlink(missing_ok=True)
+    shutil.rmtree(root / "migrations", ignore_errors=True)
 
 
 def remove_caches(root: Path) -> None:
@@ -24,13 +38,14 @@ def next_steps(answers: dict) -> str:
     project, package = answers["project"], answers["package"]
     return f"""
 Created {project}/ for Railway's {answers["railway_plan"]} plan ({answers["worker_class"]} workers).
+Your code is {package}/ (views.py: example routes); railkit/ is the platform, from the template.
 
 Run it here:
   cd {project}
   python{answers["python_version"]} -m venv .venv && . .venv/bin/activate
   pip install --require-hashes -r requirements-dev.txt   # the lock: exact versions, hash-checked
-  python -m {package}.cluster serve        # http://127.0.0.1:8000/health
-  python -m {package}.cluster status       # in another shell: one row per worker
+  python -m railkit.cluster serve          # http://127.0.0.1:8000/health
+  python -m railkit.cluster status         # in another shell: one row per worker
   pytest
 
 Deploy it (Railway CLI):
@@ -45,6 +60,8 @@ def main(root: Path | None = None) -> int:
     answers = json.loads(ANSWERS_JSON)
     if not answers["use_docker"]:
         remove_docker_files(root)
+    if answers["database"] != "postgres":
+        remove_database_files(root)
     remove_caches(root)
     print(next_steps(answers))
     return 0

@@ -6,7 +6,7 @@ uses of it, all of it documented in the project's README ("The platform"):
 
 - `railkit.init_app(app)`: problem+json errors, JSON bodies, request ids and
   logs, the client address, rate limits, metrics and /health, for a Flask app;
-- `gunicorn.conf.py` imports the cluster's settings (`railkit.gunicorn_settings`);
+- `gunicorn.conf.py` takes the cluster's settings (`railkit.cluster.config.gunicorn_settings()`);
   server hooks defined there run after the platform's, never instead of them;
 - `railkit.Problem(status, title, **members)`: raise it to answer a problem+json;
 - `railkit.settings.load_settings_or_exit()`: every environment variable, checked;

@@ -37,6 +37,10 @@ RATE_LIMIT_OFF = {"off", "0", "none", "false"}
 GUNICORN_FORWARDED_ALLOW_IPS = "127.0.0.1,::1"
 # Variables Railway sets in every deployment: their presence means Railway's edge is in front.
 RAILWAY_MARKERS = ("RAILWAY_ENVIRONMENT_NAME", "RAILWAY_PROJECT_ID", "RAILWAY_SERVICE_ID")
+# An IPv6 client is counted by this prefix: one subscriber is usually given a /56 (or a /64, or a /48),
+# and express-rate-limit's ipv6Subnet defaults to 56.
+RATE_LIMIT_IPV6_PREFIX = 56
+IPV6_PREFIX_RANGE = (32, 128)
 # The schemes sentry-sdk accepts in a DSN.
 SENTRY_SCHEMES = ("http", "https")
 
@@ -71,6 +75,13 @@ class Settings:
     request_timeout: int = 30
     # Peers whose X-Forwarded-* headers are believed: "*" or addresses and networks (gunicorn's meaning).
     forwarded_allow_ips: tuple[str, ...] = ("127.0.0.1", "::1")
+    # On Railway with FORWARDED_ALLOW_IPS unset: the client is the edge's X-Real-IP, believed only with the
+    # edge's marks (see _Reader.forwarded_allow_ips for the boundary); gunicorn still reads the scheme from "*".
+    railway_edge: bool = False
+    # Whether RATE_LIMIT was set (not the plan's default): in testing, only a set limit applies.
+    rate_limit_set: bool = False
+    # An IPv6 client's rate-limit key is its network of this prefix length.
+    rate_limit_ipv6_prefix: int = RATE_LIMIT_IPV6_PREFIX
     # METRICS=off drops /metrics and its per-request counting.
     metrics: bool = True
     # When set, /metrics answers only `Authorization: Bearer <token>`, from anywhere.
@@ -97,6 +108,7 @@ class Settings:
             )
         if clustering is None:
             clustering = plan.clustering if web_concurrency is None else web_concurrency > 1
+        forwarded_allow_ips = reader.forwarded_allow_ips("FORWARDED_ALLOW_IPS")
         return cls(
             plan=plan,
             port=reader.integer("PORT", 8000, low=1, high=65535),
@@ -112,7 +124,10 @@ class Settings:
             log_level=reader.choice("LOG_LEVEL", "info", LOG_LEVELS),
             shutdown_delay=reader.integer("SHUTDOWN_DELAY", plan.shutdown_delay, low=0, high=300),
             request_timeout=reader.integer("REQUEST_TIMEOUT", REQUEST_TIMEOUT, low=0, high=3600),
-            forwarded_allow_ips=reader.forwarded_allow_ips("FORWARDED_ALLOW_IPS"),
+            forwarded_allow_ips=forwarded_allow_ips,
+            railway_edge=reader.raw("FORWARDED_ALLOW_IPS") is None and forwarded_allow_ips == ("*",),
+            rate_limit_set=reader.raw("RATE_LIMIT") is not None,
+            rate_limit_ipv6_prefix=reader.ipv6_prefix("RATE_LIMIT_IPV6_PREFIX", RATE_LIMIT_IPV6_PREFIX),
             metrics=reader.boolean("METRICS") is not False,
             metrics_token=reader.token("METRICS_TOKEN"),
             sentry_dsn=reader.sentry_dsn("SENTRY_DSN"),
@@ -194,8 +209,37 @@ class _Reader:
             raise SettingError(name, value, "is not a Redis URL", "use redis://host:6379/0 or unset it")
         return value.strip()
 
+    def ipv6_prefix(self, name: str, default: int) -> int:
+        """A prefix length, written 56 or /56."""
+        value = self.raw(name)
+        if value is None:
+            return default
+        low, high = IPV6_PREFIX_RANGE
+        text = value.strip().removeprefix("/")
+        if not text.isdigit() or not low <= int(text) <= high:
+            raise SettingError(
+                name, value, "is not an IPv6 prefix length", f"use a number from {low} to {high}, e.g. 56 or 64"
+            )
+        return int(text)
+
     def forwarded_allow_ips(self, name: str) -> tuple[str, ...]:
-        """gunicorn's FORWARDED_ALLOW_IPS; on Railway, unset, it is "*": only the edge can reach the port."""
+        """gunicorn's FORWARDED_ALLOW_IPS: the peers whose X-Forwarded-* headers are believed.
+
+        Unset on Railway, it is "*" for gunicorn (which reads only the scheme
+        from it), and the app trusts the edge, not its peers
+        (Settings.railway_edge; web/security.py): Railway publishes neither the
+        edge's source addresses nor the private network's, and any service of
+        the project can reach this port over the private network. So the
+        client's address is the edge's X-Real-IP, believed only on a request
+        that bears the edge's marks (X-Railway-Edge, and an X-Real-IP that is
+        an address) from a peer outside the private network's IPv6 range
+        (fc00::/7, where legacy environments' private traffic comes from; the
+        edge reaches the container over IPv4). Any other request is its TCP
+        peer. What remains open: a service on the private network's IPv4 side
+        (environments since 2025-10-16) can forge the marks; setting
+        FORWARDED_ALLOW_IPS to the edge's addresses, as the logs show them
+        (peer_ip), closes it.
+        """
         value = self.raw(name)
         if value is None:
             on_railway = any(self.raw(marker) for marker in RAILWAY_MARKERS)

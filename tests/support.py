@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from . import pythons
+
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / ".cache"
 TEMPLATE = json.loads((ROOT / "cookiecutter.json").read_text())
@@ -28,14 +30,11 @@ def missing(message: str) -> None:
 
 
 def python_for(version: str) -> str:
-    """An interpreter for `version`: pyenv's, then one on PATH; skip with how to get it."""
-    found = sorted((Path.home() / ".pyenv" / "versions").glob(f"{version}.*/bin/python{version}"))
-    if found:
-        return str(found[-1])
-    on_path = shutil.which(f"python{version}")
-    if on_path:
-        return on_path
-    missing(f"needs Python {version}: install it (e.g. `pyenv install {version}`) to test projects that pin it")
+    """An interpreter for `version` (pythons.find: pyenv's, PATH's, Debian forky's); else skip saying how."""
+    try:
+        return pythons.find(version)
+    except pythons.Unavailable as error:
+        missing(f"needs Python {version}: {error}; or install it (e.g. `pyenv install {version}`)")
 
 
 # `make test-newest` sets this: projects get the newest release of every dependency, unlocked.

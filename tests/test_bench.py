@@ -95,7 +95,17 @@ def test_smoke_bench_run_measures_everything(tmp_path):
     assert set(layers) == {"bare Flask", *(f"+ {name}" for name in layer_names), "generated app"}
     assert all(micros > 0 for micros in layers.values())
     assert results["metrics"]["on_rps"] > 0 and results["metrics"]["off_rps"] > 0
-    assert set(results["attacks"]) == {"slow headers", "silent connections", "body bombs", "log flood"}
+    assert set(results["attacks"]) == {
+        "slow headers",
+        "silent connections",
+        "body bombs",
+        "log flood",
+        "unsent bodies under the gate",
+        "slow readers of 8 MB",
+        "6,000 clients idle after one request",
+    }
+    users = results["users"]["cluster (gthread)"]
+    assert users["requests"] > 0 and 0 <= users["first_try"] <= 1 and users["worker_crashes"] == 0
     for by_server in results["attacks"].values():
         assert 0 <= by_server["cluster (gthread)"]["health_answered"] <= 1
         assert by_server["cluster (gthread)"]["probes"] > 0
@@ -108,6 +118,7 @@ def test_smoke_bench_run_measures_everything(tmp_path):
     flame = results["flame"]
     assert "skipped" in flame or "<svg" in Path(flame["svg"]).read_text()
     assert (tmp_path / "chart.png").read_bytes().startswith(b"\x89PNG")
-    for printed in ("vs bare", "sizing sweep", "per extra worker", "vs bare Flask", "/health ok", "graceful stop"):
+    printed_sections = ("concurrent users", "vs bare", "sizing sweep", "per extra worker", "vs bare Flask")
+    for printed in (*printed_sections, "/health ok", "graceful stop"):
         assert printed in run.stdout
     assert "| claim | goal | measured | |" in run.stdout

@@ -1,5 +1,6 @@
 """Bake the template for every plan and worker class; each project is clean and passes its tests."""
 
+import json
 import re
 import subprocess
 import sys
@@ -11,7 +12,7 @@ from cookiecutter.exceptions import FailedHookException
 from .support import PLAN_NAMES, ROOT, TOOLS, run_project_tests
 
 WORKER_CLASSES = ("gthread", "gevent", "sync")
-PYTHONS = ("3.11", "3.12", "3.13")
+PYTHONS = ("3.11", "3.12", "3.13", "3.14")
 
 # Every plan with every worker class; the Python versions rotate through them so
 # each is used by several projects.
@@ -27,8 +28,8 @@ SUPPORTED_COMBINATIONS = [
 # Projects whose whole suite runs, real gunicorn clusters included: one per other worker class (the
 # default, gthread, runs its whole suite in test_owner.py, with the example routes replaced).
 FULL_SUITE = [
-    {"railway_plan": "trial", "worker_class": "sync", "python_version": "3.12"},
-    {"railway_plan": "pro", "worker_class": "gevent", "python_version": "3.11"},
+    {"railway_plan": "trial", "worker_class": "sync", "python_version": "3.11"},
+    {"railway_plan": "pro", "worker_class": "gevent", "python_version": "3.14"},
 ]
 UNSUPPORTED_COMBINATIONS = [
     ({"project": "Bad Folder"}, "ERROR: project 'Bad Folder' is not a valid folder"),
@@ -51,6 +52,21 @@ def check_paths(project: Path) -> None:
             assert not LEFTOVER.search(path.read_text(errors="ignore")), path
 
 
+def check_platform_is_verbatim(project: Path) -> None:
+    """The platform arrives byte for byte: one source, in the template's railkit/, rendered never."""
+    source = ROOT / "railkit"
+
+    def files(folder: Path) -> dict[str, bytes]:
+        return {
+            str(path.relative_to(folder)): path.read_bytes()
+            for path in folder.rglob("*")
+            if path.is_file() and "__pycache__" not in path.parts
+        }
+
+    assert not (project / "railkit").is_symlink()
+    assert files(project / "railkit") == files(source)
+
+
 def bake_ok(cookies, context: dict) -> Path:
     result = cookies.bake(extra_context=context)
     assert result.exception is None, result.exception
@@ -63,6 +79,7 @@ def test_project_generation(cookies, context):
     """Every combination renders cleanly, lints clean, and passes its unit tests."""
     project = bake_ok(cookies, context)
     check_paths(project)
+    check_platform_is_verbatim(project)
     for command in (["check"], ["format", "--check"]):
         ruff = subprocess.run(
             [str(TOOLS / "ruff"), *command, "--no-cache", "."], cwd=project, capture_output=True, text=True
@@ -76,7 +93,8 @@ def test_project_generation(cookies, context):
 def test_generated_project_passes_its_whole_suite(cookies, context):
     """Real gunicorn clusters, signals and Redis, in the project's own tests."""
     project = bake_ok(cookies, context)
-    result = run_project_tests(project, "-rs")
+    # What does not depend on the worker class ran in the default project (test_owner.py).
+    result = run_project_tests(project, "-rs", "-m", "not same_for_every_worker_class")
     assert result.returncode == 0, result.stdout + result.stderr
     assert " passed" in result.stdout and "skipped" not in result.stdout, result.stdout
 
@@ -88,9 +106,18 @@ def test_python_version_is_written_for_railpack(cookies):
 
 
 def test_docker_files_only_when_asked(cookies):
-    assert (bake_ok(cookies, {"use_docker": True}) / "Dockerfile").exists()
+    assert (bake_ok(cookies, {"use_docker": True}) / "docker" / "Dockerfile").exists()
     project = bake_ok(cookies, {"use_docker": False})
-    assert not (project / "Dockerfile").exists() and not (project / ".dockerignore").exists()
+    assert not (project / "docker").exists() and not (project / ".dockerignore").exists()
+
+
+def test_the_free_plan_gets_no_redis_service(cookies):
+    """One replica of one process counts the limit exactly in its own memory: a Redis service would only cost."""
+    project = bake_ok(cookies, {"railway_plan": "free"})
+    for name in (".railway/railway.ts", "railway-template.json"):
+        assert "REDIS_URL" not in (project / name).read_text(), name
+    assert json.loads((project / "railkit.json").read_text())["use_redis"] is False
+    assert "REDIS_URL" in (bake_ok(cookies, {"railway_plan": "trial"}) / ".railway" / "railway.ts").read_text()
 
 
 def test_gevent_only_required_by_gevent_projects(cookies):

@@ -2,6 +2,8 @@
 
 import copy
 import re
+import subprocess
+import sys
 
 import pytest
 
@@ -101,6 +103,41 @@ def test_one_replica_plans_may_skip_redis(plan):
     assert pre_gen_project.problems({**GOOD, "railway_plan": plan, "use_redis": False}) == []
 
 
+def test_trial_may_keep_redis_for_its_workers():
+    assert pre_gen_project.problems({**GOOD, "railway_plan": "trial", "use_redis": True}) == []
+
+
+def _cookiecutter(tmp_path, *answers: str) -> subprocess.CompletedProcess:
+    """The cookiecutter command line, as a user runs it, with --no-input and these answers."""
+    command = [sys.executable, "-m", "cookiecutter", str(ROOT), "--no-input", "-o", str(tmp_path), *answers]
+    return subprocess.run(command, capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("name", ["", "   "])
+def test_an_empty_project_name_gets_the_hooks_line(tmp_path, name):
+    """Not cookiecutter's '"." directory already exists': the project folder never renders to ""."""
+    run = _cookiecutter(tmp_path, f"project_name={name}")
+    assert run.returncode != 0
+    assert f"ERROR: project_name {name!r} is empty" in run.stderr, run.stderr
+    assert "already exists" not in run.stdout + run.stderr
+    assert list(tmp_path.iterdir()) == [], "nothing is written"
+
+
+@pytest.mark.parametrize(
+    ("answer", "last_line"),
+    [
+        ("railway_plan=platinum", "ValueError: platinum provided for choice variable railway_plan, but the choices"),
+        ("use_redis=maybe", "ValueError: maybe provided for variable use_redis could not be converted to a boolean."),
+    ],
+)
+def test_an_answer_outside_a_choice_list_is_refused_by_cookiecutter_itself(tmp_path, answer, last_line):
+    """As the README says: cookiecutter stops before the hooks, its traceback's last line naming the answer."""
+    run = _cookiecutter(tmp_path, answer)
+    assert run.returncode != 0
+    assert run.stderr.strip().splitlines()[-1].startswith(last_line), run.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_hook_offers_exactly_the_template_choices():
     assert set(pre_gen_project.PLANS) == set(TEMPLATE["railway_plan"]) == set(PLANS)
     assert set(pre_gen_project.WORKER_CLASSES) == set(TEMPLATE["worker_class"])
@@ -109,15 +146,25 @@ def test_hook_offers_exactly_the_template_choices():
 
 def test_remove_docker_files(tmp_path):
     for name in (*post_gen_project.DOCKER_FILES, "main.py"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
         (tmp_path / name).write_text("x")
     post_gen_project.remove_docker_files(tmp_path)
     assert [path.name for path in tmp_path.iterdir()] == ["main.py"]
 
 
+def test_the_dockerfile_is_not_where_railway_would_build_it():
+    """A root Dockerfile would make Railway build it instead of Railpack (builds/dockerfiles.md)."""
+    assert "Dockerfile" not in post_gen_project.DOCKER_FILES
+    assert not (ROOT / "{{cookiecutter.project}}" / "Dockerfile").exists()
+    assert (ROOT / "{{cookiecutter.project}}" / "docker" / "Dockerfile").exists()
+
+
 def test_next_steps_name_the_project_and_its_commands():
     steps = post_gen_project.next_steps(copy.deepcopy(GOOD))
     assert "cd my-service" in steps
-    assert "python -m my_service.cluster serve" in steps
+    assert "python -m railkit.cluster serve" in steps
+    assert "python -m railkit.cluster status" in steps
+    assert "my_service/" in steps and "railkit/" in steps
     assert "railway config apply" in steps
 
 

@@ -34,7 +34,7 @@ def test_dependabot_watches_the_locks_and_the_actions(cookies):
 
 def test_every_install_command_checks_hashes(cookies):
     project = cookies.bake(extra_context={"use_docker": True}).project_path
-    assert INSTALL_FROM_LOCK.search((project / "Dockerfile").read_text())
+    assert INSTALL_FROM_LOCK.search((project / "docker" / "Dockerfile").read_text())
     readme = (project / "README.md").read_text()
     installs = re.findall(r"^pip install .*$", readme, re.MULTILINE)
     assert installs and all(INSTALL_FROM_LOCK.match(line) for line in installs), installs

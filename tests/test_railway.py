@@ -8,6 +8,7 @@ Then the declared start command is run and the declared healthcheck must pass.
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -26,6 +27,8 @@ MB = 2**20
 CAPPED_PLANS = ("free", "trial")
 # The github_repository answer: owner/name, then the folder Railway builds (its root directory).
 SOURCE_REPOSITORY = "acme/shop/services/api"
+# The Redis service's one name: railway.ts declares it, the template's REDIS_URL refers to it.
+REDIS = TEMPLATE["_railway_template"]["redis_service"]
 
 
 @pytest.fixture(scope="module")
@@ -101,8 +104,10 @@ def _literal(web: dict, name: str) -> str:
 
 
 def _redis_allowed(plan: str, use_redis: bool) -> bool:
-    """Plans with several replicas must share Redis; the hook refuses them without it."""
-    return use_redis or production_replicas(PLANS[plan]) == 1
+    """Plans with several replicas must share Redis, and one process has no use for it; the hook refuses both."""
+    spec = PLANS[plan]
+    single_process = not spec["clustering"] and production_replicas(spec) == 1
+    return not single_process if use_redis else production_replicas(spec) == 1
 
 
 CASES = [(plan, use_redis) for plan in PLAN_NAMES for use_redis in (True, False) if _redis_allowed(plan, use_redis)]
@@ -116,8 +121,8 @@ def test_railway_ts_matches_the_plan_table(railway_configs, plan, use_redis):
     for environment, state in states.items():
         web = _web(state)
         deploy = web["deploy"]
-        assert deploy["startCommand"] == "python -m my_service.cluster serve"
-        assert deploy["healthcheckPath"] == "/health/ready"
+        assert deploy["startCommand"] == TEMPLATE["_railway_template"]["start_command"]
+        assert deploy["healthcheckPath"] == TEMPLATE["_railway_template"]["healthcheck_path"]
         assert deploy["restartPolicyType"] == spec["restart_policy"]
         assert deploy["restartPolicyMaxRetries"] == spec["restart_retries"]
         # Railway's default of 0 s would SIGKILL requests still in flight: the lame-duck
@@ -136,7 +141,7 @@ def test_railway_ts_matches_the_plan_table(railway_configs, plan, use_redis):
         assert _literal(web, "GRACEFUL_TIMEOUT") == str(spec["graceful_timeout"])
         databases = [resource for resource in state["resources"] if resource["type"] == "database"]
         if use_redis:
-            assert [database["engine"] for database in databases] == ["redis"]
+            assert [(database["engine"], database["name"]) for database in databases] == [("redis", REDIS)]
             assert web["variables"]["REDIS_URL"] == {
                 "type": "reference",
                 "resource": databases[0]["address"],
@@ -159,7 +164,8 @@ def test_github_repository_becomes_the_service_source(railway_configs):
 def test_railway_ts_stays_within_the_plan(railway_configs, plan):
     """Never more replicas, CPU or memory than the plan allows; no ALWAYS or >10 retries on capped plans."""
     spec = PLANS[plan]
-    for environment, state in evaluate(railway_configs[(plan, True)][0]).items():
+    config, _ = railway_configs.get((plan, True)) or railway_configs[(plan, False)]
+    for environment, state in evaluate(config).items():
         deploy = _web(state)["deploy"]
         assert 1 <= _replicas(deploy) <= spec["max_replicas"], environment
         limits = deploy["limitOverride"]["containers"]
@@ -223,3 +229,26 @@ def _poll(url: str, deadline: float) -> int | None:
         except OSError:
             time.sleep(0.1)
     return None
+
+
+def test_the_redis_service_has_one_name_everywhere(cookies):
+    """railway.ts's Redis, the template settings' REDIS_URL reference and both READMEs name the same service."""
+    project = cookies.bake().project_path
+    railway_ts = (project / ".railway" / "railway.ts").read_text()
+    assert re.findall(r'\bredis\("([^"]*)"\)', railway_ts) == [REDIS]
+    settings = json.loads((project / "railway-template.json").read_text())
+    assert settings["variables"]["REDIS_URL"] == f"${{{{{REDIS}.REDIS_URL}}}}"
+    for readme in (project / "README.md", ROOT / "README.md"):
+        text = readme.read_text()
+        assert set(re.findall(r"\$\{\{\s*([^.}]+)\.REDIS_URL\s*\}\}", text)) == {REDIS}, readme
+        assert f"a Redis service named `{REDIS}`" in text, readme
+
+
+def test_one_replica_plans_say_so_plainly(cookies):
+    """The free plan's railway.ts: "1 replica", a plain `replicas: 1`, no Redis service."""
+    result = cookies.bake(extra_context={"railway_plan": "free", "use_redis": False})
+    assert result.exception is None, result.exception
+    railway_ts = (result.project_path / ".railway" / "railway.ts").read_text()
+    assert "at most 1 replica of" in railway_ts and "1 replicas" not in railway_ts
+    assert "replicas: 1," in railway_ts and "production ?" not in railway_ts
+    assert "redis(" not in railway_ts

@@ -11,7 +11,7 @@ import os
 import sys
 
 from ..settings import load_settings_or_exit
-from .runtime import find_live_board
+from .runtime import find_live_board, live_ports
 from .status import as_json, read_rows, render
 
 
@@ -25,14 +25,29 @@ def serve(gunicorn_args: list[str]) -> None:
     run(prog="gunicorn")
 
 
-def status(port: int, as_machine_json: bool) -> int:
-    board = find_live_board(port)
+def status(port: int | None, as_machine_json: bool) -> int:
+    """Show the cluster on `port`; without --port, on $PORT (8000), or the only one running if that is elsewhere."""
+    asked = port if port is not None else int(os.environ.get("PORT") or "8000")
+    board = find_live_board(asked)
     if board is None:
-        print(f"not running: no live cluster on port {port}", file=sys.stderr)
-        return 1
+        running = live_ports()
+        if port is None and len(running) == 1:
+            board = find_live_board(running[0])
+        if board is None:
+            print(not_running(asked, running), file=sys.stderr)
+            return 1
     rows = read_rows(board)
     print(json.dumps(as_json(board, rows)) if as_machine_json else render(board, rows))
     return 0
+
+
+def not_running(port: int, running: list[int]) -> str:
+    """What `status` says when nothing serves `port`: and where this project's clusters do run."""
+    if not running:
+        return f"not running: no live cluster on port {port}, nor on any other (of this user, in this container)"
+    ports = ", ".join(str(other) for other in running)
+    noun = "port" if len(running) == 1 else "ports"
+    return f"not running: no live cluster on port {port}; running on {noun} {ports}: pass --port {running[0]}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,9 +56,13 @@ def main(argv: list[str] | None = None) -> int:
     serve_parser = commands.add_parser("serve", help="check the environment, then start gunicorn")
     serve_parser.add_argument("gunicorn_args", nargs=argparse.REMAINDER, help="passed to gunicorn (default: main:app)")
     status_parser = commands.add_parser("status", help="show each worker's pid, uptime, requests, memory and CPU")
-    status_parser.add_argument("--port", type=int, default=os.environ.get("PORT", "8000"))
+    status_parser.add_argument(
+        "--port", type=int, default=None, help="the port the cluster serves (default: $PORT, else 8000, else the one)"
+    )
     status_parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = parser.parse_args(argv)
+    if args.command == "status" and args.port is None and not (os.environ.get("PORT") or "8000").isdigit():
+        parser.error(f"PORT={os.environ['PORT']!r} is not a port: pass --port")
     if args.command == "serve":
         serve(args.gunicorn_args)
     return status(args.port, args.json)

@@ -47,6 +47,12 @@ class BodyTooLarge(ClientError):
     status, reason = 413, "Content Too Large"
 
 
+class BodyWaitedTooLong(ClientError):
+    """A large body waited limits.LARGE_BODY_WAIT seconds for its turn to be read: retry shortly."""
+
+    status, reason = 429, "Too Many Requests"
+
+
 def write_problem(sock, status_int: int, reason: str, mesg: str) -> None:
     """Drop-in for gunicorn.util.write_error: the same answer, as RFC 9457 JSON."""
     body = json.dumps({"type": "about:blank", "title": reason, "status": status_int, "detail": mesg}).encode()

@@ -24,10 +24,10 @@ from typing import NoReturn
 
 from gunicorn.errors import HaltServer
 
-from ..settings import Settings
+from ..settings import EXIT_BAD_CONFIG, Settings
 from . import board as scoreboard
 from . import gunicorn_compat as compat
-from . import limits, metrics, runtime
+from . import limits, metrics, open_files, runtime
 from .diagnostics import install_exception_logging, log_stacks
 from .errors import answer_protocol_errors_as_problems
 from .inflight import ConnectionQuota, InFlight, TimedApp, describe, request_key_holder
@@ -70,6 +70,18 @@ PLATFORM_HOOKS = (
 # The hooks of the latest reading of gunicorn.conf.py, installed when gunicorn's logger is set up.
 _prepared: "ClusterHooks | None" = None
 
+# Work of platform modules the cluster does not import (railkit.db), run by the platform's hooks after
+# their own: on_starting's callbacks get (settings, size) in the master; post_fork's and worker_exit's
+# get nothing, in the worker.
+JOINABLE_HOOKS = ("on_starting", "post_fork", "worker_exit")
+_joined: dict[str, list] = {name: [] for name in JOINABLE_HOOKS}
+
+
+def join(hook: str, callback) -> None:
+    """Have the platform's `hook` call `callback` after its own work, once however often it is joined."""
+    if callback not in _joined[hook]:
+        _joined[hook].append(callback)
+
 
 def prepare(settings: Settings, size: ClusterSize) -> "ClusterHooks":
     """The hooks for this reading of the configuration; install_platform_hooks puts them in place."""
@@ -110,14 +122,23 @@ def _platform_then_owner(platform, owner):
 
 
 def require_platform_hooks(cfg) -> None:
-    """Refuse to run workers when the platform's hooks are not in place (a logger_class of the owner's)."""
+    """Stop the start with one JSON line when the platform's hooks were never installed.
+
+    Our worker classes call this from gunicorn's check_config: it happens when
+    gunicorn.conf.py sets a logger_class of its own, so the cluster's logger
+    never put the hooks in place, and the cluster would run without its board,
+    watchdog and deadlines.
+    """
     installed = cfg.settings["post_fork"].get()
-    if getattr(installed, "__self__", None) is None and not getattr(installed, "platform_first", False):
-        sys.stdout.write(
-            '{"level": "error", "message": "The cluster\'s hooks are not installed: gunicorn.conf.py sets '
-            'logger_class; remove it (the platform\'s logger installs the hooks)"}\n'
-        )
-        raise HaltServer("platform hooks missing", 78)
+    ours = getattr(installed, "__self__", None) is _prepared or getattr(installed, "platform_first", False)
+    if _prepared is not None and ours:
+        return
+    log.error(
+        "Refusing to start: the cluster's server hooks are not installed; gunicorn.conf.py sets logger_class "
+        "(the cluster's logger, railkit.cluster.logger.ClusterLogger, installs them: subclass it instead)",
+        extra={"setting": "logger_class"},
+    )
+    sys.exit(EXIT_BAD_CONFIG)
 
 
 class ClusterHooks:
@@ -149,6 +170,8 @@ class ClusterHooks:
         refuse_if_taken(compat.bind_addresses(server), self.settings.port)
         limit_malloc_arenas()
         install_exception_logging()
+        # Before any worker forks: each inherits the raised limit and sizes its connections from it.
+        open_files_limits = open_files.raise_soft_limit()
         self.board = scoreboard.Board.create(runtime.instance_folder(self.settings.port))
         self.board.set_master(server.pid, self.size.workers)
         scoreboard.attach(self.board)
@@ -158,7 +181,10 @@ class ClusterHooks:
         compat.wrap_master_loop(server, self.loop)
         server.cluster = self
         log_start_story(server, self.settings, self.size)
+        open_files.log_limit(*open_files_limits, server.cfg.worker_connections)
         log_rate_limit_scope(self.settings, self.size.workers)
+        for callback in _joined["on_starting"]:
+            callback(self.settings, self.size)
 
     def on_reload(self, server) -> None:
         """Carry the master's machinery over to the hooks of the re-read config (SIGHUP)."""
@@ -194,11 +220,12 @@ class ClusterHooks:
     def child_exit(self, server, worker) -> None:
         """Log a dead worker's cause; back off, or give up, if workers keep dying at start."""
         self.board.release(worker.slot)
+        stopped_for = self.watchdog.forget(worker.pid)
         death = Death(
             status=describe_status(self.exit_statuses.pop(worker.pid, None)),
             lifetime=time.time() - worker.started,
-            timed_out=compat.was_aborted(worker),
-            over_memory=self.watchdog.forget(worker.pid),
+            timed_out=compat.was_aborted(worker) or stopped_for == "stuck",
+            over_memory=stopped_for == "memory",
             shutting_down=not compat.listeners(server),
         )
         metrics.forget_worker(worker.pid)
@@ -245,6 +272,8 @@ class ClusterHooks:
         faulthandler.enable()
         install_exception_logging()
         answer_protocol_errors_as_problems()
+        for callback in _joined["post_fork"]:
+            callback()
 
     def post_worker_init(self, worker) -> None:
         """Put the worker on the board once it can serve; time its app; make Ctrl-C drain it."""
@@ -267,10 +296,13 @@ class ClusterHooks:
             compat.close_after_answer(req)
         self.set_request_key(id(req))
         self.in_flight.begin(id(req), describe(req))
+        # The watchdog aborts a worker recycled for a stuck request once that request is all it holds.
+        self.board.set_in_flight(worker.slot, len(self.in_flight))
 
     def post_request(self, worker, req, environ, resp) -> None:
         """Count the request and clear it from the requests in flight."""
         self.in_flight.end(id(req))
+        self.board.set_in_flight(worker.slot, len(self.in_flight))
         self.set_request_key(None)
         served = next(self.served)
         # The count is for `status`: exact at rest, at most COUNT_EVERY behind under load (the board is shared memory).
@@ -287,6 +319,8 @@ class ClusterHooks:
                 len(self.in_flight),
                 extra={"worker": worker.slot + 1, "worker_pid": worker.pid, "unfinished": len(self.in_flight)},
             )
+        for callback in _joined["worker_exit"]:
+            callback()
 
     def worker_abort(self, worker) -> None:
         """Log every thread's (and greenlet's) stack, one line each, when the master aborts this worker."""

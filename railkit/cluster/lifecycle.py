@@ -26,6 +26,9 @@ MAX_UNSTABLE = 10
 
 # A worker whose exit status the master could not learn: counted as unstable.
 UNKNOWN_STATUS = "unknown status"
+# How a worker asked to stop for shutdown ends: it exits, or the master's stop signal finds it
+# already finishing (Python restores the default handlers while the interpreter shuts down).
+STOP_STATUSES = ("exit code 0", "SIGTERM", "SIGINT", "SIGQUIT")
 
 
 def describe_status(wait_status: int | None) -> str:
@@ -86,6 +89,11 @@ class Death:
         return CAUSES[self.kind].format(status=self.status)
 
     @property
+    def clean_stop(self) -> bool:
+        """A worker that stopped because the cluster is shutting down, and did so itself: nothing died."""
+        return self.shutting_down and self.status in STOP_STATUSES
+
+    @property
     def intended(self) -> bool:
         """Deaths the cluster caused on purpose never count as instability."""
         return self.shutting_down or self.over_memory or self.status == "exit code 0"
@@ -127,14 +135,19 @@ class CrashGuard:
 
 
 def log_death(number: int, pid: int, death: Death) -> None:
-    """One line per death: the worker, its exit status, its lifetime and the likely cause."""
+    """One line per death: the worker, its exit status, its lifetime and the likely cause.
+
+    A clean stop at shutdown (Ctrl-C, SIGTERM) says "stopped", without the signal; its status stays in the fields.
+    """
+    if death.clean_stop:
+        message, facts = "Worker %s stopped (pid %s, lived %.1fs): %s", (pid, death.lifetime)
+    else:
+        message, facts = "Worker %s died (pid %s, %s, lived %.1fs): %s", (pid, death.status, death.lifetime)
     log.log(
         logging.INFO if death.intended else logging.WARNING,
-        "Worker %s died (pid %s, %s, lived %.1fs): %s",
+        message,
         number,
-        pid,
-        death.status,
-        death.lifetime,
+        *facts,
         death.cause,
         extra={
             "worker": number,

@@ -6,9 +6,12 @@ import os
 # gthread and gevent workers beat while serving, so this only catches a frozen
 # worker; the app's time per request is REQUEST_TIMEOUT, watched by watchdog.py.
 HEARTBEAT_TIMEOUT = 30
-# Railway's edge closes idle keep-alive connections after 60 s; staying open a
-# little longer means the edge, not the server, closes them, so no request
-# races a connection we are closing.
+# How long an idle kept-alive connection stays open. Railway's edge closes its
+# idle connections to the app after 60 s. A proxy that reuses a connection the
+# server is closing at that very moment sends its request into a connection
+# that is gone (an EOF, a 502 for its client); the server's timeout is longer
+# than the proxy's, so the edge always closes first and no request races our
+# close (the same reason AWS asks for an app timeout above the ALB's).
 KEEPALIVE = 65
 # Recycle each worker after this many requests (a leak cannot grow forever);
 # the jitter keeps all workers from restarting at once.
@@ -22,8 +25,21 @@ MAX_REQUESTS_JITTER = 1_000
 MAX_REQUESTS_PER_CONNECTION = 1000
 # Connections waiting to be accepted; beyond this the kernel refuses them.
 BACKLOG = 2048
-# Open connections per gthread or gevent worker, idle keep-alive ones included.
-WORKER_CONNECTIONS = 1000
+# Open connections per gthread or gevent worker, idle kept-alive ones included,
+# at most: a worker holds as many as its open-files limit allows (open_files.py),
+# up to this many (the edge's own limit of concurrent connections per domain).
+WORKER_CONNECTIONS = 10_000
+# Descriptors a worker keeps for everything but its clients: listeners, pipes,
+# the heartbeat file, logs, Redis and whatever files the app opens.
+RESERVED_FILES = 128
+# A worker at its connection capacity closes kept-alive connections idle at
+# least this long, oldest first, and never one with a request on its way. A
+# client that asks every few seconds keeps its connection; one that went quiet
+# makes room. Below capacity, only KEEPALIVE closes an idle connection.
+IDLE_EVICTION_SECONDS = 15
+# accept() out of descriptors (EMFILE, ENFILE) or kernel memory: the worker
+# stops accepting this long, as nginx does, instead of crashing or spinning.
+ACCEPT_PAUSE_SECONDS = 0.5
 # Request line and headers: Railway's edge allows 32 KB of headers in all.
 LIMIT_REQUEST_LINE = 8190
 LIMIT_REQUEST_FIELDS = 100
@@ -40,10 +56,6 @@ BODY_TIMEOUT = 20
 # A request head buffered without a thread is handed to one at this size even
 # unfinished; gunicorn's parser then answers 414/431 or reads the rest.
 MAX_BUFFERED_HEAD = 64 * 1024
-# When a worker is this close to WORKER_CONNECTIONS, it closes its oldest
-# connection that has no request in flight (idle, or still sending its head),
-# so idle clients cannot lock new ones out.
-EVICTION_MARGIN = 50
 # A gthread worker reads at most GTHREAD_LARGE_BODIES bodies over this size at
 # once (and never on its last thread), so raw uploads stay bounded however many
 # threads it runs and small requests (/health among them) always find a thread;
@@ -59,6 +71,24 @@ GEVENT_LARGE_BODIES = 1
 LINGER_SECONDS = 5.0
 LINGER_MAX_BYTES = 64 * 2**20
 LINGER_IDLE_SECONDS = 1.0
+# An answer the client does not read: a write that makes no progress for this
+# long cuts the connection. Railway's edge cuts a request after 5 minutes with
+# no data flowing, so an edge that passes its client's back-pressure through
+# could pin a thread that long; 30 s is far below that, and above what a live
+# client on a bad link stalls for (TCP's retransmission back-off reaches 31 s
+# after 5 lost tries, so a link that recovers within it is kept).
+WRITE_STALL_SECONDS = 30
+# And however many clients stall at once, a gthread worker lets at most this
+# share of its threads wait on them: when one more stalls, the connection
+# stalled longest is cut, so the other threads always serve (/health among them).
+STALLED_THREADS_SHARE = 0.5
+# A gevent worker keeps at most this many stalled answers: each holds its answer in memory, and a
+# worker over WORKER_MAX_MEMORY_MB is recycled (every client of it cut).
+GEVENT_STALLED_WRITERS = 16
+# A declared body the app did not read is discarded, and its connection kept
+# alive, only when it has all arrived already and is at most this large;
+# otherwise the answer says `Connection: close` and nothing waits for the body.
+DISCARD_BODY_BYTES = 64 * 2**10
 
 
 def heartbeat_timeout(worker_class: str, request_timeout: int) -> int:

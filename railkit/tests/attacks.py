@@ -5,7 +5,9 @@ every PROBE_INTERVAL, answered 200 within PROBE_TIMEOUT.
 """
 
 import contextlib
+import heapq
 import http.client
+import random
 import selectors
 import socket
 import threading
@@ -241,3 +243,202 @@ def flood(port: int, request: bytes, seconds: float, connections: int = 50) -> i
             key.fileobj.close()
         selector.close()
     return answered
+
+
+@dataclass
+class UsersOutcome:
+    """What kept-alive users saw: each request answered on its first try, or how it failed."""
+
+    sent: int = 0
+    answered: int = 0
+    failures: dict[str, int] = field(default_factory=dict)
+    # Connections the server closed between requests, announced by `Connection: close` (clean) or not.
+    closed_cleanly: int = 0
+
+    @property
+    def first_try(self) -> float:
+        return self.answered / self.sent if self.sent else 0.0
+
+    def fail(self, kind: str) -> None:
+        self.failures[kind] = self.failures.get(kind, 0) + 1
+
+    def __str__(self) -> str:
+        return f"{self.answered}/{self.sent} answered on the first try ({self.first_try:.2%}); failures {self.failures}"
+
+
+class KeptAliveUsers:
+    """`users` clients, each on one kept-alive connection, asking for `path` every `interval` seconds, from one thread.
+
+    A request counts as answered when its full answer arrives on the connection
+    it was sent on, within `answer_timeout`; an EOF, a reset or silence instead
+    is a failure (a client that cannot retry blindly, a POST, would have lost
+    it). A connection the server closed after announcing it is reopened for the
+    next request, as a client does.
+    """
+
+    def __init__(self, port: int, users: int, interval: float, path: str = "/health", answer_timeout: float = 10.0):
+        self.port = port
+        self.users = users
+        self.interval = interval
+        self.request = b"GET %s HTTP/1.1\r\nHost: users\r\n\r\n" % path.encode()
+        self.answer_timeout = answer_timeout
+        self.outcome = UsersOutcome()
+        self.selector = selectors.DefaultSelector()
+        self.due: list[tuple[float, int]] = []  # (when, user) heap
+
+    def run(self, seconds: float, opening_seconds: float = 2.0) -> UsersOutcome:
+        """Open the users over `opening_seconds`, let each ask every `interval` for `seconds`; close them all."""
+        start = time.monotonic()
+        expired_at = start
+        users = [{"sock": None, "in": b"", "sent_at": None, "index": index} for index in range(self.users)]
+        for user in users:
+            heapq.heappush(self.due, (start + random.uniform(0, max(self.interval, opening_seconds)), user["index"]))
+        end = start + seconds
+        try:
+            while True:
+                now = time.monotonic()
+                while self.due and self.due[0][0] <= now:
+                    _, index = heapq.heappop(self.due)
+                    if now < end:
+                        self._ask(users[index], now)
+                if now >= end and (now >= end + self.answer_timeout or not self._awaiting(users)):
+                    break
+                timeout = min(0.05, max(0.0, self.due[0][0] - now)) if self.due else 0.05
+                for key, _ in self.selector.select(timeout):
+                    self._read(key.data, time.monotonic())
+                if time.monotonic() - expired_at > 0.5:
+                    expired_at = time.monotonic()
+                    self._expire(users, expired_at)
+        finally:
+            for user in users:
+                if user["sock"] is not None:
+                    self._drop(user)
+            self.selector.close()
+        return self.outcome
+
+    def _ask(self, user: dict, now: float) -> None:
+        if user["sent_at"] is not None:
+            # Still waiting for the last answer: a user asks again only once answered.
+            heapq.heappush(self.due, (now + self.interval, user["index"]))
+            return
+        if user["sock"] is None:
+            sock = socket.socket()
+            sock.setblocking(False)
+            try:
+                sock.connect(("127.0.0.1", self.port))
+            except BlockingIOError:
+                pass
+            except OSError:
+                sock.close()
+                self.outcome.sent += 1
+                self.outcome.fail("connect")
+                heapq.heappush(self.due, (now + self.interval, user["index"]))
+                return
+            user["sock"] = sock
+            self.selector.register(sock, selectors.EVENT_READ, user)
+        self.outcome.sent += 1
+        try:
+            user["sock"].send(self.request)  # small: fits the socket's buffer, even while connecting
+        except OSError as error:
+            self.outcome.fail("reset" if isinstance(error, ConnectionError) else "send")
+            self._drop(user)
+            heapq.heappush(self.due, (now + self.interval, user["index"]))
+            return
+        user["sent_at"] = now
+        user["in"] = b""
+        heapq.heappush(self.due, (now + self.interval, user["index"]))
+
+    def _read(self, user: dict, now: float) -> None:
+        try:
+            data = user["sock"].recv(65536)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = None
+        if not data:
+            if user["sent_at"] is not None:
+                self.outcome.fail("eof" if data == b"" else "reset")
+            self._drop(user)
+            return
+        user["in"] += data
+        head, found, body = user["in"].partition(b"\r\n\r\n")
+        if not found:
+            return
+        lowered = head.lower()
+        length = 0
+        for line in lowered.split(b"\r\n"):
+            if line.startswith(b"content-length:"):
+                length = int(line.split(b":", 1)[1])
+        if len(body) < length or user["sent_at"] is None:
+            return
+        self.outcome.answered += head.startswith(b"HTTP/1.1 200")
+        if not head.startswith(b"HTTP/1.1 200"):
+            self.outcome.fail(head[:40].decode(errors="replace"))
+        user["sent_at"] = None
+        user["in"] = b""
+        if b"\r\nconnection: close" in lowered:
+            self.outcome.closed_cleanly += 1
+            self._drop(user)
+
+    @staticmethod
+    def _awaiting(users: list) -> bool:
+        return any(user["sent_at"] is not None for user in users)
+
+    def _expire(self, users: list, now: float) -> None:
+        for user in users:
+            if user["sent_at"] is not None and now - user["sent_at"] > self.answer_timeout:
+                self.outcome.fail("timeout")
+                self._drop(user)
+
+    def _drop(self, user: dict) -> None:
+        with contextlib.suppress(KeyError, ValueError):
+            self.selector.unregister(user["sock"])
+        user["sock"].close()
+        user["sock"] = None
+        user["sent_at"] = None
+
+
+class SlowReaders:
+    """Clients asking for `path` with a tiny receive buffer and never reading, `per_second` new ones a second.
+
+    Each is closed after `hold` seconds, as a client giving up would be.
+    """
+
+    def __init__(self, port: int, path: str = "/big?mb=8", per_second: float = 20, hold: float = 30.0):
+        self.port = port
+        self.request = b"GET %s HTTP/1.1\r\nHost: reader\r\n\r\n" % path.encode()
+        self.per_second = per_second
+        self.hold = hold
+        self.opened = 0
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> "SlowReaders":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.stopping.set()
+        self.thread.join(30)
+
+    def _run(self) -> None:
+        held: list[tuple[float, socket.socket]] = []
+        try:
+            while not self.stopping.is_set():
+                now = time.monotonic()
+                sock = socket.socket()
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+                sock.settimeout(2)
+                try:
+                    sock.connect(("127.0.0.1", self.port))
+                    sock.sendall(self.request)
+                    held.append((now, sock))
+                    self.opened += 1
+                except OSError:
+                    sock.close()
+                while held and held[0][0] < now - self.hold:
+                    held.pop(0)[1].close()
+                self.stopping.wait(1 / self.per_second)
+        finally:
+            for _, sock in held:
+                sock.close()

@@ -15,9 +15,28 @@ from railkit import project
 from .fixture_app import create_app
 from .servers import FIXTURE_APP, Server
 
+# Modules whose behaviour does not depend on the worker class: the template's own suite runs them in
+# its default-class project only (`-m "not same_for_every_worker_class"` elsewhere).
+SAME_FOR_EVERY_WORKER_CLASS = {
+    "test_app",
+    "test_gunicorn_conf",
+    "test_import_graph",
+    "test_metrics",
+    "test_owner_hooks",
+    "test_ratelimit",
+    "test_sentry",
+    "test_settings",
+    "test_sizing",
+}
+
+# The database's tests need its packages and a Postgres server: only projects generated with Postgres run them.
+if not project.HAS_DATABASE:
+    collect_ignore_glob = ["test_database*.py", "fixture_db_app.py"]
+
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "worker_class(*names): a behaviour of these worker classes only")
+    config.addinivalue_line("markers", "same_for_every_worker_class: run in one worker class's project only")
     config.addinivalue_line("markers", "cluster: starts real gunicorn processes (slower)")
 
 
@@ -25,6 +44,8 @@ def pytest_collection_modifyitems(config, items):
     """Leave out the tests of another worker class's behaviour: this project runs one class."""
     kept, other = [], []
     for item in items:
+        if item.module.__name__.rpartition(".")[2] in SAME_FOR_EVERY_WORKER_CLASS:
+            item.add_marker("same_for_every_worker_class")
         marker = item.get_closest_marker("worker_class")
         (other if marker and project.WORKER_CLASS not in marker.args else kept).append(item)
     if other:

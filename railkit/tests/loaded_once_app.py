@@ -2,7 +2,7 @@
 
 With preload_app the master imports the app once and every forked worker
 shares those pages; an app imported again after fork costs every worker
-its own copy, and so does an object whose refcount a worker writes to.
+its own copy.
 """
 
 import json
@@ -25,8 +25,6 @@ def app(environ, start_response):
         "imported_in": IMPORTED_IN,
         "pid": os.getpid(),
         "imported_since_fork": sorted(set(sys.modules) - _modules_at_fork),
-        # Immortal (cluster/preload.py): using the app never writes to, and so copies, the master's pages.
-        "app_refcount": sys.getrefcount(project_app),
     }
     start_response("200 OK", [("Content-Type", "application/json")])
     return [json.dumps(body).encode()]

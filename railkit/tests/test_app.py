@@ -12,11 +12,11 @@ import pytest
 from flask import after_this_request
 
 from railkit import logs
-
-from .fixture_app import create_app
 from railkit.web.bodies import MAX_JSON_DEPTH, ParseBudget, parse_cost
 from railkit.web.problems import Problem
 from railkit.web.request_log import LineBudget
+
+from .fixture_app import create_app
 
 PROBLEM = "application/problem+json"
 

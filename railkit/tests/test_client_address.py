@@ -5,15 +5,16 @@ import uuid
 
 import pytest
 
-from .fixture_app import create_app
 from railkit.cluster.workers import peers
+
+from .fixture_app import create_app
 
 
 @pytest.fixture
 def whoami(monkeypatch):
     """Ask an app built with `env` which address it believes a request came from."""
 
-    def ask(peer: str, forwarded_for: str | None = None, **env) -> str:
+    def ask(peer: str, forwarded_for: str | None = None, headers: dict | None = None, **env) -> str:
         for name in ("FORWARDED_ALLOW_IPS", "RAILWAY_ENVIRONMENT_NAME", "RAILWAY_PROJECT_ID", "RAILWAY_SERVICE_ID"):
             monkeypatch.delenv(name, raising=False)
         for name, value in env.items():
@@ -26,8 +27,8 @@ def whoami(monkeypatch):
 
             return {"ip": request.remote_addr}
 
-        headers = {"X-Forwarded-For": forwarded_for} if forwarded_for is not None else {}
-        response = app.test_client().get("/whoami", headers=headers, environ_base={"REMOTE_ADDR": peer})
+        sent = {**(headers or {}), **({"X-Forwarded-For": forwarded_for} if forwarded_for is not None else {})}
+        response = app.test_client().get("/whoami", headers=sent, environ_base={"REMOTE_ADDR": peer})
         return response.get_json()["ip"]
 
     return ask
@@ -63,12 +64,39 @@ def test_a_chain_of_trusted_proxies_is_walked_to_the_first_untrusted_hop(whoami)
     assert whoami("127.0.0.1", "203.0.113.9", **env) == "127.0.0.1"
 
 
-def test_on_railway_the_edges_hop_is_the_client(whoami):
+# What Railway's edge adds to every request it forwards: its region, and the client it saw.
+EDGE = {"X-Railway-Edge": "railway/us-west2", "X-Real-IP": "203.0.113.7"}
+
+
+def test_on_railway_the_edge_names_the_client(whoami):
     railway = {"RAILWAY_ENVIRONMENT_NAME": "production"}
-    # A client's own X-Forwarded-For comes first; the edge appends the address it saw.
-    assert whoami("100.64.0.2", "6.6.6.6, 203.0.113.7", **railway) == "203.0.113.7"
-    assert whoami("100.64.0.2", "not-an-ip", **railway) == "100.64.0.2"
-    assert whoami("100.64.0.2", "203.0.113.7", FORWARDED_ALLOW_IPS="127.0.0.1", **railway) == "100.64.0.2"
+    assert whoami("100.64.0.2", "6.6.6.6, 203.0.113.7", headers=EDGE, **railway) == "203.0.113.7"
+    # The edge's X-Real-IP, whatever the client put in X-Forwarded-For.
+    assert whoami("100.64.0.2", "6.6.6.6", headers=EDGE, **railway) == "203.0.113.7"
+    assert whoami("::ffff:100.64.0.2", headers={**EDGE, "X-Real-IP": "2001:db8::7"}, **railway) == "2001:db8::7"
+    assert whoami("100.64.0.2", headers={**EDGE, "X-Real-IP": "not-an-ip"}, **railway) == "100.64.0.2"
+
+
+def test_on_railway_a_peer_without_the_edges_marks_is_its_own_client(whoami):
+    """Any service on the project's private network reaches the port: without the edge's marks it names nobody."""
+    railway = {"RAILWAY_ENVIRONMENT_NAME": "production"}
+    assert whoami("100.64.0.2", "203.0.113.7", **railway) == "100.64.0.2"
+    assert whoami("10.1.2.3", headers={"X-Real-IP": "203.0.113.7"}, **railway) == "10.1.2.3"
+    assert whoami("10.1.2.3", headers={"X-Railway-Edge": "railway/us-west2"}, **railway) == "10.1.2.3"
+
+
+def test_on_railway_the_private_networks_ipv6_peers_are_never_the_edge(whoami):
+    """Legacy environments' private network is IPv6 (fd12::/16, in fc00::/7); the edge reaches the port over IPv4."""
+    railway = {"RAILWAY_PROJECT_ID": "p"}
+    assert whoami("fd12:3456::9", "203.0.113.7", headers=EDGE, **railway) == "fd12:3456::9"
+
+
+def test_on_railway_an_explicit_allow_list_replaces_the_edge_rule(whoami):
+    railway = {"RAILWAY_ENVIRONMENT_NAME": "production"}
+    assert whoami("100.64.0.2", "203.0.113.7", headers=EDGE, FORWARDED_ALLOW_IPS="127.0.0.1", **railway) == (
+        "100.64.0.2"
+    )
+    assert whoami("100.64.0.2", "203.0.113.9", FORWARDED_ALLOW_IPS="100.64.0.0/10", **railway) == "203.0.113.9"
 
 
 @pytest.mark.cluster

@@ -6,6 +6,7 @@ import os
 import signal
 import socket
 import stat
+import subprocess
 import sys
 import tempfile
 import time
@@ -19,7 +20,7 @@ from railkit import project
 from railkit.cluster.sizing import size_cluster
 from railkit.settings import EXIT_BAD_CONFIG, WORKER_CLASS, Settings
 
-from .servers import free_port, message_starts, wait_until
+from .servers import CLUSTER_COMMAND, PROJECT_ROOT, free_port, message_starts, wait_until
 
 pytestmark = pytest.mark.cluster
 
@@ -175,6 +176,10 @@ def test_ctrl_c_drains_like_sigterm(serve):
         statuses = [future.result()[0] for future in in_flight]
     assert statuses == [200] * len(in_flight)
     assert server.wait_exit() == 0
+    # A clean stop is no death: "Worker 1 stopped", never "died (... SIGTERM ...)".
+    assert not [log for log in server.logs if " died " in log.get("message", "")]
+    stopped = [log for log in server.logs if log.get("message", "").startswith("Worker 1 stopped")]
+    assert len(stopped) == 1 and stopped[0]["level"] == "info" and "shutdown" in stopped[0]["cause"]
 
 
 def test_graceful_timeout_forces_stuck_workers_and_says_so_once(serve):
@@ -406,11 +411,22 @@ def test_a_killed_masters_folder_is_ignored_then_cleared(serve):
     assert "1 of 1 workers live" in second.status()
 
 
-def test_status_with_no_cluster_says_not_running(serve, tmp_path):
+def test_status_with_no_cluster_says_not_running_and_where_one_runs(serve, tmp_path):
     server = serve({"WEB_CONCURRENCY": "1"})
     finished = server.run_status("--port", str(free_port()))
     assert finished.returncode == 1
     assert "not running" in finished.stderr
+    assert f"running on port {server.port}: pass --port {server.port}" in finished.stderr
+
+
+def test_status_without_port_finds_the_only_cluster_on_another_port(serve):
+    server = serve({"WEB_CONCURRENCY": "1"})
+    server.wait_for_workers(1)
+    env = {**server.env, "PORT": str(free_port())}
+    command = [*CLUSTER_COMMAND, "status"]
+    finished = subprocess.run(command, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert finished.returncode == 0, finished.stderr
+    assert "1 of 1 workers live" in finished.stdout
 
 
 def test_runtime_files_never_follow_a_planted_symlink(serve, tmp_path):

@@ -95,7 +95,6 @@ def test_keep_alive_connection_is_closed_after_its_quota(server):
         assert answers[-1] == "close"
 
 
-
 @pytest.mark.worker_class("gthread", "gevent")
 def test_a_kept_alive_head_that_arrives_in_parts_is_served(server):
     """The second request's head, split across writes, is put together (sync keeps no connection alive)."""

@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 
 from railkit import project
-from railkit.cluster import preload
 from railkit.plans import PLANS
 from railkit.settings import WORKER_CLASS
 
@@ -121,7 +120,7 @@ APP_PACKAGES = ("railkit", "main", "flask", "werkzeug", "limits", "redis")
 
 
 def test_the_app_is_imported_once_in_the_master_and_shared_by_every_worker(serve):
-    """Every worker serves the module objects the master imported before forking, immortal where CPython can."""
+    """Every worker serves the module objects the master imported before forking."""
     server = serve({"WEB_CONCURRENCY": "2", "RATE_LIMIT": UNLIMITED}, app="railkit.tests.loaded_once_app:app")
     workers = server.wait_for_workers(2)
     seen = {}
@@ -140,5 +139,3 @@ def test_the_app_is_imported_once_in_the_master_and_shared_by_every_worker(serve
         assert answer["imported_in"] == server.process.pid != pid, answer
         again = [name for name in answer["imported_since_fork"] if name.split(".")[0] in APP_PACKAGES]
         assert not again, f"worker {pid} imported {again} itself"
-        if preload.immortality_works():
-            assert answer["app_refcount"] == preload.IMMORTAL_REFCOUNT, answer

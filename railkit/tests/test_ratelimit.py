@@ -1,14 +1,17 @@
 """The rate limit: shared through a real Redis, held per replica without it, and off when asked."""
 
+import json
 import shutil
 import subprocess
 import threading
 
 import pytest
+from limits import parse_many
 
 from railkit import project
-from .fixture_app import create_app
+from railkit.plans import DEFAULT_PLAN, PLANS
 
+from .fixture_app import create_app
 from .servers import free_port, wait_until
 
 needs_redis = pytest.mark.skipif(
@@ -68,9 +71,14 @@ def test_without_redis_a_replica_holds_the_limit_not_workers_times_it(serve):
     server = serve({"RATE_LIMIT": "6/minute", "WEB_CONCURRENCY": "3", "REDIS_URL": None})
     server.wait_for_workers(3)
     # Every request on a new connection: they spread over the workers.
-    statuses = [server.request("/")[0] for _ in range(30)]
+    answers = [server.request("/") for _ in range(30)]
+    statuses = [status for status, _, _ in answers]
     assert set(statuses) == {200, 429}
     assert statuses.count(200) <= 6, "each of 3 workers holds a third of 6/minute"
+    # Clients are shown the configured limit, never a worker's share of it.
+    assert {headers["X-RateLimit-Limit"] for _, headers, _ in answers} == {"6"}
+    refused = next(body for status, _, body in answers if status == 429)
+    assert json.loads(refused)["detail"] == "Rate limit exceeded: 6 per 1 minute"
 
 
 @pytest.mark.cluster
@@ -80,6 +88,8 @@ def test_the_master_alone_says_how_far_the_limit_reaches(serve):
     lines = [log for log in server.logs if "Rate limit" in log.get("message", "")]
     assert len(lines) == 1, lines
     assert lines[0]["pid"] == server.process.pid
+    # What a client really gets without Redis: each worker's share, up to 2 workers' worth.
+    assert "a client gets 30 to 60 requests through where the limit says 60" in lines[0]["message"]
     if project.HAS_REDIS:
         assert lines[0]["level"] == "warn" and "set REDIS_URL" in lines[0]["message"]
     else:
@@ -90,11 +100,25 @@ def test_the_master_alone_says_how_far_the_limit_reaches(serve):
 def test_headers_say_where_the_client_stands(monkeypatch):
     monkeypatch.setenv("RATE_LIMIT", "3/minute")
     client = create_app({"TESTING": True}).test_client()
-    remaining = [client.get("/").headers["X-RateLimit-Remaining"] for _ in range(3)]
-    assert remaining == ["2", "1", "0"]
+    answers = [client.get("/").headers for _ in range(3)]
+    assert [headers["X-RateLimit-Remaining"] for headers in answers] == ["2", "1", "0"]
+    assert not [headers for headers in answers if "Retry-After" in headers], "Retry-After is for a 429 only"
     headers = client.get("/").headers
     assert headers["X-RateLimit-Limit"] == "3" and 0 < int(headers["Retry-After"]) <= 60
     assert "X-RateLimit-Limit" not in client.get("/health").headers, "health is not limited"
+
+
+def test_testing_leaves_the_plans_limit_off_unless_a_test_asks(monkeypatch):
+    """A test client makes hundreds of requests from one address: only a limit the test sets applies."""
+    for name in ("RATE_LIMIT", "RAILWAY_PLAN"):
+        monkeypatch.delenv(name, raising=False)
+    client = create_app({"TESTING": True}).test_client()
+    assert {client.get("/").status_code for _ in range(400)} == {200}
+    asked = create_app({"TESTING": True, "RATELIMIT_DEFAULT": "2/minute"}).test_client()
+    assert [asked.get("/").status_code for _ in range(3)] == [200, 200, 429]
+    # Outside testing the plan's limit holds.
+    plans_limit = str(parse_many(PLANS[DEFAULT_PLAN].rate_limit)[0].amount)
+    assert create_app({}).test_client().get("/").headers["X-RateLimit-Limit"] == plans_limit
 
 
 def test_counting_in_memory_starts_no_thread_per_request(monkeypatch):

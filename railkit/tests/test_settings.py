@@ -80,6 +80,8 @@ BAD_VALUES = [
     ("WEB_CONCURRENCY", "257"),
     ("FORWARDED_ALLOW_IPS", "proxy.example.com"),
     ("FORWARDED_ALLOW_IPS", "*,10.0.0.1"),
+    ("RATE_LIMIT_IPV6_PREFIX", "/8"),
+    ("RATE_LIMIT_IPV6_PREFIX", "wide"),
     ("METRICS_TOKEN", "short"),
     ("SENTRY_DSN", "not a dsn"),
     ("SENTRY_DSN", "https://o1.ingest.sentry.io/123"),
@@ -160,10 +162,15 @@ def test_forwarded_allow_ips_has_gunicorns_meaning_and_default():
     assert Settings.from_env({"FORWARDED_ALLOW_IPS": "*"}).forwarded_allow_ips == ("*",)
 
 
-def test_on_railway_the_edge_hop_is_trusted_unless_told_otherwise():
+def test_on_railway_the_edge_is_trusted_unless_told_otherwise():
+    """gunicorn reads the scheme from any peer; the app believes the edge's marks, not its peers (security.py)."""
     railway = {"RAILWAY_ENVIRONMENT_NAME": "production"}
     assert Settings.from_env(railway).forwarded_allow_ips == ("*",)
-    assert Settings.from_env({**railway, "FORWARDED_ALLOW_IPS": "127.0.0.1"}).forwarded_allow_ips == ("127.0.0.1",)
+    assert Settings.from_env(railway).railway_edge
+    told = Settings.from_env({**railway, "FORWARDED_ALLOW_IPS": "127.0.0.1"})
+    assert told.forwarded_allow_ips == ("127.0.0.1",) and not told.railway_edge
+    assert not Settings.from_env({**railway, "FORWARDED_ALLOW_IPS": "*"}).railway_edge, "an explicit * is obeyed"
+    assert not Settings.from_env({}).railway_edge
 
 
 def test_observability_variables():

@@ -1,7 +1,6 @@
 """Worker counts from cgroup v1 and v2 trees, the plan and the settings, without gunicorn."""
 
 import dataclasses
-from pathlib import Path
 
 import pytest
 

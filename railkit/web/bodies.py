@@ -6,7 +6,12 @@ would see the worker's memory only after the container ran out. So the cost
 of a body is counted before it is parsed, at C speed (bytes.count), and
 bodies that would not fit are refused (413) or wait their turn (429).
 
-JSON is orjson, behind Flask's own JSON interface (app.json).
+JSON is orjson, behind Flask's own JSON interface (app.json). Every body is
+parsed by orjson first, so what is accepted does not depend on what else the
+body holds: NaN and Infinity are always refused (they are not JSON). orjson
+turns an integer outside 64 bits into a float; a body with a run of 19 or more
+digits is parsed again by the standard library, which keeps such integers
+exact (up to Python's 4,300-digit limit, past which the body is refused).
 """
 
 import json
@@ -42,8 +47,9 @@ GEVENT_PARSE_SHARE = 8
 # A body that must wait longer than this for its share of the budget gets a 429.
 PARSE_WAIT_SECONDS = 10
 RETRY_AFTER_SECONDS = 1
-# Numbers orjson would turn into floats (beyond 64 bits): parsed by the standard library instead.
-BIG_INTEGER = re.compile(rb"\d{20,}")
+# Integers orjson may turn into floats (beyond 64 bits: -9223372036854775809 has 19 digits), kept exact
+# by a second parse. A run anywhere (in a string too) costs only that second parse.
+BIG_INTEGER = re.compile(rb"\d{19,}")
 # Broken chunked framing, raised by gunicorn while the app reads the body.
 FRAMING_ERRORS = (InvalidChunkSize, ChunkMissingTerminator, InvalidChunkExtension, LimitRequestHeaders)
 
@@ -140,16 +146,21 @@ class OrjsonProvider(DefaultJSONProvider):
         data = s.encode() if isinstance(s, str) else bytes(s)
         if has_request_context():
             _budget_for(data)
+        # JSONDecodeError is a ValueError: get_json() answers 400. orjson decides what is JSON.
+        value = orjson.loads(data)
         if kwargs or BIG_INTEGER.search(data):
+            kwargs.setdefault("parse_constant", _refuse_constant)
             try:
                 value = json.loads(data, **kwargs)
             except RecursionError:
                 raise ValueError("JSON nested too deeply") from None
-        else:
-            value = orjson.loads(data)  # JSONDecodeError is a ValueError: get_json() answers 400
         if data.count(b"[") + data.count(b"{") > MAX_JSON_DEPTH:
             _check_depth(value)
         return value
+
+
+def _refuse_constant(name: str):
+    raise ValueError(f"{name} is not a JSON value")
 
 
 def _check_depth(value) -> None:

@@ -14,7 +14,8 @@ from . import bodies, error_tracking, health, metrics, problems, ratelimit, requ
 def init_app(app: Flask, test_config: dict | None = None) -> Flask:
     """Wrap `app` in the platform's layers and add /health; `test_config` overrides any setting (tests use it).
 
-    Call it first in create_app, before registering your blueprints.
+    With TESTING in `test_config` the plan's rate limit is off: a test that wants one sets RATE_LIMIT or
+    passes RATELIMIT_DEFAULT (e.g. "5/minute"). Call it first in create_app, before registering your blueprints.
     """
     # Tests may hand in their own Settings; everything below derives from them.
     settings: Settings = (test_config or {}).get("SETTINGS") or load_settings_or_exit()
@@ -32,6 +33,10 @@ def init_app(app: Flask, test_config: dict | None = None) -> Flask:
     )
     if test_config is not None:
         app.config.update(test_config)
+        if app.testing and not settings.rate_limit_set and "RATELIMIT_DEFAULT" not in test_config:
+            # A test client makes hundreds of requests from one address: the plan's limit would answer them
+            # 429. Tests that test limiting set RATE_LIMIT, or pass RATELIMIT_DEFAULT in test_config.
+            app.config["RATELIMIT_DEFAULT"] = None
     _remember_which_functions_are_async(app)
 
     # Order matters: Sentry before the layers it watches, the client address

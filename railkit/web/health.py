@@ -106,4 +106,10 @@ def ready():
         ]
         if not reachable:
             return problem_response(503, "Redis at REDIS_URL does not answer", checks=checks)
+    # Checks other modules add (railkit.db's "postgres"): each returns (its entry, why it fails or None).
+    for name, check in current_app.extensions.get("railkit.readiness", {}).items():
+        entry, failure = check()
+        checks[f"{name}:responseTime"] = [entry]
+        if failure:
+            return problem_response(503, failure, checks=checks)
     return _health_response("pass", checks)

@@ -3,7 +3,9 @@
 Requests are counted by route template (the rule, never the raw path: unknown
 paths share one label), method and status class. The master's events (worker
 starts, deaths, recycles, aborts, back-off) are counted in cluster/metrics.py;
-worker memory and the live worker count are read from the board when scraped.
+worker memory, the live worker count, the workers busy with a request and the
+age of the oldest request are read from the board when scraped, so a request
+pays for none of them (the board's busy times are kept for the watchdog anyway).
 
 /metrics is not public. With METRICS_TOKEN it answers `Authorization: Bearer
 <token>` from anywhere; without it, loopback and private addresses only (see
@@ -22,7 +24,6 @@ from prometheus_client import (
     REGISTRY,
     CollectorRegistry,
     Counter,
-    Gauge,
     Histogram,
     generate_latest,
 )
@@ -60,12 +61,11 @@ LATENCY = Histogram(
     "Time to answer a request, by route template and method",
     ["route", "method"],
 )
-IN_FLIGHT = Gauge(f"{PREFIX}_http_requests_in_flight", "Requests being served right now", multiprocess_mode="livesum")
 RATE_LIMITED = Counter(f"{PREFIX}_rate_limited_total", "Requests refused with 429 by the rate limit")
 
 
 class ClusterCollector:
-    """Read at scrape time from the board: configured and live workers, and each worker's USS."""
+    """Read at scrape time from the board: configured, live and busy workers, the oldest request, each worker's USS."""
 
     def collect(self):
         scoreboard = current_board()
@@ -76,6 +76,16 @@ class ClusterCollector:
         workers = scoreboard.workers()
         live = GaugeMetricFamily(f"{PREFIX}_workers_live", "Workers up and serving")
         live.add_metric([], len(workers))
+        now = time.time()
+        busy_since = [slot.busy_since for slot in workers if slot.busy_since]
+        busy = GaugeMetricFamily(
+            f"{PREFIX}_workers_busy", "Workers whose app is working on a request right now (a sample, at scrape time)"
+        )
+        busy.add_metric([], len(busy_since))
+        oldest = GaugeMetricFamily(
+            f"{PREFIX}_oldest_request_age_seconds", "How long the app has worked on its oldest request (0: idle)"
+        )
+        oldest.add_metric([], max(0.0, now - min(busy_since)) if busy_since else 0.0)
         memory = GaugeMetricFamily(
             f"{PREFIX}_worker_memory_uss_bytes", "Memory only each worker holds (USS), by slot", labels=["worker"]
         )
@@ -83,7 +93,7 @@ class ClusterCollector:
             used = unique_memory_mb(slot.pid)
             if used is not None:
                 memory.add_metric([str(slot.index + 1)], used * 2**20)
-        yield from (configured, live, memory)
+        yield from (configured, live, busy, oldest, memory)
 
 
 class _LockedMultiProcessCollector(MultiProcessCollector):
@@ -129,19 +139,19 @@ def _authorized() -> bool:
 
 
 def start_request() -> Response | None:
-    """Time the request and count it in flight; answer it if it is an allowed scrape.
+    """Time the request; answer it if it is an allowed scrape.
 
     One hook for both: Flask's cost per hook is more than either's work.
     """
     g.metrics_started = time.perf_counter()
-    IN_FLIGHT.inc()
     return serve_scrape()
 
 
 def serve_scrape() -> Response | None:
     """Answer an allowed scrape; anything else goes on to routing, which answers 404."""
     if request.path == PATH and scrape_allowed():
-        return Response(exposition(), mimetype=CONTENT_TYPE_LATEST)
+        # content_type, not mimetype: CONTENT_TYPE_LATEST carries its charset already.
+        return Response(exposition(), content_type=CONTENT_TYPE_LATEST)
     return None
 
 
@@ -165,11 +175,6 @@ def _children(route: str, method: str, status_class: int) -> tuple:
     return REQUESTS.labels(route, method, f"{status_class}xx"), LATENCY.labels(route, method)
 
 
-def stop_timer(_error=None) -> None:
-    if g.pop("metrics_started", None) is not None:
-        IN_FLIGHT.dec()
-
-
 def record_rate_limited(_limit) -> None:
     """Called by the rate limit for each request it refuses."""
     RATE_LIMITED.inc()
@@ -179,4 +184,3 @@ def init_app(app: Flask) -> None:
     """Count every request and serve /metrics; call before any other before_request hook that answers."""
     app.before_request(start_request)
     app.after_request(count_response)
-    app.teardown_request(stop_timer)

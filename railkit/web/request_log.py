@@ -14,6 +14,7 @@ from flask import Flask, Response, current_app, g, request
 from ..logs import request_id
 from ..request_ids import INCOMING_HEADERS, VALID_ID
 from ..seam import workers_in_replica
+from .security import PEER_ADDR_KEY
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +92,8 @@ def finish_request(response: Response) -> Response:
                 "status": response.status_code,
                 "duration_ms": round(duration_ms, 1),
                 "client_ip": request.remote_addr,
+                # The proxy that named the client: what FORWARDED_ALLOW_IPS would list.
+                **({"peer_ip": request.environ[PEER_ADDR_KEY]} if PEER_ADDR_KEY in request.environ else {}),
             },
         )
     return response

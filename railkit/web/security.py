@@ -1,15 +1,21 @@
 """What every response carries, and which client the app believes it is talking to.
 
 The client's address is the TCP peer's, unless the peer is a trusted proxy
-(FORWARDED_ALLOW_IPS, with gunicorn's meaning and default; on Railway, the
-edge). Then it is the nearest X-Forwarded-For entry that is not itself a
-trusted proxy; with "*" (any peer), exactly one hop: the entry the proxy
-added. An entry that is not an IP address ends the walk, so a client cannot
-choose its own rate-limit key by sending the header itself.
+(FORWARDED_ALLOW_IPS, with gunicorn's meaning and default). Then it is the
+nearest X-Forwarded-For entry that is not itself a trusted proxy; with "*"
+(any peer), exactly one hop: the entry the proxy added. An entry that is not
+an IP address ends the walk, so a client cannot choose its own rate-limit key
+by sending the header itself.
+
+On Railway with FORWARDED_ALLOW_IPS unset, the edge is trusted rather than a
+list of peers (settings.py says why and where the boundary lies): the client
+is the edge's X-Real-IP on a request that bears the edge's marks and comes
+from outside the private network's IPv6 range; any other request is its peer.
 """
 
 import functools
 import ipaddress
+import logging
 
 from flask import Flask, Response, request
 from werkzeug.middleware.proxy_fix import ProxyFix
@@ -30,6 +36,13 @@ _API_HEADERS_BY_KEY = {name.lower(): (name, value) for name, value in API_HEADER
 PEER_CACHE_SIZE = 1024
 # The TCP peer's address, kept in the WSGI environ when the client's replaces it.
 PEER_ADDR_KEY = "railkit.peer_addr"
+# Railway's edge stamps every request it forwards with its region, and the client's address.
+EDGE_MARK = "HTTP_X_RAILWAY_EDGE"
+EDGE_CLIENT = "HTTP_X_REAL_IP"
+# Where private-network peers come from in Railway's legacy (IPv6-only) environments: never the edge.
+PRIVATE_IPV6 = ipaddress.ip_network("fc00::/7")
+
+log = logging.getLogger(__name__)
 
 
 def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
@@ -51,8 +64,10 @@ def in_networks(address: ipaddress.IPv4Address | ipaddress.IPv6Address, networks
 class TrustedProxies:
     """WSGI middleware: believe X-Forwarded-For/-Proto/-Host only from trusted peers."""
 
-    def __init__(self, app, allowed: tuple[str, ...]):
+    def __init__(self, app, allowed: tuple[str, ...], railway_edge: bool = False):
         self.app = app
+        self.railway_edge = railway_edge
+        self.private_peer_seen = False
         self.any_peer = allowed == ("*",)
         self.networks = () if self.any_peer else tuple(ipaddress.ip_network(entry, strict=False) for entry in allowed)
         # Proto and host, from one hop; only ever called for a trusted peer.
@@ -75,8 +90,38 @@ class TrustedProxies:
                 break
         return client
 
+    def edge_client(self, environ, peer: str) -> str | None:
+        """The client the edge names, on a request with the edge's marks from a peer that can be the edge."""
+        if EDGE_MARK not in environ:
+            return None
+        client = _address(environ.get(EDGE_CLIENT, ""))
+        if client is None:
+            return None
+        address = _address(peer)
+        if address is None or address in PRIVATE_IPV6:
+            if not self.private_peer_seen:
+                # Once per worker: if the edge itself ever came from there, every client would share its count.
+                self.private_peer_seen = True
+                log.warning(
+                    "A request bearing Railway's edge marks came from %s, on the private network: its X-Real-IP "
+                    "is not believed (set FORWARDED_ALLOW_IPS if this peer is your proxy)",
+                    peer,
+                    extra={"peer_ip": peer},
+                )
+            return None
+        return str(client)
+
     def __call__(self, environ, start_response):
         peer = environ.get("REMOTE_ADDR", "")
+        if self.railway_edge:
+            client = self.edge_client(environ, peer)
+            if client is None:
+                return self.app(environ, start_response)
+            environ[PEER_ADDR_KEY] = peer
+            environ["REMOTE_ADDR"] = client
+            if "HTTP_X_FORWARDED_PROTO" in environ or "HTTP_X_FORWARDED_HOST" in environ:
+                return self.forwarded(environ, start_response)
+            return self.app(environ, start_response)
         if not self.trusts_peer(peer):
             return self.app(environ, start_response)
         environ[PEER_ADDR_KEY] = peer
@@ -102,5 +147,6 @@ def add_security_headers(response: Response) -> Response:
 
 
 def init_app(app: Flask) -> None:
-    app.wsgi_app = TrustedProxies(app.wsgi_app, app.config["SETTINGS"].forwarded_allow_ips)
+    settings = app.config["SETTINGS"]
+    app.wsgi_app = TrustedProxies(app.wsgi_app, settings.forwarded_allow_ips, settings.railway_edge)
     app.after_request(add_security_headers)

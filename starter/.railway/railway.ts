@@ -1,7 +1,7 @@
 // Railway infrastructure as code for My Service: `railway config plan`, then `railway config apply`.
 // Sized for Railway's Hobby plan ($5/month; at most 6 replicas of
 // 8 vCPU / 8192 MB). Every number comes from the template's plan table,
-// like the cluster's defaults in my_service/plans.json.
+// like the cluster's defaults (railkit.json's "plans").
 import { defineRailway, redis, service } from "railway/iac";
 
 const PLAN = "hobby";
@@ -16,13 +16,14 @@ const MB = 1024 * 1024;
 export default defineRailway((ctx, project) => {
   const production = ctx.environment === "production";
   // Shared store for rate limits: one count across every worker and replica.
-  const cache = redis("redis");
+  // Its name is what the template's `${{Redis.REDIS_URL}}` refers to.
+  const cache = redis("Redis");
 
   const web = service("my-service", {
-    // Railpack, even with the Dockerfile (kept for other hosts) in the repository.
+    // Railpack, as a template deploy gets it (the Dockerfile for other hosts is in docker/, not at the root).
     build: { builder: "RAILPACK" },
-    // Checks every variable, then runs gunicorn with ./gunicorn.conf.py.
-    start: "python -m my_service.cluster serve",
+    // Checks every variable, then runs gunicorn with ./gunicorn.conf.py; works with or without a shell.
+    start: "python -m railkit.cluster serve",
     healthcheck: "/health/ready",
     healthcheckTimeout: 120,
     replicas: production ? 2 : 1,

@@ -1,11 +1,19 @@
-"""The my_service service: its Flask app factory."""
+"""my-service: the Flask app factory. This package is yours."""
+
+from flask import Flask
+
+import railkit
 
 
-def create_app(test_config: dict | None = None):
-    """Build the Flask app; `test_config` overrides any setting (tests use it)."""
-    # Imported here, not at the top: gunicorn's master imports this package for
-    # its cluster code, and must not load Flask before a gevent worker patches
-    # the standard library.
-    from .app import build_app
+def create_app(test_config: dict | None = None) -> Flask:
+    """Build the app; `test_config` overrides any setting (the tests use it)."""
+    app = Flask(__name__)
+    # The platform's layers: problem+json errors, JSON bodies, request ids and
+    # JSON logs, the client's address, rate limits, /metrics and /health.
+    railkit.init_app(app, test_config)
 
-    return build_app(test_config)
+    # Your stuff: blueprints, extensions, settings of your own.
+    from . import views
+
+    app.register_blueprint(views.bp)
+    return app

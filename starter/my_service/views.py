@@ -2,7 +2,7 @@
 
 from flask import Blueprint, request
 
-from .problems import Problem
+from railkit import Problem
 
 bp = Blueprint("views", __name__)
 

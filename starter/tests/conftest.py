@@ -1,19 +1,16 @@
-"""Fixtures: `app` -> `client` for the fast tests, `serve` for real gunicorn clusters,
-`server` for one cluster a whole module shares.
+"""Fixtures for your tests: `app` -> `client`, as in Flask's tutorial.
 
-In CI a skipped test fails: tests/ci_skips.py, loaded from pyproject.toml.
+The platform's own tests live in railkit/tests and run on an app of their own.
 """
 
 import pytest
 
 from my_service import create_app
 
-from .servers import Server
-
 
 @pytest.fixture
 def app(monkeypatch):
-    """An app built from a clean environment, in testing mode."""
+    """Your app, built from a clean environment, in testing mode."""
     for name in ("REDIS_URL", "RATE_LIMIT", "ENABLE_CLUSTERING", "WEB_CONCURRENCY", "RAILWAY_PLAN"):
         monkeypatch.delenv(name, raising=False)
     return create_app({"TESTING": True})
@@ -23,32 +20,3 @@ def app(monkeypatch):
 def client(app):
     """A test client for the app."""
     return app.test_client()
-
-
-@pytest.fixture
-def serve():
-    """Start real gunicorn servers from the project root; all are stopped afterwards."""
-    started = []
-
-    def start(env=None, app="main:app", command=None, wait=True, port=None):
-        server = Server(env or {}, app=app, command=command, port=port)
-        started.append(server)
-        if wait:
-            server.wait_healthy()
-        return server
-
-    yield start
-    for server in started:
-        server.kill()
-
-
-@pytest.fixture(scope="module")
-def server():
-    """One small cluster for the whole module, on the free plan's 1 MB body limit, logging every request.
-
-    Not rate limited: its modules send more than the free plan's 60 a minute (test_ratelimit.py tests the limit).
-    """
-    running = Server({"WEB_CONCURRENCY": "2", "RAILWAY_PLAN": "free", "ACCESS_LOG": "all", "RATE_LIMIT": "off"})
-    running.wait_healthy()
-    yield running
-    running.kill()

@@ -19,8 +19,8 @@ from .scenarios import Bench
 OUT = ROOT / "build" / "bench"
 WORKER_CLASSES = ("gthread", "gevent", "sync")
 SCENARIOS = (
-    "throughput", "sizing", "memory", "layers", "metrics", "attacks", "redeploy", "chaos", "graceful_stop", "startup",
-    "flame",
+    "throughput", "sizing", "memory", "layers", "metrics", "users", "attacks", "redeploy", "chaos", "graceful_stop",
+    "startup", "flame",
 )  # fmt: skip
 
 
@@ -104,6 +104,7 @@ def main(argv=None) -> int:
         "memory": bench.memory,
         "layers": lambda: profiling.layer_costs(*bench.default, profile.layer_seconds, profile.layer_rounds),
         "metrics": bench.metrics_cost,
+        "users": bench.concurrent_users,
         "attacks": bench.attacks,
         "redeploy": bench.redeploys,
         "chaos": bench.chaos,

@@ -6,6 +6,7 @@ within 2 s. Memory is the peak PSS of the server's processes, sampled.
 """
 
 import http.client
+import selectors
 import socket
 import threading
 import time
@@ -220,12 +221,150 @@ def log_flood(port: int, seconds: float, stop: threading.Event, scale: float = 1
     return {"malformed_requests": sum(sent)}
 
 
+# Issue 27's red team: a declared body never sent, answers never read, clients that ask once and idle.
+UNSENT_BODY_CONNECTIONS = 300
+UNSENT_BODY_BYTES = 1_048_000  # just under the large-body gate (1 MiB)
+SLOW_READERS_PER_SECOND = 20
+SLOW_READER_HOLD = 30.0
+IDLE_CLIENTS = 6000
+
+
+def unsent_bodies(port: int, seconds: float, stop: threading.Event, scale: float = 1.0) -> dict:
+    """Connections each sending GET /health with a Content-Length of just under 1 MiB and no body, reconnecting."""
+    request = b"GET /health HTTP/1.1\r\nHost: bench\r\nContent-Length: %d\r\n\r\n" % UNSENT_BODY_BYTES
+    connections = max(1, int(UNSENT_BODY_CONNECTIONS * scale))
+    sockets: set[socket.socket] = set()
+    answered = opened = 0
+    deadline = time.monotonic() + seconds
+    selector = selectors.DefaultSelector()
+    try:
+        while time.monotonic() < deadline and not stop.is_set():
+            while len(sockets) < connections:
+                sock = _connect(port)
+                if sock is None:
+                    break
+                with suppress(OSError):
+                    sock.sendall(request)
+                sock.setblocking(False)
+                selector.register(sock, selectors.EVENT_READ)
+                sockets.add(sock)
+                opened += 1
+            for key, _ in selector.select(0.1):
+                try:
+                    data = key.fileobj.recv(65536)
+                except BlockingIOError:
+                    continue
+                except OSError:
+                    data = b""
+                answered += data.startswith(b"HTTP/1.1 ")
+                if not data:
+                    selector.unregister(key.fileobj)
+                    key.fileobj.close()
+                    sockets.discard(key.fileobj)
+    finally:
+        for sock in sockets:
+            sock.close()
+        selector.close()
+    return {"connections": connections, "opened": opened, "answers": answered}
+
+
+def slow_readers(port: int, seconds: float, stop: threading.Event, scale: float = 1.0) -> dict:
+    """Clients asking for an 8 MB answer with a 4 KiB receive buffer and never reading, 20 new ones a second."""
+    request = b"GET /big HTTP/1.1\r\nHost: bench\r\n\r\n"
+    held: list[tuple[float, socket.socket]] = []
+    opened = 0
+    every = 1 / max(1.0, SLOW_READERS_PER_SECOND * scale)
+    deadline = time.monotonic() + seconds
+    try:
+        while time.monotonic() < deadline and not stop.is_set():
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.settimeout(2)
+            try:
+                sock.connect(("127.0.0.1", port))
+                sock.sendall(request)
+                held.append((time.monotonic(), sock))
+                opened += 1
+            except OSError:
+                sock.close()
+            while held and held[0][0] < time.monotonic() - SLOW_READER_HOLD:
+                held.pop(0)[1].close()
+            time.sleep(every)
+    finally:
+        for _, sock in held:
+            sock.close()
+    return {"connections": opened}
+
+
+def idle_clients(port: int, seconds: float, stop: threading.Event, scale: float = 1.0) -> dict:
+    """Clients that each make one request on a kept-alive connection and then idle: every first request answered?"""
+    from .users import raise_own_files_limit
+
+    count = max(1, int(IDLE_CLIENTS * scale))
+    raise_own_files_limit(count + 1024)
+    request = b"GET /health HTTP/1.1\r\nHost: bench\r\n\r\n"
+    selector = selectors.DefaultSelector()
+    pending: dict[socket.socket, bytes] = {}
+    answered = refused = 0
+    every = max(seconds / 2, 0.1) / count  # all opened in the first half
+    deadline = time.monotonic() + seconds + 10  # then 10 s more for the last answers
+    opened = 0
+    held = []
+    try:
+        while time.monotonic() < deadline and not stop.is_set():
+            while opened < count and opened * every <= time.monotonic() - (deadline - seconds - 10):
+                opened += 1
+                sock = socket.socket()
+                sock.setblocking(False)
+                try:
+                    sock.connect(("127.0.0.1", port))
+                except BlockingIOError:
+                    pass
+                except OSError:
+                    refused += 1
+                    sock.close()
+                    continue
+                with suppress(OSError):
+                    sock.send(request)
+                selector.register(sock, selectors.EVENT_READ)
+                pending[sock] = b""
+                held.append(sock)
+            if opened >= count and not pending:
+                break
+            for key, _ in selector.select(0.05):
+                sock = key.fileobj
+                try:
+                    data = sock.recv(65536)
+                except BlockingIOError:
+                    continue
+                except OSError:
+                    data = b""
+                selector.unregister(sock)
+                pending.pop(sock, None)
+                answered += data.startswith(b"HTTP/1.1 200")  # then idle: the connection stays open, unread
+    finally:
+        for sock in held:
+            sock.close()
+        selector.close()
+    return {"clients": count, "first_answered": answered, "first_answered_share": round(answered / count, 4)}
+
+
 ATTACKS = {
     "slow headers": slow_headers,
     "silent connections": silent,
     "body bombs": body_bombs,
     "log flood": log_flood,
+    "unsent bodies under the gate": unsent_bodies,
+    "slow readers of 8 MB": slow_readers,
+    "6,000 clients idle after one request": idle_clients,
 }
+
+
+def worker_crashes(server) -> int:
+    """Workers that died crashing (not recycled or stopped), as the cluster's log says."""
+    server.log.flush()
+    with open(server.log.name, errors="replace") as log:
+        return sum(1 for line in log if " died " in line and "crashed" in line)
 
 
 def run(attack: str, server, seconds: float, body_mb: int, scale: float = 1.0) -> dict:
@@ -258,4 +397,5 @@ def run(attack: str, server, seconds: float, body_mb: int, scale: float = 1.0) -
         "log_lines_per_s": round((server.log_lines() - lines_before) / elapsed),
         "peak_log_lines_per_s": peak_lines,
         "server_alive": server.process.poll() is None,
+        "worker_crashes": worker_crashes(server),
     }

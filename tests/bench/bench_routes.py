@@ -20,3 +20,9 @@ def io():
     """I/O-bound: wait 50 ms, as for a database or another service."""
     time.sleep(0.05)
     return {"waited_ms": 50}
+
+
+@app.get("/big")
+def big():
+    """An 8 MB answer, for the slow readers' attack."""
+    return b"x" * (8 * 2**20), 200, {"Content-Type": "application/octet-stream"}

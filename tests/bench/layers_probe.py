@@ -35,14 +35,14 @@ def bare_app():
 def with_layer(package: str, layer: str):
     """The bare app with one of the generated project's layers, set up as its app factory does."""
     app = bare_app()
-    settings = importlib.import_module(f"{package}.settings").load_settings_or_exit()
+    settings = importlib.import_module("railkit.settings").load_settings_or_exit()
     app.config.from_mapping(
         SETTINGS=settings,
         RATELIMIT_DEFAULT=settings.rate_limit,
         RATELIMIT_STORAGE_URI="memory://",
         ACCESS_LOG=settings.access_log,
     )
-    module = importlib.import_module(f"{package}.{layer}")
+    module = importlib.import_module(f"railkit.web.{layer}")
     if layer == "ratelimit":
         module.init_app(app, exempt=[])
     elif layer == "bodies":

@@ -26,6 +26,11 @@ class Profile:
     layer_seconds: float  # CPU seconds per app variant of the in-process layer costs
     layer_rounds: int
     flame_seconds: float  # 0: no flame graph
+    # Concurrent users (issue 27): kept-alive clients, each asking every users_interval s for users_seconds.
+    users: int = 5000
+    users_interval: float = 5.0
+    users_seconds: float = 30.0
+    users_servers: tuple = ("gthread", "gevent", "sync", "node")
 
 
 FULL = Profile(
@@ -86,6 +91,8 @@ QUICK = Profile(
     layer_seconds=0.3,
     layer_rounds=3,
     flame_seconds=2.0,
+    users=2000,
+    users_seconds=10.0,
 )
 
 # `make test`'s check that every scenario runs and reports: the smallest of each.
@@ -111,6 +118,10 @@ SMOKE = Profile(
     layer_seconds=0.05,
     layer_rounds=1,
     flame_seconds=1.0,
+    users=50,
+    users_interval=1.0,
+    users_seconds=2.0,
+    users_servers=("gthread",),
 )
 
 PROFILES = {profile.name: profile for profile in (FULL, QUICK, SMOKE)}

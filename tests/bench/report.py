@@ -151,13 +151,25 @@ def _attacks(attacks: dict) -> list[str]:
             seen = {
                 key: value
                 for key, value in row.items()
-                if key in ("cut_by_server", "outcomes", "malformed_requests", "connections", "body_mb")
+                if key
+                in ("cut_by_server", "outcomes", "malformed_requests", "connections", "body_mb", "first_answered_share")
             }
             lines.append(
                 f"    {name:<22} {row['health_answered']:>10.1%} {row['peak_pss_mb']:>8.0f}M "
                 f"{str(cgroup.get('peak_mb', '-')) + 'M':>11} {cgroup.get('oom_kills', '-'):>9} "
                 f"{row['log_lines_per_s']:>11} {row['peak_log_lines_per_s']:>6}  {seen}"
             )
+    return lines
+
+
+def _users(by_server: dict) -> list[str]:
+    lines = ["concurrent users: kept-alive clients asking /health every few seconds; servers under 1,024 open files"]
+    for name, row in by_server.items():
+        lines.append(
+            f"  {name:<24} {row['users']} users: {row['first_try']:.2%} of {row['requests']} answered on the first try "
+            f"(failures {row['failures']}; {row['closed_with_connection_close']} closed by `Connection: close`); "
+            f"/health {row['health_answered']:.1%}; {row['worker_crashes']} worker crashes"
+        )
     return lines
 
 
@@ -207,6 +219,7 @@ SECTIONS = {
     "memory": _memory,
     "layers": _layers,
     "metrics": _metrics,
+    "users": _users,
     "attacks": _attacks,
     "redeploy": _redeploy,
     "chaos": _chaos,
@@ -214,6 +227,10 @@ SECTIONS = {
     "startup": _startup,
     "flame": _flame,
 }
+
+
+# The red team's attacks of issue 27, whose goals add no worker crashes (and every first request answered).
+ISSUE_27_ATTACKS = ("unsent bodies under the gate", "slow readers of 8 MB", "6,000 clients idle after one request")
 
 
 def goals(results: dict) -> str:
@@ -292,7 +309,21 @@ def goals(results: dict) -> str:
         measured = metrics["note"] == "metrics on versus off"
         add("metrics cost on /cpu", "<= 5%", f"{metrics['cost']:+.1%} ({metrics['note']})",
             metrics["cost"] <= 0.05 if measured else None)  # fmt: skip
+    for name, row in results.get("users", {}).items():
+        add(f"{row['users']} concurrent users: {name}", ">= 99.9% first try, /health >= 99%, 0 crashes",
+            f"{row['first_try']:.2%}, /health {row['health_answered']:.1%}, {row['worker_crashes']} crashes",
+            row["first_try"] >= 0.999 and row["health_answered"] >= 0.99 and not row["worker_crashes"])  # fmt: skip
     for attack, by_server in results.get("attacks", {}).items():
+        if attack in ISSUE_27_ATTACKS:
+            for name, row in by_server.items():
+                first = row.get("first_answered_share")
+                add(f"{attack}: {name}", "/health >= 99%, 0 worker crashes" + (", every first request answered"
+                    if first is not None else ""),
+                    f"{row['health_answered']:.1%}, {row.get('worker_crashes')} crashes"
+                    + (f", {first:.2%} first answered" if first is not None else ""),
+                    None if name == BASELINE else row["health_answered"] >= 0.99 and not row.get("worker_crashes")
+                    and (first is None or first == 1))  # fmt: skip
+            continue
         for name, row in by_server.items():
             oom = (row.get("cgroup") or {}).get("oom_kills")
             add(f"{attack}: {name}", "/health >= 99% within 2 s" + (", 0 OOM kills" if oom is not None else ""),

@@ -11,7 +11,7 @@ import urllib.error
 import urllib.request
 from dataclasses import asdict, dataclass
 
-from . import attacks, redeploy, servers
+from . import attacks, redeploy, servers, users
 from .load import LoadResult, SteadyClient, wrk
 from .profiles import Profile, workers_for
 
@@ -262,6 +262,28 @@ class Bench:
                 finally:
                     server.stop(signal.SIGKILL)
                 figures.setdefault(attack, {})[name] = result
+        return figures
+
+    def concurrent_users(self) -> dict:
+        """Kept-alive users asking every few seconds, per worker class and for Node, each server under 1,024 files."""
+        figures = {}
+        for name in self.profile.users_servers:
+            if name == "node":
+                if self.node_missing:
+                    continue
+                start, label = servers.node_cluster, "node (express cluster)"
+            elif name in self.projects:
+                start, label = (lambda name=name: self.start_cluster(name)), f"cluster ({name})"
+            else:
+                continue
+            with users.soft_files_limit(users.SOFT_FILES):
+                server = start()
+            try:
+                figures[label] = users.run(
+                    server, self.profile.users, self.profile.users_interval, self.profile.users_seconds
+                )
+            finally:
+                server.stop(signal.SIGKILL)
         return figures
 
     def redeploys(self) -> dict:

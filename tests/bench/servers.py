@@ -169,7 +169,7 @@ def cluster(
 
     `gunicorn_args` (e.g. `--threads 16`) override what the project's sizing chose.
     """
-    command = ["python", "-m", f"{package}.cluster", "serve", "bench_routes:app", *gunicorn_args]
+    command = ["python", "-m", "railkit.cluster", "serve", "bench_routes:app", *gunicorn_args]
     server = Server(name, project, venv, command, env, memory_limit_mb)
     # Measure the steady state: connections made while only the first worker
     # is up would all be served by it.
@@ -191,7 +191,7 @@ def bare_gunicorn(project: Path, venv: Path, memory_limit_mb=None, **env) -> Ser
 def project_sizing(project: Path, venv: Path, package: str) -> tuple[int, int]:
     """The workers and threads the generated project's own sizing chooses on this machine."""
     code = (
-        f"from {package}.cluster.sizing import size_cluster; from {package}.settings import load_settings_or_exit; "
+        "from railkit.cluster.sizing import size_cluster; from railkit.settings import load_settings_or_exit; "
         "size = size_cluster(load_settings_or_exit()); print(size.workers, size.threads)"
     )
     env = {k: v for k, v in os.environ.items() if k not in ("WEB_CONCURRENCY", "ENABLE_CLUSTERING")}
@@ -258,10 +258,20 @@ def running(server_factory, *args, **kwargs):
 
 
 def board_of(server: Server, package: str):
-    """The cluster's scoreboard, read from the generated project's own module."""
+    """The cluster's scoreboard, read with the generated project's own module.
+
+    Looked for in the server's own runtime folder: the platform names its
+    folders after the project it was first imported for, and one bench
+    process reads the boards of several projects.
+    """
     sys.path.insert(0, str(server.project))
     try:
-        runtime = __import__(f"{package}.cluster.runtime", fromlist=["find_live_board"])
+        runtime = __import__("railkit.cluster.runtime", fromlist=["find_live_board"])
     finally:
         sys.path.pop(0)
-    return runtime.find_live_board(server.port, base=Path(server.runtime_dir))
+    for board_file in Path(server.runtime_dir).glob(f"*/{runtime.FILE_NAME}"):
+        with contextlib.suppress(OSError, ValueError):
+            board = runtime.Board.open(board_file)
+            if runtime.master_is_alive(board):
+                return board
+    return None

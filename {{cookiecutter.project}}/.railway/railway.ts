@@ -2,11 +2,11 @@
 {%- set production = plan.replicas.production -%}
 {%- set staging = plan.replicas.staging -%}
 // Railway infrastructure as code for {{ cookiecutter.project_name }}: `railway config plan`, then `railway config apply`.
-// Sized for Railway's {{ plan.label }} plan ({{ plan.price }}; at most {{ plan.max_replicas }} replicas of
+// Sized for Railway's {{ plan.label }} plan ({{ plan.price }}; at most {{ plan.max_replicas }} replica{{ "s" if plan.max_replicas != 1 }} of
 // {{ plan.max_vcpu }} vCPU / {{ plan.max_memory_mb }} MB). Every number comes from the template's plan table,
-// like the cluster's defaults in {{ cookiecutter.package }}/plans.json.
+// like the cluster's defaults (railkit.json's "plans").
 {%- set repository = cookiecutter.github_repository.split("/") %}
-import { defineRailway, {% if cookiecutter.github_repository %}github, {% endif %}{% if cookiecutter.use_redis %}redis, {% endif %}service } from "railway/iac";
+import { defineRailway, {% if cookiecutter.github_repository %}github, {% endif %}{% if cookiecutter.database == 'postgres' %}postgres, {% endif %}{% if cookiecutter.__redis == 'yes' %}redis, {% endif %}service } from "railway/iac";
 
 const PLAN = "{{ cookiecutter.railway_plan }}";
 // Seconds gunicorn gives requests in flight after SIGTERM (the cluster's GRACEFUL_TIMEOUT).
@@ -18,10 +18,17 @@ const DRAINING_SECONDS = {{ cookiecutter.__draining_seconds }};
 const MB = 1024 * 1024;
 
 export default defineRailway((ctx, project) => {
+{%- if production != staging %}
   const production = ctx.environment === "production";
-{%- if cookiecutter.use_redis %}
+{%- endif %}
+{%- if cookiecutter.__redis == 'yes' %}
   // Shared store for rate limits: one count across every worker and replica.
-  const cache = redis("redis");
+  // Its name is what the template's `${% raw %}{{{% endraw %}{{ cookiecutter._railway_template.redis_service }}.REDIS_URL{% raw %}}}{% endraw %}` refers to.
+  const cache = redis("{{ cookiecutter._railway_template.redis_service }}");
+{%- endif %}
+{%- if cookiecutter.database == 'postgres' %}
+  // Railway's Postgres; the cluster sizes every worker's pool from its max_connections (100 by default).
+  const db = postgres("{{ cookiecutter._railway_template.postgres_service }}");
 {%- endif %}
 
   const web = service("{{ cookiecutter.project }}", {
@@ -29,13 +36,21 @@ export default defineRailway((ctx, project) => {
     // The code Railway builds: what a template made from this project deploys.
     source: github("{{ repository[:2] | join("/") }}"{% if repository[2:] %}, { rootDirectory: "{{ repository[2:] | join("/") }}" }{% endif %}),
 {%- endif %}
-    // Railpack, even with the Dockerfile (kept for other hosts) in the repository.
+    // Railpack, as a template deploy gets it (the Dockerfile for other hosts is in docker/, not at the root).
     build: { builder: "RAILPACK" },
-    // Checks every variable, then runs gunicorn with ./gunicorn.conf.py.
-    start: "python -m {{ cookiecutter.package }}.cluster serve",
-    healthcheck: "/health/ready",
-    healthcheckTimeout: 120,
+    // Checks every variable, then runs gunicorn with ./gunicorn.conf.py; works with or without a shell.
+    start: {{ cookiecutter._railway_template.start_command | tojson }},
+    healthcheck: {{ cookiecutter._railway_template.healthcheck_path | tojson }},
+    healthcheckTimeout: {{ cookiecutter._railway_template.healthcheck_timeout_seconds }},
+{%- if cookiecutter.database == 'postgres' %}
+    // Migrations once per deploy, before it takes traffic (under an advisory lock); a failure fails the deploy.
+    preDeploy: {{ cookiecutter._railway_template.migrate_command | tojson }},
+{%- endif %}
+{%- if production == staging %}
+    replicas: {{ production | tojson }},
+{%- else %}
     replicas: production ? {{ production | tojson }} : {{ staging | tojson }},
+{%- endif %}
     deploy: {
       restartPolicyType: "{{ plan.restart_policy }}",
       restartPolicyMaxRetries: {{ plan.restart_retries }},
@@ -49,11 +64,14 @@ export default defineRailway((ctx, project) => {
       WORKER_MAX_MEMORY_MB: "{{ plan.worker_max_memory_mb }}",
       GRACEFUL_TIMEOUT: String(GRACEFUL_TIMEOUT),
       RATE_LIMIT: "{{ plan.rate_limit }}",
-{%- if cookiecutter.use_redis %}
+{%- if cookiecutter.__redis == 'yes' %}
       REDIS_URL: cache.env.REDIS_URL,
+{%- endif %}
+{%- if cookiecutter.database == 'postgres' %}
+      DATABASE_URL: db.env.DATABASE_URL,
 {%- endif %}
     },
   });
 
-  return project("{{ cookiecutter.project }}", { resources: [{% if cookiecutter.use_redis %}cache, {% endif %}web] });
+  return project("{{ cookiecutter.project }}", { resources: [{% if cookiecutter.database == 'postgres' %}db, {% endif %}{% if cookiecutter.__redis == 'yes' %}cache, {% endif %}web] });
 });

@@ -4,8 +4,22 @@ The platform's own tests live in railkit/tests and run on an app of their own.
 """
 
 import pytest
+{%- if cookiecutter.database == "postgres" %}
+
+from railkit.db.testing import create_database, postgres  # noqa: F401 (a fixture)
+
+# isort: split
+{%- endif %}
 
 from {{ cookiecutter.package }} import create_app
+{%- if cookiecutter.database == "postgres" %}
+
+
+@pytest.fixture(autouse=True)
+def database_url(monkeypatch, postgres):  # noqa: F811
+    """Every test's app gets an empty database of its own on a throwaway Postgres server."""
+    monkeypatch.setenv("DATABASE_URL", create_database(postgres, "app"))
+{%- endif %}
 
 
 @pytest.fixture

@@ -1,8 +1,11 @@
-"""{{ cookiecutter.project_name }}: the Flask app factory. This package is yours."""
+"""{{ cookiecutter.project }}: the Flask app factory. This package is yours."""
 
 from flask import Flask
 
 import railkit
+{%- if cookiecutter.database == "postgres" %}
+import railkit.db
+{%- endif %}
 
 
 def create_app(test_config: dict | None = None) -> Flask:
@@ -11,9 +14,16 @@ def create_app(test_config: dict | None = None) -> Flask:
     # The platform's layers: problem+json errors, JSON bodies, request ids and
     # JSON logs, the client's address, rate limits, /metrics and /health.
     railkit.init_app(app, test_config)
+{%- if cookiecutter.database == "postgres" %}
+    # Postgres: DATABASE_URL checked, a session per request, pools the cluster sizes (README: "Your database").
+    railkit.db.init_app(app)
+{%- endif %}
 
     # Your stuff: blueprints, extensions, settings of your own.
-    from . import views
+    from . import {% if cookiecutter.database == "postgres" %}items, {% endif %}views
 
+{%- if cookiecutter.database == "postgres" %}
+    app.register_blueprint(items.bp)
+{%- endif %}
     app.register_blueprint(views.bp)
     return app

@@ -1,20 +1,32 @@
-"""Reading a request against deadlines a slow or silent client cannot stretch.
+"""Reading a request against deadlines a slow or silent client cannot stretch, and one answer per request.
 
 gunicorn reads a request with blocking reads and no overall deadline. Here the
 request line and headers must arrive within limits.HEADER_TIMEOUT, in total,
 and the body within limits.BODY_TIMEOUT; past either, the client gets a 408
 problem. A chunked body that declares more than the body limit is refused at
-once (413) instead of being waited for.
+once (413) instead of being waited for, and one that grows past
+limits.LARGE_BODY_BYTES waits for its worker's admission as it does (D4: a
+chunked body is counted by its bytes, not presumed large).
+
+A body the app did not read is never waited for after its answer: gunicorn
+would drain it (holding a thread for as long as the client takes) and then
+answer a second time when the drain fails. Here the answer says `Connection:
+close` instead, unless what is left is small and already here
+(limits.DISCARD_BODY_BYTES). `100 Continue` is sent when the app first reads
+the body, never for a body refused without being read.
 
 gunicorn internals this relies on (checked at start by gunicorn_compat):
 gunicorn.http.get_parser (replaced in each worker process); RequestParser
 (unreader, mesg_class), Request (__init__, set_body_reader, unreader,
 body.reader), Parser.finish_body (mesg), Body.failed, SocketUnreader (chunk,
-sock, buf), ChunkedReader (parse_chunk_size, parser), LengthReader.length and
-EOFReader.finished.
+sock, buf), ChunkedReader (parse_chunk_size, parser), LengthReader.length,
+EOFReader.finished, Message.should_close (must_close), and
+Request._expected_100_continue, which wsgi.create reads to send `100 Continue`.
 """
 
+import select
 import time
+from collections.abc import Callable
 
 import gunicorn.http
 from gunicorn.http.body import ChunkedReader, EOFReader, LengthReader
@@ -24,7 +36,9 @@ from gunicorn.http.unreader import SocketUnreader
 
 from ...settings import load_settings_or_exit
 from .. import limits
-from ..errors import BodyTimeout, BodyTooLarge, HeadTimeout
+from ..errors import BodyTimeout, BodyTooLarge, ClientError, HeadTimeout
+
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 _original_get_parser = gunicorn.http.get_parser
 
@@ -48,6 +62,8 @@ class DeadlineUnreader(SocketUnreader):
         self.idle = False
         self.in_body = False
         self.head_clock_starts_on_first_byte = False
+        # The client waits for `100 Continue` before it sends the body: sent on the app's first read.
+        self.continue_pending = False
 
     def await_request(self, idle_seconds: float, kept_alive: bool) -> None:
         """Start the clock for the next request's head."""
@@ -63,7 +79,26 @@ class DeadlineUnreader(SocketUnreader):
     def await_body(self) -> None:
         self.idle, self.in_body, self.deadline = False, True, time.monotonic() + limits.BODY_TIMEOUT
 
+    def buffered(self) -> int:
+        return self.buf.getbuffer().nbytes
+
+    def take_available(self, wanted: int) -> bool:
+        """Whether `wanted` bytes are buffered once what the socket already holds is read, never waiting."""
+        poll = select.poll()
+        poll.register(self.sock, select.POLLIN)
+        while self.buffered() < wanted and poll.poll(0):
+            data = self.sock.recv(wanted - self.buffered())
+            if not data:
+                return False
+            self.buf.seek(0, 2)
+            self.buf.write(data)
+        return self.buffered() >= wanted
+
     def chunk(self, size_hint=None):
+        if self.continue_pending and self.in_body:
+            self.continue_pending = False
+            self.sock.sendall(CONTINUE)
+            self.deadline = time.monotonic() + limits.BODY_TIMEOUT  # the body's clock starts now
         if self.deadline is None:
             return super().chunk(size_hint)
         remaining = self.deadline - time.monotonic()
@@ -93,8 +128,21 @@ class DeadlineUnreader(SocketUnreader):
         raise HeadTimeout(f"The request head did not arrive within {limits.HEADER_TIMEOUT}s")
 
 
+# Whether the worker has room to keep this connection open after its answer (set by the worker;
+# None: always). gunicorn's own check counts only connections idling in its loop, and lags.
+keep_alive_room: Callable[[], bool] | None = None
+
+# What a worker does when a chunked body grows past limits.LARGE_BODY_BYTES: waits for its
+# admission, or raises BodyWaitedTooLong (set by the worker; None admits every body).
+admit_large_body: Callable[[object], None] | None = None
+
+
 class BoundedChunkedReader(ChunkedReader):
-    """gunicorn's chunked reader, refusing at once a chunk that would take the body past its limit."""
+    """gunicorn's chunked reader, refusing at once a chunk that would take the body past its limit.
+
+    Its chunks are counted as they are announced: past limits.LARGE_BODY_BYTES the
+    body waits for its worker's admission, like a large declared Content-Length.
+    """
 
     def __init__(self, req, unreader, max_bytes: int):
         super().__init__(req, unreader)
@@ -103,14 +151,20 @@ class BoundedChunkedReader(ChunkedReader):
 
     def parse_chunk_size(self, unreader, data=None):
         size, rest = super().parse_chunk_size(unreader, data)
+        was_small = self.declared <= limits.LARGE_BODY_BYTES
         self.declared += size
         if self.declared > self.max_bytes:
             raise BodyTooLarge(f"The chunked body is over the {self.max_bytes}-byte limit")
+        if was_small and self.declared > limits.LARGE_BODY_BYTES and admit_large_body is not None:
+            admit_large_body(self.req)
         return size, rest
 
 
 class DeadlineRequest(Request):
     """gunicorn's request, read against the deadlines and the body limit."""
+
+    # Whether its connection closes after the answer, beyond gunicorn's own rules: decided once (should_close).
+    decided_to_close: bool | None = None
 
     # Set once per worker from the plan (see install_deadline_parser).
     max_body_bytes = 0
@@ -122,6 +176,40 @@ class DeadlineRequest(Request):
             idle = limits.HEADER_TIMEOUT if req_number == 1 else cfg.keepalive or limits.HEADER_TIMEOUT
             unreader.await_request(idle, kept_alive=req_number > 1)
         super().__init__(cfg, unreader, peer_addr, req_number)
+        if self._expected_100_continue and isinstance(unreader, DeadlineUnreader):
+            # wsgi.create would send it before the app runs, even for a body the app refuses unread.
+            self._expected_100_continue = False
+            unreader.continue_pending = True
+
+    def should_close(self):
+        """gunicorn's rule; also when the worker is short of room, or the app left a body unread.
+
+        Decided once, when the answer's headers are written: asked again before
+        the next request is read, it must give the same answer (room that ran
+        short meanwhile would drop a request already sent).
+        """
+        if super().should_close():
+            return True
+        if self.decided_to_close is None:
+            room = keep_alive_room is None or keep_alive_room()
+            self.decided_to_close = not room or (body_left(self) and not self._discard_unread_body())
+        return self.decided_to_close
+
+    def _discard_unread_body(self) -> bool:
+        """Discard what is left of the body when it is small and already here; whether that was done."""
+        reader = getattr(self.body, "reader", None)
+        if not isinstance(reader, LengthReader) or not isinstance(self.unreader, DeadlineUnreader):
+            return False
+        if reader.length > limits.DISCARD_BODY_BYTES or self.unreader.continue_pending:
+            return False
+        try:
+            if not self.unreader.take_available(reader.length):
+                return False
+            while self.body.read(65536):
+                pass
+        except (OSError, ClientError):
+            return False
+        return True
 
     def set_body_reader(self):
         super().set_body_reader()
@@ -144,7 +232,11 @@ class DeadlineParser(RequestParser):
             # Nothing left to discard (a GET, a body the app read): gunicorn would
             # still set the socket's timeout back, a system call per request.
             return True
-        return super().finish_body(deadline, max_bytes)
+        try:
+            return super().finish_body(deadline, max_bytes)
+        except ClientError:
+            # The answer is sent already: a second one (a 408, a 413) would answer nothing asked.
+            return False
 
 
 def deadline_get_parser(cfg, source, source_addr, http2_connection=False):
@@ -162,11 +254,9 @@ def install_deadline_parser(cooperative: bool = False) -> None:
 
 
 def has_large_body(req) -> bool:
-    """Whether a parsed request carries a body over limits.LARGE_BODY_BYTES (chunked counts as large)."""
+    """Whether a parsed request declares a body over limits.LARGE_BODY_BYTES (a chunked one is counted as it comes)."""
     reader = getattr(getattr(req, "body", None), "reader", None)
-    if isinstance(reader, LengthReader):
-        return reader.length > limits.LARGE_BODY_BYTES
-    return isinstance(reader, ChunkedReader)
+    return isinstance(reader, LengthReader) and reader.length > limits.LARGE_BODY_BYTES
 
 
 def body_left(req) -> bool:

@@ -10,6 +10,7 @@ SyncWorker (init_process, handle_request).
 from gunicorn.workers.sync import SyncWorker as _SyncWorker
 
 from ..errors import linger
+from ..hooks import require_platform_hooks
 from .answers import AnswersClientErrors
 from .per_process import install_request_handling
 from .reading import body_left
@@ -17,6 +18,14 @@ from .reading import body_left
 
 class SyncWorker(AnswersClientErrors, _SyncWorker):
     """sync, with request deadlines: one slow client holds the worker for a bounded time only."""
+
+    @classmethod
+    def check_config(cls, cfg, log):
+        """gunicorn's own check, if the class has one; then refuse a start without the platform's hooks."""
+        parent = getattr(super(), "check_config", None)
+        if parent is not None:
+            parent(cfg, log)
+        require_platform_hooks(cfg)
 
     def init_process(self):
         install_request_handling()

@@ -1,4 +1,0 @@
-"""The cluster: gunicorn's master and workers, sized for this container.
-
-gunicorn.conf.py wires it in; `python -m my_service.cluster` starts and inspects it.
-"""

@@ -1,0 +1,365 @@
+"""gunicorn's server hooks: each hands its event to the module that owns the job.
+
+config.gunicorn_settings() builds one ClusterHooks per reading of
+gunicorn.conf.py; the cluster's logger installs its methods as gunicorn's
+hooks, each composed with the owner's hook of the same name, if any
+(install_platform_hooks): the platform's runs first, the owner's after it.
+Methods named for master-side hooks run in the master; post_fork,
+post_worker_init, pre_request, post_request, worker_exit and worker_abort
+run in a worker. The jobs live in master_loop (deadlines: crash back-off,
+lame duck, drain), lifecycle (why a worker died), watchdog (memory, stuck
+requests), inflight (request tracking), diagnostics (stacks, uncaught
+exceptions), preload (the app the workers share) and gunicorn_compat
+(every touch of gunicorn's internals).
+"""
+
+import faulthandler
+import itertools
+import logging
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import NoReturn
+
+from gunicorn.errors import HaltServer
+
+from ..settings import EXIT_BAD_CONFIG, Settings
+from . import board as scoreboard
+from . import gunicorn_compat as compat
+from . import limits, metrics, open_files, runtime
+from .diagnostics import install_exception_logging, log_stacks
+from .errors import answer_protocol_errors_as_problems
+from .inflight import ConnectionQuota, InFlight, TimedApp, describe, request_key_holder
+from .lifecycle import CrashGuard, Death, describe_status, log_death
+from .master_loop import MasterLoop
+from .network import refuse_if_taken
+from .preload import limit_malloc_arenas, prepare_to_fork
+from .rate_limit_scope import log_rate_limit_scope
+from .sizing import ClusterSize
+from .watchdog import WorkerWatchdog
+
+log = logging.getLogger(__name__)
+
+# Exit status when the master gives up: workers keep dying, or no slot is left.
+EXIT_GAVE_UP = 1
+# Under load, a worker writes its request count to the board once per this many requests.
+COUNT_EVERY = 32
+# A worker's own deadline after SIGTERM exceeds the master's by this much (s),
+# so only the master ever forces a stop, and says so once.
+WORKER_GRACE_MARGIN = 5
+
+
+# Every gunicorn server hook the platform uses.
+PLATFORM_HOOKS = (
+    "on_starting",
+    "on_reload",
+    "when_ready",
+    "pre_fork",
+    "post_fork",
+    "post_worker_init",
+    "pre_request",
+    "post_request",
+    "worker_abort",
+    "worker_exit",
+    "child_exit",
+    "nworkers_changed",
+    "on_exit",
+)
+
+# The hooks of the latest reading of gunicorn.conf.py, installed when gunicorn's logger is set up.
+_prepared: "ClusterHooks | None" = None
+
+# Work of platform modules the cluster does not import (railkit.db), run by the platform's hooks after
+# their own: on_starting's callbacks get (settings, size) in the master; post_fork's and worker_exit's
+# get nothing, in the worker.
+JOINABLE_HOOKS = ("on_starting", "post_fork", "worker_exit")
+_joined: dict[str, list] = {name: [] for name in JOINABLE_HOOKS}
+
+
+def join(hook: str, callback) -> None:
+    """Have the platform's `hook` call `callback` after its own work, once however often it is joined."""
+    if callback not in _joined[hook]:
+        _joined[hook].append(callback)
+
+
+def prepare(settings: Settings, size: ClusterSize) -> "ClusterHooks":
+    """The hooks for this reading of the configuration; install_platform_hooks puts them in place."""
+    global _prepared
+    _prepared = ClusterHooks(settings, size)
+    return _prepared
+
+
+def install_platform_hooks(cfg) -> None:
+    """Make each of gunicorn's hooks the platform's, followed by the owner's hook of that name, if any.
+
+    gunicorn keeps one function per hook, and a function the owner defines in
+    gunicorn.conf.py would otherwise replace the platform's silently. Setting
+    the value directly skips gunicorn's arity check, which a composed hook
+    passes by construction: it takes what the owner's takes.
+    """
+    cluster = _prepared
+    if cluster is None:
+        return
+    for name in PLATFORM_HOOKS:
+        setting = cfg.settings[name]
+        configured = setting.get()
+        if getattr(configured, "__self__", None) is cluster or getattr(configured, "platform_first", False):
+            continue  # already in place (gunicorn set this configuration up before)
+        platform = getattr(cluster, name)
+        setting.value = platform if configured is setting.default else _platform_then_owner(platform, configured)
+
+
+def _platform_then_owner(platform, owner):
+    def hook(*args):
+        platform(*args)
+        return owner(*args)
+
+    hook.platform_first = True
+    hook.__name__ = hook.__qualname__ = getattr(owner, "__name__", "hook")
+    hook.__wrapped__ = owner
+    return hook
+
+
+def require_platform_hooks(cfg) -> None:
+    """Stop the start with one JSON line when the platform's hooks were never installed.
+
+    Our worker classes call this from gunicorn's check_config: it happens when
+    gunicorn.conf.py sets a logger_class of its own, so the cluster's logger
+    never put the hooks in place, and the cluster would run without its board,
+    watchdog and deadlines.
+    """
+    installed = cfg.settings["post_fork"].get()
+    ours = getattr(installed, "__self__", None) is _prepared or getattr(installed, "platform_first", False)
+    if _prepared is not None and ours:
+        return
+    log.error(
+        "Refusing to start: the cluster's server hooks are not installed; gunicorn.conf.py sets logger_class "
+        "(the cluster's logger, railkit.cluster.logger.ClusterLogger, installs them: subclass it instead)",
+        extra={"setting": "logger_class"},
+    )
+    sys.exit(EXIT_BAD_CONFIG)
+
+
+class ClusterHooks:
+    """The state the hooks share, and the hooks themselves."""
+
+    def __init__(self, settings: Settings, size: ClusterSize):
+        self.settings = settings
+        self.size = size
+        self.crashes = CrashGuard()
+        self.loop = MasterLoop(self)
+        # pid -> waitpid() status, filled as gunicorn reaps each worker.
+        self.exit_statuses: dict[int, int] = {}
+        # Workers killed because GRACEFUL_TIMEOUT ran out at shutdown.
+        self.forced: set[int] = set()
+        # Made in on_starting, in the master, and inherited by every worker.
+        self.board: scoreboard.Board | None = None
+        self.watchdog: WorkerWatchdog | None = None
+        # A worker's own, made once it runs (after gevent patches threading).
+        self.in_flight: InFlight | None = None
+        self.set_request_key = self.current_request_key = None
+        self.served = itertools.count(1)
+        self.quota = ConnectionQuota(limits.MAX_REQUESTS_PER_CONNECTION if settings.worker_class == "gthread" else None)
+
+    # -- master ---------------------------------------------------------------
+
+    def on_starting(self, server) -> None:
+        """Refuse a start that cannot work; tell the start-up story; prepare the master's machinery."""
+        compat.refuse_unless_compatible(self.settings.worker_class)
+        refuse_if_taken(compat.bind_addresses(server), self.settings.port)
+        limit_malloc_arenas()
+        install_exception_logging()
+        # Before any worker forks: each inherits the raised limit and sizes its connections from it.
+        open_files_limits = open_files.raise_soft_limit()
+        self.board = scoreboard.Board.create(runtime.instance_folder(self.settings.port))
+        self.board.set_master(server.pid, self.size.workers)
+        scoreboard.attach(self.board)
+        self.watchdog = WorkerWatchdog(self.board, self.settings.worker_max_memory_mb, self.settings.graceful_timeout)
+        compat.record_exit_statuses(server, self.exit_statuses)
+        compat.drop_reaper_lines()
+        compat.wrap_master_loop(server, self.loop)
+        server.cluster = self
+        log_start_story(server, self.settings, self.size)
+        open_files.log_limit(*open_files_limits, server.cfg.worker_connections)
+        log_rate_limit_scope(self.settings, self.size.workers)
+        for callback in _joined["on_starting"]:
+            callback(self.settings, self.size)
+
+    def on_reload(self, server) -> None:
+        """Carry the master's machinery over to the hooks of the re-read config (SIGHUP)."""
+        previous = server.cluster
+        self.board, self.watchdog, self.crashes = previous.board, previous.watchdog, previous.crashes
+        self.exit_statuses, self.forced = previous.exit_statuses, previous.forced
+        self.loop = previous.loop
+        self.loop.hooks = self
+        self.board.set_configured(self.size.workers)
+        server.cluster = self
+        log.info("Configuration reloaded: replacing the workers with %s new ones", self.size.workers)
+
+    def when_ready(self, server) -> None:
+        """Ready the preloaded app to be shared by the workers about to be forked."""
+        prepare_to_fork()
+        log.info("Listening on port %s", self.settings.port)
+
+    def _halt(self, reason: str) -> NoReturn:
+        log.error("Stopping the cluster: %s", reason)
+        raise HaltServer(reason, EXIT_GAVE_UP)
+
+    def pre_fork(self, server, worker) -> None:
+        """Give the worker a free slot on the board, or stop loudly when none is left."""
+        taken = {other.slot for other in compat.workers(server).values()}
+        slot = self.board.free_slot(taken)
+        if slot is None:
+            reason = f"all {scoreboard.MAX_SLOTS} worker slots are taken; lower WEB_CONCURRENCY"
+            self._halt(reason)
+        worker.slot = slot
+        worker.started = time.time()
+        metrics.record_worker_start()
+
+    def child_exit(self, server, worker) -> None:
+        """Log a dead worker's cause; back off, or give up, if workers keep dying at start."""
+        self.board.release(worker.slot)
+        death = Death(
+            status=describe_status(self.exit_statuses.pop(worker.pid, None)),
+            lifetime=time.time() - worker.started,
+            timed_out=compat.was_aborted(worker),
+            over_memory=self.watchdog.forget(worker.pid),
+            shutting_down=not compat.listeners(server),
+        )
+        metrics.forget_worker(worker.pid)
+        metrics.record_death(death)
+        log_death(worker.slot + 1, worker.pid, death)
+        if death.shutting_down:
+            if death.status == "SIGKILL":
+                self.forced.add(worker.pid)
+            return
+        self.crashes.record(death)
+        if self.crashes.exhausted:
+            reason = (
+                f"{self.crashes.streak} workers died within seconds of starting (last: {death.cause}); "
+                "giving up so the platform's restart policy can take over"
+            )
+            self._halt(reason)
+        delay = self.crashes.seconds_until_spawn()
+        if delay:
+            log.warning("Workers keep dying young: waiting %.1fs before the next one", delay)
+            metrics.record_backoff(delay)
+
+    def on_exit(self, server) -> None:
+        """Say so, once, when shutdown had to kill workers that outlived the graceful timeout."""
+        forced = self.forced | set(compat.workers(server))
+        if forced:
+            log.warning(
+                "Killed %s %s still busy when GRACEFUL_TIMEOUT=%ss ran out",
+                len(forced),
+                "worker" if len(forced) == 1 else "workers",
+                self.settings.graceful_timeout,
+                extra={"forced": True, "worker_pids": sorted(forced)},
+            )
+
+    def nworkers_changed(self, server, new_value, old_value) -> None:
+        if self.board:
+            self.board.set_configured(new_value)
+
+    # -- worker ---------------------------------------------------------------
+
+    def post_fork(self, server, worker) -> None:
+        """Make the worker's failures loud and logged, and its protocol errors problem+json."""
+        compat.restore_os_in_worker()
+        compat.extend_own_graceful_timeout(worker, WORKER_GRACE_MARGIN)
+        faulthandler.enable()
+        install_exception_logging()
+        answer_protocol_errors_as_problems()
+        for callback in _joined["post_fork"]:
+            callback()
+
+    def post_worker_init(self, worker) -> None:
+        """Put the worker on the board once it can serve; time its app; make Ctrl-C drain it."""
+        slot = worker.slot
+        self.board.claim(slot, worker.pid)
+        self.in_flight = InFlight(lambda since, label: self.board.set_busy(slot, since, label))
+        self.set_request_key, self.current_request_key = request_key_holder()
+        compat.wrap_worker_app(worker, lambda app: TimedApp(app, self.in_flight, self.current_request_key))
+        signal.signal(signal.SIGINT, worker.handle_exit)
+        extra = {"worker": slot + 1, "worker_pid": worker.pid}
+        log.info("Worker %s started (pid %s)", slot + 1, worker.pid, extra=extra)
+        if self.board.workers_stopped_since():
+            # The master told the workers to stop while this one booted, before gunicorn set its handler: it was lost.
+            signal.raise_signal(signal.SIGTERM)
+
+    def pre_request(self, worker, req) -> None:
+        """Note when the app starts on the request; close its connection after it when stopping."""
+        self.quota.apply(req)
+        if self.board.stopping_since():
+            compat.close_after_answer(req)
+        self.set_request_key(id(req))
+        self.in_flight.begin(id(req), describe(req))
+
+    def post_request(self, worker, req, environ, resp) -> None:
+        """Count the request and clear it from the requests in flight."""
+        self.in_flight.end(id(req))
+        self.set_request_key(None)
+        served = next(self.served)
+        # The count is for `status`: exact at rest, at most COUNT_EVERY behind under load (the board is shared memory).
+        if not self.in_flight or served % COUNT_EVERY == 0:
+            self.board.set_requests(worker.slot, served)
+
+    def worker_exit(self, server, worker) -> None:
+        """Say so when a worker leaves requests unfinished (its own graceful timeout ran out)."""
+        if self.in_flight:
+            log.warning(
+                "Worker %s (pid %s) stopped with %s requests unfinished: its graceful timeout ran out",
+                worker.slot + 1,
+                worker.pid,
+                len(self.in_flight),
+                extra={"worker": worker.slot + 1, "worker_pid": worker.pid, "unfinished": len(self.in_flight)},
+            )
+        for callback in _joined["worker_exit"]:
+            callback()
+
+    def worker_abort(self, worker) -> None:
+        """Log every thread's (and greenlet's) stack, one line each, when the master aborts this worker."""
+        log_stacks(
+            f"Worker {worker.slot + 1} (pid {worker.pid}) aborted",
+            {"worker": worker.slot + 1, "worker_pid": worker.pid},
+        )
+
+
+def log_start_story(server, settings: Settings, size: ClusterSize) -> None:
+    mode = "cluster mode" if size.workers > 1 else "single-process mode"
+    log.info("Master process starting %s (pid %s)", mode, server.pid, extra={"mode": mode})
+    warn_if_python_differs(Path(".python-version"))
+    log.info(
+        "CPU cores detected: %g (%s); memory: %.0f MB (%s)",
+        size.cpus.value,
+        size.cpus.source,
+        size.memory_mb.value,
+        size.memory_mb.source,
+        extra={"cpus": size.cpus.value, "memory_mb": round(size.memory_mb.value)},
+    )
+    log.info(
+        "Starting %s %s for load balancing: %s",
+        size.workers,
+        "worker" if size.workers == 1 else "workers",
+        size.reason,
+        extra={"workers": size.workers, "threads": size.threads, "plan": settings.plan.name},
+    )
+
+
+def warn_if_python_differs(pin: Path) -> None:
+    """Say so when this Python is not the one .python-version pins (the one Railpack installs)."""
+    try:
+        pinned = pin.read_text().strip()
+    except OSError:
+        return
+    running = f"{sys.version_info.major}.{sys.version_info.minor}"
+    parts = pinned.split(".")
+    if pinned and [str(number) for number in sys.version_info[: len(parts)]] != parts:
+        log.warning(
+            "Running Python %s, but .python-version pins %s: Railway will run %s",
+            running,
+            pinned,
+            pinned,
+            extra={"python": running, "python_version_pin": pinned},
+        )

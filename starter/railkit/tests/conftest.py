@@ -1,0 +1,92 @@
+"""The platform's own tests, on an app of their own (fixture_app.py), never the owner's routes.
+
+Fixtures: `app` -> `client` for the fast tests, `serve` for real gunicorn clusters,
+`server` for one cluster a whole module shares.
+
+In CI a skipped test fails (ci_skips.py, loaded from pyproject.toml). A test of
+one worker class's behaviour is marked `worker_class(...)` and is deselected,
+not skipped, in projects of another class.
+"""
+
+import pytest
+
+from railkit import project
+
+from .fixture_app import create_app
+from .servers import FIXTURE_APP, Server
+
+# Modules whose behaviour does not depend on the worker class: the template's own suite runs them in
+# its default-class project only (`-m "not same_for_every_worker_class"` elsewhere).
+SAME_FOR_EVERY_WORKER_CLASS = {
+    "test_app",
+    "test_gunicorn_conf",
+    "test_import_graph",
+    "test_metrics",
+    "test_owner_hooks",
+    "test_ratelimit",
+    "test_sentry",
+    "test_settings",
+    "test_sizing",
+}
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "worker_class(*names): a behaviour of these worker classes only")
+    config.addinivalue_line("markers", "same_for_every_worker_class: run in one worker class's project only")
+    config.addinivalue_line("markers", "cluster: starts real gunicorn processes (slower)")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Leave out the tests of another worker class's behaviour: this project runs one class."""
+    kept, other = [], []
+    for item in items:
+        if item.module.__name__.rpartition(".")[2] in SAME_FOR_EVERY_WORKER_CLASS:
+            item.add_marker("same_for_every_worker_class")
+        marker = item.get_closest_marker("worker_class")
+        (other if marker and project.WORKER_CLASS not in marker.args else kept).append(item)
+    if other:
+        config.hook.pytest_deselected(items=other)
+        items[:] = kept
+
+
+@pytest.fixture
+def app(monkeypatch):
+    """An app built from a clean environment, in testing mode."""
+    for name in ("REDIS_URL", "RATE_LIMIT", "ENABLE_CLUSTERING", "WEB_CONCURRENCY", "RAILWAY_PLAN"):
+        monkeypatch.delenv(name, raising=False)
+    return create_app({"TESTING": True})
+
+
+@pytest.fixture
+def client(app):
+    """A test client for the app."""
+    return app.test_client()
+
+
+@pytest.fixture
+def serve():
+    """Start real gunicorn servers from the project root; all are stopped afterwards."""
+    started = []
+
+    def start(env=None, app=FIXTURE_APP, command=None, wait=True, port=None):
+        server = Server(env or {}, app=app, command=command, port=port)
+        started.append(server)
+        if wait:
+            server.wait_healthy()
+        return server
+
+    yield start
+    for server in started:
+        server.kill()
+
+
+@pytest.fixture(scope="module")
+def server():
+    """One small cluster for the whole module, on the free plan's 1 MB body limit, logging every request.
+
+    Not rate limited: its modules send more than the free plan's 60 a minute (test_ratelimit.py tests the limit).
+    """
+    running = Server({"WEB_CONCURRENCY": "2", "RAILWAY_PLAN": "free", "ACCESS_LOG": "all", "RATE_LIMIT": "off"})
+    running.wait_healthy()
+    yield running
+    running.kill()
