@@ -15,12 +15,12 @@ PACKAGE := my_service
 RUN_PROJECT := $(RUN_DIR)/$(PROJECT)
 # The port `make run` serves on (the cluster reads PORT, as on Railway).
 PORT ?= 8000
-# An interpreter for the Python the default project pins (.python-version), if the machine has one.
+# The Python the default project pins (.python-version): the machine's, pyenv's, or Debian forky's,
+# which `make pythons` provisions under .cache/ (tests/pythons.py).
 PROJECT_PYTHON_VERSION := $(shell $(PYTHON) -c 'import json; print(json.load(open("cookiecutter.json"))["python_version"][0])')
-PROJECT_PYTHON := $(firstword $(wildcard $(HOME)/.pyenv/versions/$(PROJECT_PYTHON_VERSION).*/bin/python$(PROJECT_PYTHON_VERSION)) $(shell command -v python$(PROJECT_PYTHON_VERSION)) $(PYTHON))
 SDK := tests/railway/node_modules/.package-lock.json
 
-.PHONY: run test test-newest bench lint lock starter clean system-packages
+.PHONY: run test test-newest bench lint lock starter clean system-packages pythons
 
 $(BIN)/python: tests/requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +47,11 @@ system-packages:
 		fi; \
 	fi
 
+# The Pythons the projects are offered on that the machine lacks (3.14 and the coming 3.15), from
+# Debian's forky suite, unpacked under .cache/forky (debootstrap; about 30 s, once).
+pythons: $(BIN)/python
+	$(BIN)/python -m tests.pythons
+
 # Railway's own TypeScript SDK, pinned by tests/railway/package-lock.json.
 $(SDK): tests/railway/package.json tests/railway/package-lock.json
 	cd tests/railway && npm ci --silent --no-audit --no-fund
@@ -55,14 +60,14 @@ $(SDK): tests/railway/package.json tests/railway/package-lock.json
 $(RUN_PROJECT): | $(BIN)/python
 	$(BIN)/cookiecutter . --no-input --output-dir $(RUN_DIR)
 
-run: $(BIN)/python | $(RUN_PROJECT)
+run: $(BIN)/python pythons | $(RUN_PROJECT)
 	@echo "The project: $(RUN_PROJECT)/ (yours to edit; its code is $(PACKAGE)/, and \`make run\` reuses it: rm -rf $(RUN_PROJECT) to render the template afresh)."
-	@[ -x $(RUN_PROJECT)/.venv/bin/python ] || $(PROJECT_PYTHON) -m venv $(RUN_PROJECT)/.venv
+	@[ -x $(RUN_PROJECT)/.venv/bin/python ] || $$($(BIN)/python -m tests.pythons --which $(PROJECT_PYTHON_VERSION)) -m venv $(RUN_PROJECT)/.venv
 	$(RUN_PROJECT)/.venv/bin/python -m pip install --quiet --disable-pip-version-check --require-hashes -r $(RUN_PROJECT)/requirements.txt
 	@echo "Serving on port $(PORT) of every interface, as on Railway: http://127.0.0.1:$(PORT)/health; Ctrl-C stops it gracefully."
 	cd $(RUN_PROJECT) && PORT=$(PORT) exec .venv/bin/python -m railkit.cluster serve
 
-test: $(BIN)/python system-packages lint
+test: $(BIN)/python system-packages pythons lint
 	@if command -v npm >/dev/null; then $(MAKE) --no-print-directory $(SDK); fi
 	$(BIN)/python -m pytest tests
 
@@ -93,6 +98,8 @@ bench: $(BIN)/python system-packages
 lint: $(BIN)/python
 	$(BIN)/ruff check --config tests/ruff.toml hooks tests
 	$(BIN)/ruff format --check --config tests/ruff.toml hooks tests
+	$(BIN)/ruff check railkit
+	$(BIN)/ruff format --check railkit
 
 clean:
 	rm -rf $(VENV) .cache .ruff_cache .pytest_cache build tests/railway/node_modules tests/railway/work

@@ -16,8 +16,14 @@ from cookiecutter.main import cookiecutter
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCKS = ROOT / "templates" / "locks"
-# One lock per variant the template renders: gevent adds its own dependencies.
-VARIANTS = {"default": "gthread", "gevent": "gevent"}
+# One lock per variant the template renders (cookiecutter.json's __lock), with the answers that render
+# it: gevent adds its own dependencies, and so does the database.
+VARIANTS = {
+    "default": {"worker_class": "gthread"},
+    "gevent": {"worker_class": "gevent"},
+    "default-postgres": {"worker_class": "gthread", "database": "postgres"},
+    "gevent-postgres": {"worker_class": "gevent", "database": "postgres"},
+}
 OFFERED_PYTHONS = json.loads((ROOT / "cookiecutter.json").read_text())["python_version"]
 # Pythons not offered yet, each with the locked package that publishes no wheel for it (test_locks.py
 # watches them: the day the package ships its wheels, the test says to offer that Python).
@@ -40,8 +46,9 @@ PROJECT_LOCKS = {
 TOOLING_LOCK = ["requirements.in", "-o", "requirements.txt"]
 
 
-def variant_for(worker_class: str) -> str:
-    return "gevent" if worker_class == "gevent" else "default"
+def variant_for(worker_class: str, database: str = "none") -> str:
+    """The lock a project with these answers gets (as cookiecutter.json's __lock computes it)."""
+    return ("gevent" if worker_class == "gevent" else "default") + ("-postgres" if database == "postgres" else "")
 
 
 def compile_lock(folder: Path, arguments: list[str], upgrade: bool) -> None:
@@ -55,21 +62,14 @@ def compile_lock(folder: Path, arguments: list[str], upgrade: bool) -> None:
         raise RuntimeError(f"uv could not compile {arguments[0]} in {folder}:\n{compiled.stderr}")
 
 
-def render(worker_class: str, output: Path) -> Path:
-    """The default project for `worker_class`: its inputs, and the lock the template gives it."""
-    return Path(
-        cookiecutter(
-            str(ROOT),
-            no_input=True,
-            output_dir=str(output),
-            extra_context={"worker_class": worker_class},
-        )
-    )
+def render(variant: str, output: Path) -> Path:
+    """The default project with `variant`'s answers: its inputs, and the lock the template gives it."""
+    return Path(cookiecutter(str(ROOT), no_input=True, output_dir=str(output), extra_context=VARIANTS[variant]))
 
 
-def compiled_project_locks(worker_class: str, output: Path, upgrade: bool) -> Path:
-    """Render a project for `worker_class` and compile its locks in place; returns the project."""
-    project = render(worker_class, output)
+def compiled_project_locks(variant: str, output: Path, upgrade: bool) -> Path:
+    """Render a project of `variant` and compile its locks in place; returns the project."""
+    project = render(variant, output)
     for arguments in PROJECT_LOCKS.values():
         compile_lock(project, arguments, upgrade)
     return project
@@ -85,8 +85,8 @@ def compiled_tooling_lock(output: Path, upgrade: bool) -> Path:
 def refresh() -> None:
     """Every lock, upgraded to the newest versions its inputs allow."""
     with tempfile.TemporaryDirectory() as work:
-        for variant, worker_class in VARIANTS.items():
-            project = compiled_project_locks(worker_class, Path(work) / variant, upgrade=True)
+        for variant in VARIANTS:
+            project = compiled_project_locks(variant, Path(work) / variant, upgrade=True)
             for name in PROJECT_LOCKS:
                 shutil.copy(project / name, LOCKS / variant / name)
                 print(f"locked {LOCKS.relative_to(ROOT) / variant / name}")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from .bench.load import LoadResult, parse_wrk
 from .bench.scenarios import Run, _summary
-from .support import ROOT, missing
+from .support import ROOT, TEMPLATE, missing
 
 WRK_OUTPUT = """\
 Running 1s test @ http://127.0.0.1:8140/io
@@ -75,6 +75,7 @@ def test_smoke_bench_run_measures_everything(tmp_path):
     )
     assert run.returncode == 0, run.stdout + run.stderr
     results = json.loads((tmp_path / "results.json").read_text())
+    previous = TEMPLATE["python_version"][1]
     contenders = {"bare gunicorn", "flask run", "gunicorn gthread (no cluster)"}
     contenders |= {"cluster (gthread)", "cluster (gevent)", "cluster (sync)"}
     if "node_skipped" not in results:
@@ -84,12 +85,17 @@ def test_smoke_bench_run_measures_everything(tmp_path):
         assert all(run["requests"] > 0 and run["us_per_request"] > 0 for run in by_server.values())
         assert all(run["server_cores"] > 0 and run["wrk_cores"] > 0 for run in by_server.values())
         assert by_server["cluster (gthread)"]["vs_bare"][0] > 0
+    if "skipped" not in results["database"]:
+        database = results["database"]["servers"]
+        assert set(database) == {"bare gunicorn", "cluster (gthread)"} | (contenders & {"node (express cluster)"})
+        assert all(run["requests"] > 0 and run["us_per_request"] > 0 for run in database.values())
+        assert database["cluster (gthread)"]["vs_bare"][0] > 0
     assert results["sizing"]["rows"][0]["cpu_rps"] > 0 and results["sizing"]["rows"][0]["io_rps"] > 0
-    assert (
-        results["memory"]["gthread"]["by_workers"]["2"]["pss_mb"]
-        > results["memory"]["gthread"]["by_workers"]["1"]["pss_mb"]
-        > 0
-    )
+    # gthread on the default Python and on the one before it, each with the Python it ran on.
+    for key, python in (("gthread", TEMPLATE["python_version"][0]), (f"gthread, Python {previous}", previous)):
+        by_workers = results["memory"][key]["by_workers"]
+        assert by_workers["2"]["pss_mb"] > by_workers["1"]["pss_mb"] > 0
+        assert results["memory"][key]["python"].startswith(f"{python}.")
     layers = results["layers"]["us_per_request"]
     layer_names = ("security", "request_log", "problems", "ratelimit", "metrics", "bodies")
     assert set(layers) == {"bare Flask", *(f"+ {name}" for name in layer_names), "generated app"}
@@ -118,7 +124,7 @@ def test_smoke_bench_run_measures_everything(tmp_path):
     flame = results["flame"]
     assert "skipped" in flame or "<svg" in Path(flame["svg"]).read_text()
     assert (tmp_path / "chart.png").read_bytes().startswith(b"\x89PNG")
-    printed_sections = ("concurrent users", "vs bare", "sizing sweep", "per extra worker", "vs bare Flask")
+    printed_sections = ("concurrent users", "vs bare", "sizing sweep", "per extra worker", "vs bare Flask", "database")
     for printed in (*printed_sections, "/health ok", "graceful stop"):
         assert printed in run.stdout
     assert "| claim | goal | measured | |" in run.stdout

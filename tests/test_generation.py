@@ -23,13 +23,15 @@ SUPPORTED_COMBINATIONS = [
 ] + [
     {"railway_plan": "free", "use_redis": False, "use_docker": False},
     {"railway_plan": "trial", "use_redis": False},
+    {"railway_plan": "hobby", "database": "postgres"},
     {"project_name": 'Ünïcode "Quoted" \\ Name', "project": "odd-name", "package": "odd_name"},
 ]
 # Projects whose whole suite runs, real gunicorn clusters included: one per other worker class (the
-# default, gthread, runs its whole suite in test_owner.py, with the example routes replaced).
+# default, gthread, runs its whole suite in test_owner.py, with the example routes replaced); the
+# gevent one with the database, whose pools meet gevent's patched sockets there.
 FULL_SUITE = [
     {"railway_plan": "trial", "worker_class": "sync", "python_version": "3.11"},
-    {"railway_plan": "pro", "worker_class": "gevent", "python_version": "3.14"},
+    {"railway_plan": "pro", "worker_class": "gevent", "python_version": "3.14", "database": "postgres"},
 ]
 UNSUPPORTED_COMBINATIONS = [
     ({"project": "Bad Folder"}, "ERROR: project 'Bad Folder' is not a valid folder"),

@@ -15,16 +15,16 @@ LOCK_FILES = sorted(locks.LOCKS.glob("*/requirements*.txt"))
 RUNTIME_LOCKS = sorted(locks.LOCKS.glob("*/requirements.txt"))
 
 
-@pytest.mark.parametrize("worker_class", TEMPLATE["worker_class"])
-def test_project_locks_are_fresh(worker_class, tmp_path):
+@pytest.mark.parametrize("variant", locks.VARIANTS)
+def test_project_locks_are_fresh(variant, tmp_path):
     """Compiled again from the rendered inputs, keeping the versions it pins, each lock is the same bytes."""
-    project = locks.render(worker_class, tmp_path)
+    project = locks.render(variant, tmp_path)
     shipped = {name: (project / name).read_text() for name in locks.PROJECT_LOCKS}
     assert all("--hash=sha256:" in text for text in shipped.values()), "a lock without hashes"
     for arguments in locks.PROJECT_LOCKS.values():
         locks.compile_lock(project, arguments, upgrade=False)
     for name, text in shipped.items():
-        assert (project / name).read_text() == text, f"{name} of a {worker_class} project is stale: run `make lock`"
+        assert (project / name).read_text() == text, f"{name} of a {variant} project is stale: run `make lock`"
 
 
 def test_tooling_lock_is_fresh(tmp_path):
@@ -35,8 +35,12 @@ def test_tooling_lock_is_fresh(tmp_path):
 
 
 def test_every_lock_is_used():
-    """Each committed lock is what some worker class renders; none is left over."""
-    used = {locks.variant_for(worker_class) for worker_class in TEMPLATE["worker_class"]}
+    """Each committed lock is what some worker class and database render; none is left over."""
+    used = {
+        locks.variant_for(worker_class, database)
+        for worker_class in TEMPLATE["worker_class"]
+        for database in TEMPLATE["database"]
+    }
     assert {path.parent.name for path in LOCK_FILES} == used == set(locks.VARIANTS)
 
 

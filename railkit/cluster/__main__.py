@@ -11,11 +11,13 @@ import os
 import sys
 
 from ..settings import load_settings_or_exit
+from .python_support import refuse_unsupported_python
 from .runtime import find_live_board, live_ports
 from .status import as_json, read_rows, render
 
 
 def serve(gunicorn_args: list[str]) -> None:
+    refuse_unsupported_python()
     load_settings_or_exit()
     # gunicorn runs in this process (no second interpreter to start), and
     # reads its arguments, like its own entry point, from sys.argv.

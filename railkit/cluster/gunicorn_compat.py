@@ -10,11 +10,9 @@ refuses to start, with one JSON line, when one is missing.
 (errors.py swaps gunicorn.util.write_error, workers/writing.py its two
 writers of answers, workers/peers.py its check of a peer against the allow
 lists, and workers/ subclasses gunicorn's workers and request readers;
-their internals are checked here too, and so are the two private methods
-of limits' memory store that ratelimit.py replaces.)
+their internals are checked here too.)
 """
 
-import importlib.metadata
 import importlib.util
 import inspect
 import logging
@@ -230,25 +228,13 @@ def gevent_internals() -> tuple[Internal, ...]:
     )
 
 
-def limits_internals() -> tuple[Internal, ...]:
-    """What ratelimit.WorkerMemoryStorage replaces: the store's timer-per-count sweep."""
-    from limits.storage import memory
-
-    store = memory.MemoryStorage
-    return (
-        Internal("MemoryStorage.__init__", store, "__init__", uses=("timer",)),
-        Internal("MemoryStorage.__schedule_expiry", store, "_MemoryStorage__schedule_expiry", ("self",), ("timer",)),
-        Internal("MemoryStorage.__expire_events", store, "_MemoryStorage__expire_events", ("self",)),
-    )
-
-
 def missing_internals(worker_class: str) -> list[str]:
-    """Each wrapped internal that this gunicorn (or limits) no longer has in the expected shape.
+    """Each wrapped internal that this gunicorn (or gevent) no longer has in the expected shape.
 
     gevent's are checked for gevent workers only: importing gevent where it is
     merely installed would cost every other master ~30 ms and its memory.
     """
-    internals = (*INTERNALS, *(gevent_internals() if worker_class == "gevent" else ()), *limits_internals())
+    internals = (*INTERNALS, *(gevent_internals() if worker_class == "gevent" else ()))
     problems = [internal.problem() for internal in internals]
     if getattr(arbiter, "os", None) is not os:
         problems.append("gunicorn.arbiter.os is not the os module")
@@ -260,13 +246,11 @@ def refuse_unless_compatible(worker_class: str) -> None:
     missing = missing_internals(worker_class)
     if not missing:
         return
-    limits_version = importlib.metadata.version("limits")
     log.error(
-        "Refusing to start: gunicorn %s or limits %s changed internals this cluster wraps: %s",
+        "Refusing to start: gunicorn %s changed internals this cluster wraps: %s",
         gunicorn.__version__,
-        limits_version,
         "; ".join(missing),
-        extra={"gunicorn_version": gunicorn.__version__, "limits_version": limits_version, "missing": missing},
+        extra={"gunicorn_version": gunicorn.__version__, "missing": missing},
     )
     sys.exit(EXIT_INCOMPATIBLE)
 

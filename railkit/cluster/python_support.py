@@ -1,6 +1,6 @@
 """The Pythons the cluster refuses to start on, each with one line naming it and what to run instead.
 
-- 3.14.0 to 3.14.4 shipped an incremental garbage collector that 3.14.5 reverted (CPython PR #149398)
+- 3.14.0 to 3.14.4 shipped an incremental garbage collector that 3.14.5 reverted (python/cpython#142516)
   because of its memory pressure in production: a cluster whose workers are replaced at a memory limit
   does not run on it. 3.15 and later do not have it.
 - Free-threaded builds (3.14t, 3.15t): orjson and gevent publish no free-threaded wheels, so the locks

@@ -263,7 +263,8 @@ class UsersOutcome:
         self.failures[kind] = self.failures.get(kind, 0) + 1
 
     def __str__(self) -> str:
-        return f"{self.answered}/{self.sent} answered on the first try ({self.first_try:.2%}); failures {self.failures}"
+        share = f"{self.first_try * 100:.2f} %"
+        return f"{self.answered}/{self.sent} answered on the first try ({share}); failures {self.failures}"
 
 
 class KeptAliveUsers:

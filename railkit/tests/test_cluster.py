@@ -20,7 +20,7 @@ from railkit import project
 from railkit.cluster.sizing import size_cluster
 from railkit.settings import EXIT_BAD_CONFIG, WORKER_CLASS, Settings
 
-from .servers import CLUSTER_COMMAND, PROJECT_ROOT, free_port, message_starts, wait_until
+from .servers import CLUSTER_COMMAND, FIXTURE_APP, PROJECT_ROOT, free_port, message_starts, wait_until
 
 pytestmark = pytest.mark.cluster
 
@@ -108,7 +108,7 @@ def test_sigterm_finishes_requests_in_flight_and_exits_zero(serve):
 def test_a_stop_while_a_worker_boots_stops_it_once_booted(serve, tmp_path, stop_signal, workers_told):
     """A stop signal that reaches a worker before gunicorn set its handler is not lost: no wait for GRACEFUL_TIMEOUT."""
     marker = tmp_path / "set-handlers"
-    command = [sys.executable, "-m", "railkit.tests.slow_boot", str(marker), "main:app"]
+    command = [sys.executable, "-m", "railkit.tests.slow_boot", str(marker), FIXTURE_APP]
     server = serve({"WEB_CONCURRENCY": "2", "GRACEFUL_TIMEOUT": "20"}, command=command)
     booting = message_starts("Booting worker")
     wait_until(lambda: len(list(filter(booting, server.logs))) >= 2, message="worker 2 forked")

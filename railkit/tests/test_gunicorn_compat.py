@@ -12,7 +12,6 @@ from railkit.cluster.gunicorn_compat import (
     INTERNALS,
     Internal,
     gevent_internals,
-    limits_internals,
     missing_internals,
 )
 
@@ -26,7 +25,6 @@ from gunicorn import arbiter, sock, util
 from gunicorn.http import body, message, parser, unreader, wsgi
 from gunicorn.http2 import negotiation
 from gunicorn.workers import base, gthread, sync
-from limits.storage import memory
 {extra_import}
 owner = {owner}
 def broken(*args, **kwargs):
@@ -63,7 +61,6 @@ OWNERS = {
     "SyncWorker": "sync.SyncWorker",
     "GeventWorker": "ggevent.GeventWorker",
     "monkey": "monkey",
-    "MemoryStorage": "memory.MemoryStorage",
 }
 
 # Owners only gevent projects have.
@@ -87,7 +84,7 @@ def test_a_new_optional_parameter_is_no_change_but_a_new_required_one_is():
 # gunicorn's own start already fails without its os module: nothing to guard there.
 BREAKABLE = [
     internal
-    for internal in (*INTERNALS, *gevent_internals(), *limits_internals())
+    for internal in (*INTERNALS, *gevent_internals())
     if internal.name not in ("gunicorn.arbiter.os", "Arbiter.run")  # nor without its loop
 ]
 

@@ -8,6 +8,7 @@ serves the app the master imported, never an import of its own.
 
 import json
 import os
+import shlex
 import signal
 import sys
 from pathlib import Path
@@ -19,7 +20,7 @@ from railkit.plans import PLANS
 from railkit.settings import WORKER_CLASS
 
 from .attacks import BodyBombs, probe_health
-from .servers import Server, wait_until
+from .servers import FIXTURE_APP, Server, wait_until
 
 pytestmark = pytest.mark.cluster
 
@@ -88,9 +89,8 @@ def _bombs() -> list[bytes]:
 def test_body_bombs_in_a_replica_sized_cgroup_never_wake_the_oom_killer(replica):
     memory, cpu = replica
     # The shell joins the cgroups, then becomes gunicorn's master: every worker is forked inside.
-    join_then_serve = (
-        f"echo $$ > {memory}/cgroup.procs && echo $$ > {cpu}/cgroup.procs && exec {sys.executable} -m gunicorn main:app"
-    )
+    gunicorn = f"{sys.executable} -m gunicorn {shlex.quote(FIXTURE_APP)}"
+    join_then_serve = f"echo $$ > {memory}/cgroup.procs && echo $$ > {cpu}/cgroup.procs && exec {gunicorn}"
     server = Server({"RAILWAY_PLAN": PLAN.name, "RATE_LIMIT": UNLIMITED}, command=["sh", "-c", join_then_serve])
     try:
         server.wait_healthy()
@@ -116,7 +116,7 @@ def test_body_bombs_in_a_replica_sized_cgroup_never_wake_the_oom_killer(replica)
 # Modules a worker may still import for itself after fork: small stdlib pieces
 # reached only on its first requests. The app, Flask and their dependencies must
 # come from the master.
-APP_PACKAGES = ("railkit", "main", "flask", "werkzeug", "limits", "redis")
+APP_PACKAGES = ("railkit", "flask", "werkzeug", "limits", "redis")
 
 
 def test_the_app_is_imported_once_in_the_master_and_shared_by_every_worker(serve):

@@ -69,7 +69,10 @@ def test_unhandled_exception_reaches_sentry_with_its_request_id(serve, ingest):
 
 
 def _sentry_imported(env: dict) -> bool:
-    code = "import sys, main; print('sentry_sdk' in sys.modules)"
+    code = (
+        "import sys; from railkit.tests import fixture_app; "
+        "fixture_app.create_app(); print('sentry_sdk' in sys.modules)"
+    )
     result = subprocess.run(
         [sys.executable, "-c", code], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=60
     )

@@ -28,5 +28,7 @@ DEFAULT_PLAN: str = _ANSWERS["railway_plan"]
 WORKER_CLASS: str = _ANSWERS["worker_class"]
 # Whether Railway's Redis was added for limits shared by every worker and replica.
 HAS_REDIS: bool = bool(_ANSWERS["use_redis"])
+# Whether the project was generated with Postgres (railkit.db, its migrations and tests).
+HAS_DATABASE: bool = _ANSWERS.get("database", "none") == "postgres"
 # Railway's plans as data, keyed by name (cookiecutter.json's _plans).
 PLANS_TABLE: dict = _ANSWERS["plans"]

@@ -11,7 +11,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from ..support import ROOT, project_venv
+from ..support import ROOT, TEMPLATE, project_venv
 from . import profiling, report, servers
 from .profiles import PROFILES
 from .scenarios import Bench
@@ -19,24 +19,29 @@ from .scenarios import Bench
 OUT = ROOT / "build" / "bench"
 WORKER_CLASSES = ("gthread", "gevent", "sync")
 SCENARIOS = (
-    "throughput", "sizing", "memory", "layers", "metrics", "users", "attacks", "redeploy", "chaos", "graceful_stop",
-    "startup", "flame",
+    "throughput", "database", "sizing", "memory", "layers", "metrics", "users", "attacks", "redeploy", "chaos",
+    "graceful_stop", "startup", "flame",
 )  # fmt: skip
+# The Python the memory scenario also measures beside the default (the first choice): the release before it.
+PREVIOUS_PYTHON = TEMPLATE["python_version"][1]
 
 
-def generate(name: str, worker_class: str, into: Path) -> tuple[Path, Path, str]:
-    """Bake a project, add the benchmark routes beside main.py, and give it a venv."""
+def generate(name: str, into: Path, **answers: str) -> tuple[Path, Path, str]:
+    """Bake a project with these cookiecutter answers, add the benchmark routes beside main.py, give it a venv."""
     package = name.replace("-", "_")
     subprocess.run(
         [
             sys.executable, "-m", "cookiecutter", str(ROOT), "--no-input", "--output-dir", str(into),
-            f"project_name={name}", f"project={name}", f"package={package}", f"worker_class={worker_class}",
+            f"project_name={name}", f"project={name}", f"package={package}",
+            *(f"{question}={answer}" for question, answer in answers.items()),
         ],
         check=True,
         capture_output=True,
     )  # fmt: skip
     project = into / name
     shutil.copy(Path(__file__).with_name("bench_routes.py"), project / "bench_routes.py")
+    if answers.get("database") == "postgres":
+        shutil.copy(Path(__file__).with_name("bench_db_routes.py"), project / "bench_db_routes.py")
     return project, project_venv(project), package
 
 
@@ -85,10 +90,30 @@ def main(argv=None) -> int:
     shutil.rmtree(args.out / "projects", ignore_errors=True)
     if "flame" in chosen and profile.flame_seconds and not profiling.PY_SPY.exists():
         install_bench_tools()
+    # Projects by role and key: the default Python's per worker class (every scenario), postgres ones per worker
+    # class (the database scenario), and gthread on the previous Python (the memory scenario).
+    wanted = {("default", name): (f"bench-{name}", {"worker_class": name}) for name in WORKER_CLASSES}
+    if "database" in chosen:
+        wanted |= {
+            ("database", name): (f"bench-{name}-postgres", {"worker_class": name, "database": "postgres"})
+            for name in profile.database_classes
+        }
+    if "memory" in chosen:
+        slug = PREVIOUS_PYTHON.replace(".", "")
+        wanted[("python", PREVIOUS_PYTHON)] = (
+            f"bench-gthread-py{slug}",
+            {"worker_class": "gthread", "python_version": PREVIOUS_PYTHON},
+        )
     with ThreadPoolExecutor() as pool:
-        baked = pool.map(lambda name: generate(f"bench-{name}", name, args.out / "projects"), WORKER_CLASSES)
-        projects = dict(zip(WORKER_CLASSES, baked, strict=True))
-    bench = Bench(projects, profile, node_missing=servers.install_node_cluster())
+        baked = pool.map(lambda made: generate(made[0], args.out / "projects", **made[1]), wanted.values())
+        projects = dict(zip(wanted, baked, strict=True))
+    bench = Bench(
+        {key: found for (role, key), found in projects.items() if role == "default"},
+        profile,
+        node_missing=servers.install_node_cluster(),
+        database_projects={key: found for (role, key), found in projects.items() if role == "database"},
+        python_projects={key: found for (role, key), found in projects.items() if role == "python"},
+    )
 
     results = {
         "machine": machine(bench.default[1]),
@@ -100,6 +125,7 @@ def main(argv=None) -> int:
         results["node_skipped"] = bench.node_missing
     steps = {
         "throughput": bench.throughput,
+        "database": bench.database,
         "sizing": bench.sizing_sweep,
         "memory": bench.memory,
         "layers": lambda: profiling.layer_costs(*bench.default, profile.layer_seconds, profile.layer_rounds),

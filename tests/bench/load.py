@@ -24,14 +24,16 @@ class LoadResult:
     wrk_cpu_s: float | None = None  # wrk's own CPU time: on a shared machine, taken from the server's
 
 
-def wrk(url: str, connections: int, seconds: float, threads: int = 2, timeout: str = "5s") -> LoadResult:
-    """Run wrk and parse its summary (--latency gives the percentiles)."""
+def wrk(
+    url: str, connections: int, seconds: float, threads: int = 2, timeout: str = "5s", script: str | None = None
+) -> LoadResult:
+    """Run wrk and parse its summary (--latency gives the percentiles); `script`: a Lua file that makes each request."""
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is missing: `make bench` installs it (apt-get install wrk)")
     threads = min(threads, connections)
     command = [
         "wrk", f"-t{threads}", f"-c{connections}", f"-d{max(1, round(seconds))}s", f"--timeout={timeout}", "--latency",
-        url,
+        *(("--script", script) if script else ()), url,
     ]  # fmt: skip
     with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as process:
         output = process.stdout.read()

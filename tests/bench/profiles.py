@@ -31,6 +31,11 @@ class Profile:
     users_interval: float = 5.0
     users_seconds: float = 30.0
     users_servers: tuple = ("gthread", "gevent", "sync", "node")
+    # One indexed SELECT per request (GET /db/<id>): the clusters measured beside bare gunicorn and Node,
+    # their alternated rounds, and wrk's connections.
+    database_classes: tuple = ("gthread", "gevent", "sync")
+    database_rounds: int = 3
+    database_connections: int = 16
 
 
 FULL = Profile(
@@ -93,6 +98,7 @@ QUICK = Profile(
     flame_seconds=2.0,
     users=2000,
     users_seconds=10.0,
+    database_rounds=1,
 )
 
 # `make test`'s check that every scenario runs and reports: the smallest of each.
@@ -122,6 +128,8 @@ SMOKE = Profile(
     users_interval=1.0,
     users_seconds=2.0,
     users_servers=("gthread",),
+    database_classes=("gthread",),
+    database_rounds=1,
 )
 
 PROFILES = {profile.name: profile for profile in (FULL, QUICK, SMOKE)}

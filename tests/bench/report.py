@@ -87,6 +87,52 @@ def _quiet(runs: dict) -> str:
     )
 
 
+def _ratio_of(run: dict, key: str) -> str:
+    """A paired median ratio ("vs_bare", "vs_node") with its spread over the rounds, or "-"."""
+    if key not in run:
+        return "-"
+    median, low, high = run[key]
+    return f"{median:.2f}x ({low:.2f}-{high:.2f})" if low != high else f"{median:.2f}x"
+
+
+def _database(figures: dict) -> list[str]:
+    if "skipped" in figures:
+        return [f"database: skipped ({figures['skipped']})"]
+    by_server = figures["servers"]
+    rounds = by_server[BASELINE].get("rounds", 1)
+    title = (
+        f"database: GET /db/<id>, one SELECT by primary key of {figures['rows']:,} rows (Postgres "
+        f"{figures['postgres']}), {figures['connections']} connections, {rounds} round{'s' if rounds > 1 else ''}"
+    )
+    lines = [
+        title,
+        f"  {'server':<24} {'req/s':>6} {'min-max':>11} {'vs bare':>17} {'vs node':>17} {'errors':>6} "
+        f"{'p50 ms':>7} {'p99 ms':>7} {'CPU us/req':>10} {'cores':>5} {'postgres':>8}",
+    ]
+    for name, run in by_server.items():
+        spread = f"{run['rps_min']:.0f}-{run['rps_max']:.0f}"
+        errors = run["errors"] + run["timeouts"] + run["non_2xx"]
+        lines.append(
+            f"  {name:<24} {run['rps']:>6.0f} {spread:>11} {_ratio_of(run, 'vs_bare'):>17} "
+            f"{_ratio_of(run, 'vs_node'):>17} {errors:>6} {_ms(run['p50_ms']):>7} {_ms(run['p99_ms']):>7} "
+            f"{run['us_per_request']:>10} {_cores(run['server_cores']):>5} {_cores(run.get('postgres_cores')):>8}"
+        )
+    lines.append(
+        "  (ratios: median of the rounds' ratios, min-max; errors: socket errors, timeouts and non-2xx answers; "
+        f"CPU us/req and cores: the server's processes; postgres: the cores Postgres used serving them; "
+        f"{_quiet(_quietest(by_server))})"
+    )
+    return lines
+
+
+def _quietest(by_server: dict) -> dict:
+    """How quiet the machine was over every server's runs."""
+    return {
+        "others_cores_max": max(run["others_cores_max"] for run in by_server.values()),
+        "repeated_runs": sum(run["repeated_runs"] for run in by_server.values()),
+    }
+
+
 def _sizing(sweep: dict) -> list[str]:
     lines = [
         f"sizing sweep on {sweep['cpus']} CPUs (one run per cell, alternated with bare gunicorn and flask run; "
@@ -113,14 +159,20 @@ def _memory(memory: dict) -> list[str]:
         if worker_class == BASELINE:
             lines.append(f"  {'bare gunicorn (1 sync)':<24} {1:>7} {figures['pss_mb']:>8.1f}")
             continue
+        name = _memory_label(worker_class, figures)
         for count, row in figures["by_workers"].items():
             served = f" ({row['worker_requests']})" if "worker_requests" in row else ""
-            lines.append(f"  {worker_class:<24} {count:>7} {row['pss_mb']:>8.1f}  {row['worker_uss_mb']}{served}")
+            lines.append(f"  {name:<24} {count:>7} {row['pss_mb']:>8.1f}  {row['worker_uss_mb']}{served}")
         lines.append(
-            f"  {worker_class}: {figures['per_extra_worker_mb']} MB per extra worker "
+            f"  {name}: {figures['per_extra_worker_mb']} MB per extra worker "
             f"({figures['per_extra_worker_share']:.0%} of the smallest cluster)"
         )
     return lines
+
+
+def _memory_label(key: str, figures: dict) -> str:
+    """The worker class and the Python it ran on, e.g. "gthread, Python 3.14.2" (the key, in runs recorded without)."""
+    return f"{figures['worker_class']}, Python {figures['python']}" if figures.get("python") else key
 
 
 def _layers(layers: dict) -> list[str]:
@@ -215,6 +267,7 @@ def _flame(flame: dict) -> list[str]:
 
 SECTIONS = {
     "throughput": _throughput,
+    "database": _database,
     "sizing": _sizing,
     "memory": _memory,
     "layers": _layers,
@@ -296,10 +349,24 @@ def goals(results: dict) -> str:
             add(f"gevent vs Node, {load}", ">= 50% of Node" + (", 0 errors" if load == io1000 else ""),
                 f"{run['rps']:.0f} vs {node:.0f} req/s (paired median {share:.1%}), {errors} errors",
                 share >= 0.5 and (load == cpu or errors == 0))  # fmt: skip
+    database = results.get("database", {}).get("servers")
+    if database:
+        errors = {name: run["errors"] + run["timeouts"] + run["non_2xx"] for name, run in database.items()}
+        times, failed = _vs_bare(database["cluster (gthread)"], database[BASELINE]["rps"]), errors["cluster (gthread)"]
+        add("database, one SELECT by primary key (default gthread)", ">= bare, 0 errors",
+            f"{times:.2f}x bare, {failed} errors", times >= 1 and not failed)  # fmt: skip
+        others = ", ".join(
+            f"{name} {_vs_bare(run, database[BASELINE]['rps']):.2f}x bare"
+            + (f" ({run['vs_node'][0]:.0%} of Node)" if "vs_node" in run else "")
+            + f", {errors[name]} errors"
+            for name, run in database.items()
+            if name.startswith("cluster")
+        )
+        add("database, each class", "(for reading)", others, None)
     for worker_class, figures in results.get("memory", {}).items():
         if worker_class != BASELINE:
             share = figures["per_extra_worker_share"]
-            add(f"memory per extra worker ({worker_class})", "<= 15% of a 1-worker server",
+            add(f"memory per extra worker ({_memory_label(worker_class, figures)})", "<= 15% of a 1-worker server",
                 f"{share:.0%} ({figures['per_extra_worker_mb']} MB)", share <= 0.15)  # fmt: skip
     if "layers" in results:
         overhead = results["layers"]["cost_vs_bare"]["generated app"]
@@ -402,7 +469,7 @@ def chart(results: dict, path: Path) -> Path:
                 continue
             counts = sorted(figures["by_workers"], key=int)
             axis.plot([int(c) for c in counts], [figures["by_workers"][c]["pss_mb"] for c in counts], marker="o",
-                      label=worker_class)  # fmt: skip
+                      label=_memory_label(worker_class, figures))  # fmt: skip
         axis.set(title="memory: PSS of the whole server", xlabel="workers", ylabel="MB")
         axis.legend(fontsize=7)
     attacks = results.get("attacks", {})

@@ -5,13 +5,14 @@ import os
 import random
 import signal
 import statistics
+import subprocess
 import threading
 import time
 import urllib.error
 import urllib.request
 from dataclasses import asdict, dataclass
 
-from . import attacks, redeploy, servers, users
+from . import attacks, database, redeploy, servers, users
 from .load import LoadResult, SteadyClient, wrk
 from .profiles import Profile, workers_for
 
@@ -23,12 +24,25 @@ METRICS_OFF = {"METRICS": "off"}
 
 
 class Bench:
-    """The generated projects under test (worker class -> (project dir, venv, package)) and the profile."""
+    """The generated projects under test (worker class -> (project dir, venv, package)) and the profile.
 
-    def __init__(self, projects: dict, profile: Profile, node_missing: str | None = None):
+    `database_projects`: the same, generated with database=postgres; `python_projects`: Python version -> a
+    gthread project generated for that version, beside the default's.
+    """
+
+    def __init__(
+        self,
+        projects: dict,
+        profile: Profile,
+        node_missing: str | None = None,
+        database_projects: dict | None = None,
+        python_projects: dict | None = None,
+    ):
         self.projects = projects
         self.profile = profile
         self.node_missing = node_missing
+        self.database_projects = database_projects or {}
+        self.python_projects = python_projects or {}
         self.cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
     @property
@@ -66,42 +80,107 @@ class Bench:
         ratio to bare gunicorn is the median of the rounds' ratios, each to the
         bare run of its own round: a slow spell weighs on both sides of it.
         """
-        figures = {}
-        for load, path, connections, rounds in self.profile.loads:
-            contenders = list(self.contenders().items())
-            samples = {name: [] for name, _ in contenders}
-            for round_ in range(rounds):
-                for name, start in contenders if round_ % 2 == 0 else reversed(contenders):
-                    samples[name].append(self._one_run(start, path, connections, warmup=self.profile.warmup_seconds))
-            figures[load] = _summary(samples)
-        return figures
+        return {
+            load: _summary(self._alternated_rounds(self.contenders(), path, connections, rounds))
+            for load, path, connections, rounds in self.profile.loads
+        }
 
-    def _one_run(self, start, path: str, connections: int, seconds: float | None = None, warmup: float = 0) -> "Run":
+    def _alternated_rounds(self, contenders: dict, path: str, connections: int, rounds: int, postgres=None) -> dict:
+        """Each contender's runs, one per round, the order reversed every other round (throughput's docstring)."""
+        order = list(contenders.items())
+        samples = {name: [] for name in contenders}
+        for round_ in range(rounds):
+            for name, start in order if round_ % 2 == 0 else reversed(order):
+                run = self._one_run(start, path, connections, warmup=self.profile.warmup_seconds, postgres=postgres)
+                samples[name].append(run)
+        return samples
+
+    def database(self) -> dict:
+        """One indexed SELECT by primary key per request: bare gunicorn, each cluster and Node, on one Postgres.
+
+        Measured as throughput's loads are (alternated rounds, paired ratios);
+        every server reads the same table of a throwaway Postgres, each Python
+        one from a project generated with database=postgres.
+        """
+        if not self.database_projects:
+            return {"skipped": "no project generated with database=postgres"}
+        first = next(iter(self.database_projects.values()))
+        missing = database.missing(first[0])
+        if missing:
+            return {"skipped": missing}
+        connections = self.profile.database_connections
+        with database.seeded_postgres(first[0]) as postgres:
+            # One replica: the budget would otherwise share the server's connections among the plan's replicas.
+            env = {"DATABASE_URL": postgres.server.url, "DATABASE_REPLICAS": "1"}
+            contenders = self._database_contenders(env)
+            samples = self._alternated_rounds(contenders, "/db/1", connections, self.profile.database_rounds, postgres)
+            return {
+                "postgres": database.version(postgres),
+                "rows": database.ROWS,
+                "connections": connections,
+                "servers": _summary(samples),
+            }
+
+    def _database_contenders(self, env: dict) -> dict:
+        """How to start each server of the database scenario: bare gunicorn on the gthread postgres project."""
+        bare_project, bare_venv, _ = self.database_projects.get("gthread", next(iter(self.database_projects.values())))
+        found = {
+            "bare gunicorn": lambda: servers.bare_gunicorn(bare_project, bare_venv, app=servers.DATABASE_APP, **env)
+        }
+        for worker_class, (project, venv, package) in self.database_projects.items():
+            name = f"cluster ({worker_class})"
+            found[name] = lambda name=name, project=project, venv=venv, package=package: servers.cluster(
+                project, venv, package, name, app=servers.DATABASE_APP, **env
+            )
+        if not self.node_missing:
+            found["node (express cluster)"] = lambda: servers.node_cluster(**env)
+        return found
+
+    def _one_run(
+        self,
+        start,
+        path: str,
+        connections: int,
+        seconds: float | None = None,
+        warmup: float = 0,
+        postgres: "database.SeededPostgres | None" = None,
+    ) -> "Run":
         """A run on a quiet machine: one that other processes disturbed is run again once they calm down.
 
         A busy neighbour takes its cores from a cluster that wants both, hardly
         any from bare gunicorn's single process, so it biases every ratio.
         """
-        runs = [self._run_once(start, path, connections, seconds, warmup)]
+        runs = [self._run_once(start, path, connections, seconds, warmup, postgres)]
         while runs[-1].others_cores > QUIET_CORES and len(runs) <= QUIET_REPEATS:
             _wait_for_quiet()
-            runs.append(self._run_once(start, path, connections, seconds, warmup))
+            runs.append(self._run_once(start, path, connections, seconds, warmup, postgres))
         kept = min(runs, key=lambda run: run.others_cores)
         kept.repeats = len(runs) - 1
         return kept
 
-    def _run_once(self, start, path: str, connections: int, seconds: float | None, warmup: float) -> "Run":
+    def _run_once(
+        self, start, path: str, connections: int, seconds: float | None, warmup: float, postgres=None
+    ) -> "Run":
+        """One run against a fresh server.
+
+        With `postgres` (the database scenario's), wrk asks through its script
+        and Postgres's CPU is counted apart: work done for the server, not a
+        disturbance of the run.
+        """
         server = start()
         try:
             if warmup:  # unmeasured: Node's JIT needs a few seconds of load to reach its pace
                 _warm_up(server.url + path, connections, warmup)
             machine_before, server_before = servers.machine_busy_seconds(), server.cpu_seconds()
+            postgres_before = postgres.cpu_seconds() if postgres else 0.0
             started = time.monotonic()
-            load = wrk(server.url + path, connections, seconds or self.profile.seconds)
+            script = postgres.script if postgres else None
+            load = wrk(server.url + path, connections, seconds or self.profile.seconds, script=script)
             elapsed = time.monotonic() - started
             server_cpu = server.cpu_seconds() - server_before
-            others = servers.machine_busy_seconds() - machine_before - server_cpu - load.wrk_cpu_s
-            return Run(load, elapsed, server_cpu, max(0.0, others))
+            postgres_cpu = postgres.cpu_seconds() - postgres_before if postgres else 0.0
+            others = servers.machine_busy_seconds() - machine_before - server_cpu - postgres_cpu - load.wrk_cpu_s
+            return Run(load, elapsed, server_cpu, max(0.0, others), postgres_cpu_s=postgres_cpu)
         finally:
             server.stop(signal.SIGKILL)
 
@@ -167,15 +246,21 @@ class Bench:
         }
 
     def memory(self) -> dict:
-        """PSS of the whole cluster (master and workers) for each worker count, after load, per worker class."""
+        """PSS of the whole cluster (master and workers) for each worker count, after load, per worker class.
+
+        Per worker class of the default Python's projects, then gthread on each
+        other Python generated for the bench (keyed "gthread, Python 3.13").
+        """
+        measured = {worker_class: (worker_class, self.projects[worker_class])
+                    for worker_class in self.profile.memory_classes if worker_class in self.projects}  # fmt: skip
+        measured |= {
+            f"gthread, Python {version}": ("gthread", found) for version, found in self.python_projects.items()
+        }
         figures = {}
-        for worker_class in self.profile.memory_classes:
-            if worker_class not in self.projects:
-                continue
+        for label, (worker_class, (project, venv, package)) in measured.items():
             by_count = {}
-            _, _, package = self.projects[worker_class]
             for count in self.profile.memory_workers:
-                server = self.start_cluster(worker_class, WEB_CONCURRENCY=str(count))
+                server = servers.cluster(project, venv, package, label, WEB_CONCURRENCY=str(count))
                 try:
                     served = _load_every_worker(server, package)
                     by_count[str(count)] = {
@@ -188,7 +273,9 @@ class Bench:
             counts = sorted(int(count) for count in by_count)
             one, most = by_count[str(counts[0])]["pss_mb"], by_count[str(counts[-1])]["pss_mb"]
             per_extra = (most - one) / (counts[-1] - counts[0]) if len(counts) > 1 else 0.0
-            figures[worker_class] = {
+            figures[label] = {
+                "worker_class": worker_class,
+                "python": _python_version(venv),
                 "by_workers": by_count,
                 "per_extra_worker_mb": round(per_extra, 2),
                 "per_extra_worker_share": round(per_extra / one, 3),
@@ -413,6 +500,12 @@ def _warm_up(url: str, connections: int, seconds: float) -> None:
         urllib.request.urlopen(url, timeout=WARMUP_DRAIN_SECONDS).close()
 
 
+def _python_version(venv) -> str:
+    """The full version of a venv's Python, e.g. 3.14.2."""
+    code = "import platform; print(platform.python_version())"
+    return subprocess.run([str(venv / "bin" / "python"), "-c", code], capture_output=True, text=True).stdout.strip()
+
+
 def _status(url: str) -> int:
     try:
         with urllib.request.urlopen(url, timeout=5) as response:
@@ -432,6 +525,7 @@ class Run:
     server_cpu_s: float  # the master and all its workers (every process of node's cluster)
     others_cpu_s: float  # the rest of the machine: other users, the bench itself, the hypervisor's steal
     repeats: int = 0  # disturbed runs made again before this one
+    postgres_cpu_s: float = 0.0  # the database scenario's Postgres, serving this server's queries
 
     @property
     def others_cores(self) -> float:
@@ -462,6 +556,10 @@ def _summary(samples: dict) -> dict:
             "others_cores_max": round(max(run.others_cores for run in runs), 2),
             "repeated_runs": sum(run.repeats for run in runs),
         }
+        if any(run.postgres_cpu_s for run in runs):
+            summary[name]["postgres_cores"] = round(
+                statistics.median(run.postgres_cpu_s / run.seconds for run in runs), 2
+            )
         for key, baseline in (("vs_bare", "bare gunicorn"), ("vs_node", "node (express cluster)")):
             if baseline in samples and name != baseline:
                 pairs = zip(runs, samples[baseline], strict=True)

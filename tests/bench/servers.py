@@ -21,6 +21,9 @@ UNLIMITED = {"RATE_LIMIT": "1000000000/second"}
 STARTUP_DEADLINE = 60.0
 # gunicorn gthread at the cluster's sizing serving the same app, with none of the cluster's workers or hooks.
 PLAIN_GTHREAD = "gunicorn gthread (no cluster)"
+# The app every server serves: the project's own, with the benchmark routes; with /db/<id> too in postgres projects.
+BENCH_APP = "bench_routes:app"
+DATABASE_APP = "bench_db_routes:app"
 
 
 def free_port() -> int:
@@ -163,13 +166,20 @@ def memory_cgroup(name: str, limit_mb: int) -> Path | None:
 
 
 def cluster(
-    project: Path, venv: Path, package: str, name: str = "cluster", gunicorn_args=(), memory_limit_mb=None, **env
+    project: Path,
+    venv: Path,
+    package: str,
+    name: str = "cluster",
+    gunicorn_args=(),
+    memory_limit_mb=None,
+    app: str = BENCH_APP,
+    **env,
 ) -> Server:
     """The generated project's own start command, serving the benchmark routes, every worker up.
 
     `gunicorn_args` (e.g. `--threads 16`) override what the project's sizing chose.
     """
-    command = ["python", "-m", "railkit.cluster", "serve", "bench_routes:app", *gunicorn_args]
+    command = ["python", "-m", "railkit.cluster", "serve", app, *gunicorn_args]
     server = Server(name, project, venv, command, env, memory_limit_mb)
     # Measure the steady state: connections made while only the first worker
     # is up would all be served by it.
@@ -182,9 +192,9 @@ def cluster(
     return server
 
 
-def bare_gunicorn(project: Path, venv: Path, memory_limit_mb=None, **env) -> Server:
+def bare_gunicorn(project: Path, venv: Path, memory_limit_mb=None, app: str = BENCH_APP, **env) -> Server:
     """What Railway runs without this template: gunicorn's defaults, one sync worker."""
-    command = ["gunicorn", "--config", "/dev/null", "--bind", "127.0.0.1:{port}", "bench_routes:app"]
+    command = ["gunicorn", "--config", "/dev/null", "--bind", "127.0.0.1:{port}", app]
     return Server("bare gunicorn", project, venv, command, env, memory_limit_mb)
 
 

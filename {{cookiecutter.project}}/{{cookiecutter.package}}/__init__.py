@@ -22,8 +22,6 @@ def create_app(test_config: dict | None = None) -> Flask:
     # Your stuff: blueprints, extensions, settings of your own.
     from . import {% if cookiecutter.database == "postgres" %}items, {% endif %}views
 
-{%- if cookiecutter.database == "postgres" %}
-    app.register_blueprint(items.bp)
-{%- endif %}
-    app.register_blueprint(views.bp)
+{% if cookiecutter.database == "postgres" %}    app.register_blueprint(items.bp)
+{% endif %}    app.register_blueprint(views.bp)
     return app

@@ -3,8 +3,8 @@
 The master writes its own facts (and, once SIGTERM arrives, when stopping
 began and when it told the workers to stop) and clears a worker's slot when
 it dies; each worker, once ready to serve, writes its pid, start time, the
-request its app has worked on longest and its request count into its own
-slot. The health endpoint reads it without any I/O, and the status command
+request its app has worked on longest, its request count and how many
+requests it holds into its own slot. The health endpoint reads it without any I/O, and the status command
 reads it from outside the cluster.
 
 The board lives in a private folder made for this one master (runtime.py),
@@ -18,25 +18,35 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+# Every 8-byte field sits at a multiple of 8, and the header and each slot
+# fill whole 64-byte cache lines, so no field straddles two lines. The fields
+# written while others read (busy_since, the counts) are int64s, which struct
+# copies as one 8-byte word (a double goes through a portable byte-wise
+# encoder): a reader sees a write whole or not at all. A torn busy_since would
+# read as a request stuck for decades, and the watchdog would abort a healthy worker.
+CACHE_LINE = 64
+
 # master pid, configured workers, master start time, when stopping began (0: serving),
-# when the master told the workers to stop (0: not yet)
-HEADER = struct.Struct("<iiddd")
+# when the master told the workers to stop (0: not yet); padded to a cache line.
+HEADER = struct.Struct("<qqddd24x")
 # One of the header's times, read or written alone.
 TIMESTAMP = struct.Struct("<d")
-STOPPING_SINCE_OFFSET = struct.calcsize("<iid")
-WORKERS_STOPPED_OFFSET = struct.calcsize("<iidd")
+STOPPING_SINCE_OFFSET = struct.calcsize("<qqd")
+WORKERS_STOPPED_OFFSET = struct.calcsize("<qqdd")
 # worker pid (0 when the slot is free), worker start time, start of the app's
-# longest-running work on a request (0 when idle), requests served,
-# and that request as "METHOD path request-id" (for the abort line).
-SLOT = struct.Struct("<iddQ256s")
-BUSY = struct.Struct("<d")
-REQUESTS = struct.Struct("<Q")
+# longest-running work on a request (microseconds since the epoch, 0 when idle),
+# requests served, requests in flight; then, from the next cache line, that longest request as
+# "METHOD path request-id" (for the watchdog's lines).
+SLOT = struct.Struct("<qdqqq24x256s")
+COUNT = struct.Struct("<q")
 LABEL = struct.Struct("<256s")
 # The slot's numbers alone: what listing the workers needs.
-FACTS = struct.Struct("<iddQ")
-BUSY_OFFSET = struct.calcsize("<id")
-REQUESTS_OFFSET = struct.calcsize("<idd")
-LABEL_OFFSET = struct.calcsize("<iddQ")
+FACTS = struct.Struct("<qdqq")
+BUSY_OFFSET = struct.calcsize("<qd")
+REQUESTS_OFFSET = struct.calcsize("<qdq")
+IN_FLIGHT_OFFSET = struct.calcsize("<qdqq")
+LABEL_OFFSET = CACHE_LINE
+MICROSECONDS = 1_000_000
 # Twice the most workers WEB_CONCURRENCY allows (256): a SIGHUP reload starts
 # the new workers before the old ones stop, so both sets need slots at once.
 MAX_SLOTS = 512
@@ -104,22 +114,30 @@ class Board:
         return TIMESTAMP.unpack_from(self.memory, WORKERS_STOPPED_OFFSET)[0]
 
     def claim(self, index: int, pid: int) -> None:
-        SLOT.pack_into(self.memory, _offset(index), pid, time.time(), 0.0, 0, b"")
+        SLOT.pack_into(self.memory, _offset(index), pid, time.time(), 0, 0, 0, b"")
 
     def release(self, index: int) -> None:
-        SLOT.pack_into(self.memory, _offset(index), 0, 0.0, 0.0, 0, b"")
+        SLOT.pack_into(self.memory, _offset(index), 0, 0.0, 0, 0, 0, b"")
 
-    # Only the worker owning a slot writes these, so no lock is needed.
+    # Only the worker owning a slot writes these, so no lock is needed; each
+    # number is one aligned 8-byte store, which a reader sees whole or not at all.
 
     def set_busy(self, index: int, since: float, label: str) -> None:
         LABEL.pack_into(self.memory, _offset(index) + LABEL_OFFSET, label.encode("utf-8", "replace")[: LABEL.size])
-        BUSY.pack_into(self.memory, _offset(index) + BUSY_OFFSET, since)
+        COUNT.pack_into(self.memory, _offset(index) + BUSY_OFFSET, round(since * MICROSECONDS))
 
     def set_requests(self, index: int, served: int) -> None:
-        REQUESTS.pack_into(self.memory, _offset(index) + REQUESTS_OFFSET, served)
+        COUNT.pack_into(self.memory, _offset(index) + REQUESTS_OFFSET, served)
+
+    def set_in_flight(self, index: int, requests: int) -> None:
+        COUNT.pack_into(self.memory, _offset(index) + IN_FLIGHT_OFFSET, requests)
+
+    def in_flight(self, index: int) -> int:
+        """Requests the worker holds, from its hook before the app to its hook after it."""
+        return COUNT.unpack_from(self.memory, _offset(index) + IN_FLIGHT_OFFSET)[0]
 
     def busy_since(self, index: int) -> float:
-        return BUSY.unpack_from(self.memory, _offset(index) + BUSY_OFFSET)[0]
+        return COUNT.unpack_from(self.memory, _offset(index) + BUSY_OFFSET)[0] / MICROSECONDS
 
     def busy_label(self, index: int) -> str:
         raw = LABEL.unpack_from(self.memory, _offset(index) + LABEL_OFFSET)[0]
@@ -127,8 +145,12 @@ class Board:
 
     def workers(self) -> list[WorkerSlot]:
         """Every live worker, by index."""
-        slots = (WorkerSlot(index, *FACTS.unpack_from(self.memory, _offset(index))) for index in range(MAX_SLOTS))
-        return [slot for slot in slots if slot.pid]
+        found = []
+        for index in range(MAX_SLOTS):
+            pid, started, busy, requests = FACTS.unpack_from(self.memory, _offset(index))
+            if pid:
+                found.append(WorkerSlot(index, pid, started, busy / MICROSECONDS, requests))
+        return found
 
     def free_slot(self, taken: set[int]) -> int | None:
         """The lowest slot index not in `taken`, or None when every slot is in use."""

@@ -10,11 +10,13 @@ the owner defines there runs beside the platform's instead of replacing it.
 from ..settings import load_settings_or_exit
 from . import hooks, limits, metrics, runtime
 from .network import listen_addresses
+from .python_support import refuse_unsupported_python
 from .sizing import size_cluster
 
 
 def gunicorn_settings() -> dict:
     """gunicorn's settings for this container, by gunicorn's names."""
+    refuse_unsupported_python()
     settings = load_settings_or_exit()
     size = size_cluster(settings)
     hooks.prepare(settings, size)

@@ -7,13 +7,12 @@ INTERNALS. gunicorn has changed such internals before (24.0 replaced the
 signal queue), and a wrapper around something renamed would silently do
 nothing. So the master checks each one's shape before anything starts, and
 refuses to start, with one JSON line, when one is missing.
-(errors.py swaps gunicorn.util.write_error, workers/peers.py its check of a
-peer against the allow lists, and workers/ subclasses gunicorn's workers and
-request readers; their internals are checked here too, and so are
-the two private methods of limits' memory store that ratelimit.py replaces.)
+(errors.py swaps gunicorn.util.write_error, workers/writing.py its two
+writers of answers, workers/peers.py its check of a peer against the allow
+lists, and workers/ subclasses gunicorn's workers and request readers;
+their internals are checked here too.)
 """
 
-import importlib.metadata
 import importlib.util
 import inspect
 import logging
@@ -60,7 +59,7 @@ class Internal:
                 found = tuple(inspect.signature(target).parameters)
             except (TypeError, ValueError):
                 return f"{self.name} is not a function"
-            if found != self.parameters:
+            if not _same_call(inspect.signature(target), self.parameters):
                 return f"{self.name} takes ({', '.join(found)}), expected ({', '.join(self.parameters)})"
         code = getattr(target, "__code__", None)
         absent = [name for name in self.uses if code is None or name not in code.co_names]
@@ -69,7 +68,17 @@ class Internal:
         return None
 
 
+def _same_call(signature: inspect.Signature, expected: tuple[str, ...]) -> bool:
+    """Whether a function still takes `expected`, in order: a new optional parameter after them is no change."""
+    found = list(signature.parameters.values())
+    if tuple(parameter.name for parameter in found[: len(expected)]) != expected:
+        return False
+    return all(parameter.default is not inspect.Parameter.empty for parameter in found[len(expected) :])
+
+
 INTERNALS = (
+    # The loop itself: it calls murder_workers every pass, and dispatches each signal to handle_<name>.
+    Internal("Arbiter.run", arbiter.Arbiter, "run", ("self",), ("murder_workers", "SIG_NAMES")),
     # The master loop calls it every pass (at least once a second): the
     # watchdog and the shutdown deadlines ride along with it.
     Internal("Arbiter.murder_workers", arbiter.Arbiter, "murder_workers", ("self",)),
@@ -95,6 +104,18 @@ INTERNALS = (
     Internal("Message.__init__", message.Message, "__init__", uses=("must_close",)),
     Internal("Request.__init__", message.Request, "__init__", uses=("req_number",)),
     Internal("util.write_error", util, "write_error", ("sock", "status_int", "reason", "mesg")),
+    # workers/writing.py: every answer written against a deadline, through the two writers responses call.
+    Internal("util.write", util, "write", ("sock", "data", "chunked"), ("write_chunk",)),
+    Internal("util.write_chunk", util, "write_chunk", ("sock", "data")),
+    Internal("Response.send_headers", wsgi.Response, "send_headers", ("self",), ("util", "write")),
+    Internal("Response._emit_body", wsgi.Response, "_emit_body", ("self", "data"), ("util", "write")),
+    Internal("Response.close", wsgi.Response, "close", ("self",), ("util", "write_chunk")),
+    # workers/reading.py: `100 Continue` sent on the app's first read, not by wsgi.create before the app runs;
+    # and the decision to close after an answer, which Response.should_close asks the request for.
+    Internal("Request._expected_100_continue", message.Request, "_expected_100_continue", kind=bool),
+    Internal("wsgi.create", wsgi, "create", uses=("_expected_100_continue",)),
+    Internal("Message.should_close", message.Message, "should_close", ("self",), ("must_close",)),
+    Internal("Response.should_close", wsgi.Response, "should_close", ("self",), ("should_close",)),
     # workers/reading.py: requests read against deadlines (DeadlineParser and its readers).
     Internal(
         "gunicorn.http.get_parser", gunicorn.http, "get_parser", ("cfg", "source", "source_addr", "http2_connection")
@@ -135,8 +156,13 @@ INTERNALS = (
         "ThreadWorker.__init__",
         gthread.ThreadWorker,
         "__init__",
-        uses=("poller", "keepalived_conns", "nr_conns", "worker_connections"),
+        uses=("poller", "keepalived_conns", "nr_conns", "worker_connections", "max_keepalived"),
     ),
+    # The run loop accepts while nr_conns < worker_connections (a property of ours: 0 while accepts pause).
+    Internal("ThreadWorker.run", gthread.ThreadWorker, "run", ("self",), ("nr_conns", "worker_connections")),
+    Internal("ThreadWorker.set_accept_enabled", gthread.ThreadWorker, "set_accept_enabled", ("self", "enabled")),
+    # Kept-alive connections idle oldest first, each until its `timeout` (the eviction reads it).
+    Internal("TConn.set_timeout", gthread.TConn, "set_timeout", ("self",), ("timeout",)),
     Internal("ThreadWorker.accept", gthread.ThreadWorker, "accept", ("self", "listener")),
     Internal(
         "ThreadWorker.on_client_socket_readable",
@@ -190,7 +216,8 @@ def gevent_internals() -> tuple[Internal, ...]:
                 "_call_hooks",
             ),
         ),
-        Internal("GeventWorker.run", ggevent.GeventWorker, "run", ("self",)),
+        # Its pool's size is worker_connections, which the worker sizes from its open-files limit.
+        Internal("GeventWorker.run", ggevent.GeventWorker, "run", ("self",), ("worker_connections",)),
         Internal("GeventWorker.handle", ggevent.GeventWorker, "handle", ("self", "listener", "client", "addr")),
         Internal(
             "GeventWorker.handle_request",
@@ -201,25 +228,13 @@ def gevent_internals() -> tuple[Internal, ...]:
     )
 
 
-def limits_internals() -> tuple[Internal, ...]:
-    """What ratelimit.WorkerMemoryStorage replaces: the store's timer-per-count sweep."""
-    from limits.storage import memory
-
-    store = memory.MemoryStorage
-    return (
-        Internal("MemoryStorage.__init__", store, "__init__", uses=("timer",)),
-        Internal("MemoryStorage.__schedule_expiry", store, "_MemoryStorage__schedule_expiry", ("self",), ("timer",)),
-        Internal("MemoryStorage.__expire_events", store, "_MemoryStorage__expire_events", ("self",)),
-    )
-
-
 def missing_internals(worker_class: str) -> list[str]:
-    """Each wrapped internal that this gunicorn (or limits) no longer has in the expected shape.
+    """Each wrapped internal that this gunicorn (or gevent) no longer has in the expected shape.
 
     gevent's are checked for gevent workers only: importing gevent where it is
     merely installed would cost every other master ~30 ms and its memory.
     """
-    internals = (*INTERNALS, *(gevent_internals() if worker_class == "gevent" else ()), *limits_internals())
+    internals = (*INTERNALS, *(gevent_internals() if worker_class == "gevent" else ()))
     problems = [internal.problem() for internal in internals]
     if getattr(arbiter, "os", None) is not os:
         problems.append("gunicorn.arbiter.os is not the os module")
@@ -231,13 +246,11 @@ def refuse_unless_compatible(worker_class: str) -> None:
     missing = missing_internals(worker_class)
     if not missing:
         return
-    limits_version = importlib.metadata.version("limits")
     log.error(
-        "Refusing to start: gunicorn %s or limits %s changed internals this cluster wraps: %s",
+        "Refusing to start: gunicorn %s changed internals this cluster wraps: %s",
         gunicorn.__version__,
-        limits_version,
         "; ".join(missing),
-        extra={"gunicorn_version": gunicorn.__version__, "limits_version": limits_version, "missing": missing},
+        extra={"gunicorn_version": gunicorn.__version__, "missing": missing},
     )
     sys.exit(EXIT_INCOMPATIBLE)
 

@@ -220,11 +220,12 @@ class ClusterHooks:
     def child_exit(self, server, worker) -> None:
         """Log a dead worker's cause; back off, or give up, if workers keep dying at start."""
         self.board.release(worker.slot)
+        stopped_for = self.watchdog.forget(worker.pid)
         death = Death(
             status=describe_status(self.exit_statuses.pop(worker.pid, None)),
             lifetime=time.time() - worker.started,
-            timed_out=compat.was_aborted(worker),
-            over_memory=self.watchdog.forget(worker.pid),
+            timed_out=compat.was_aborted(worker) or stopped_for == "stuck",
+            over_memory=stopped_for == "memory",
             shutting_down=not compat.listeners(server),
         )
         metrics.forget_worker(worker.pid)
@@ -295,10 +296,13 @@ class ClusterHooks:
             compat.close_after_answer(req)
         self.set_request_key(id(req))
         self.in_flight.begin(id(req), describe(req))
+        # The watchdog aborts a worker recycled for a stuck request once that request is all it holds.
+        self.board.set_in_flight(worker.slot, len(self.in_flight))
 
     def post_request(self, worker, req, environ, resp) -> None:
         """Count the request and clear it from the requests in flight."""
         self.in_flight.end(id(req))
+        self.board.set_in_flight(worker.slot, len(self.in_flight))
         self.set_request_key(None)
         served = next(self.served)
         # The count is for `status`: exact at rest, at most COUNT_EVERY behind under load (the board is shared memory).

@@ -82,8 +82,9 @@ WRITE_STALL_SECONDS = 30
 # share of its threads wait on them: when one more stalls, the connection
 # stalled longest is cut, so the other threads always serve (/health among them).
 STALLED_THREADS_SHARE = 0.5
-# A gevent worker keeps at most this many stalled answers (each holds its answer's memory).
-GEVENT_STALLED_WRITERS = 64
+# A gevent worker keeps at most this many stalled answers: each holds its answer in memory, and a
+# worker over WORKER_MAX_MEMORY_MB is recycled (every client of it cut).
+GEVENT_STALLED_WRITERS = 16
 # A declared body the app did not read is discarded, and its connection kept
 # alive, only when it has all arrived already and is at most this large;
 # otherwise the answer says `Connection: close` and nothing waits for the body.

@@ -4,7 +4,8 @@ gunicorn's master loop wakes at least once a second (sooner on a signal)
 and, while it runs, reaps dead workers and replaces them. Anything that
 waits inside a hook stops all of that. So crash back-off, the lame-duck
 phase and the drain are deadlines: the loop checks them on each pass, and
-wakes early enough to meet the next one.
+wakes early enough to meet the next one. Folding a dead worker's metrics,
+when a scrape holds their folder, is retried on the next pass the same way.
 
 Stopping, on SIGTERM:
 1. lame duck (SHUTDOWN_DELAY s): keep accepting and serving, but answer every
@@ -21,7 +22,7 @@ import logging
 import math
 import time
 
-from . import drain
+from . import drain, metrics
 from . import gunicorn_compat as compat
 
 log = logging.getLogger(__name__)
@@ -50,9 +51,10 @@ class MasterLoop:
     # -- each pass ------------------------------------------------------------
 
     def tick(self, server) -> None:
-        """Run the watchdog, and move the shutdown along when its deadline has come."""
+        """Run the watchdog, fold dead workers' metrics a scrape held back, move the shutdown along when due."""
         hooks = self.hooks
         hooks.watchdog.check(compat.workers(server), hooks.settings.request_timeout)
+        metrics.fold_dead_workers(alive=compat.workers(server))
         now = time.monotonic()
         if self.phase == "lame duck" and now >= self.lame_duck_until:
             self._start_drain(server)

@@ -13,7 +13,8 @@ A dead worker's counters and histograms stay counted: its files are folded
 into one archive file (so recycled workers do not pile up files and slow every
 scrape), and its live gauges are dropped. Scrapes take a shared lock on the
 folder and the fold an exclusive one, so no scrape sees a count twice or not
-at all.
+at all. The master never waits for the lock: while a scrape holds it, the
+fold is left to a later pass of its loop.
 
 prometheus_client is imported inside the functions below: this module is
 imported with gunicorn.conf.py, before the folder exists.
@@ -23,7 +24,6 @@ import contextlib
 import fcntl
 import functools
 import os
-import time
 from pathlib import Path
 
 from .. import project
@@ -39,8 +39,9 @@ PREFIX = project.METRICS_PREFIX
 LOCK_FILE = ".lock"
 # File kinds whose values add up across processes, so a dead worker's can be folded into one.
 ADDITIVE_KINDS = ("counter", "histogram")
-# How long the master waits for scrapes to finish before it folds a dead worker's files.
-FOLD_WAIT_SECONDS = 1.0
+
+# Dead workers whose files are not folded yet (a scrape held the folder when they died).
+_unfolded: set[int] = set()
 
 
 def multiprocess_env(instance_folder: Path) -> list[str]:
@@ -65,45 +66,55 @@ def folder_lock(folder: Path, exclusive: bool):
         yield
 
 
-def _try_exclusive_lock(lock, seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while True:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return True
-        except BlockingIOError:
-            if time.monotonic() > deadline:
-                return False
-            time.sleep(0.01)
-
-
 def forget_worker(pid: int) -> None:
-    """In child_exit: drop a dead worker's live gauges and fold its counts into the archive."""
+    """In child_exit, without waiting: drop a dead worker's live gauges; fold its counts now, or on a later pass."""
     folder = current_folder()
     if folder is None:
         return
     from prometheus_client import multiprocess
-    from prometheus_client.mmap_dict import MmapedDict
 
     # Scrapes already skip a live gauge's file that vanishes under them.
     multiprocess.mark_process_dead(pid, str(folder))
+    _unfolded.add(pid)
+    fold_dead_workers(alive=())
+
+
+def fold_dead_workers(alive) -> None:
+    """Fold dead workers' counts into the archive if no scrape holds the folder now; never waits.
+
+    The master calls it from child_exit and on each pass of its loop. Until
+    folded, a dead worker's files stay in the folder and are counted as they are.
+    """
+    folder = current_folder()
+    if not _unfolded or folder is None:
+        return
+    # A new worker that got a dead one's pid carries on in its files: they are its own now.
+    _unfolded.difference_update(alive)
     with open(folder / LOCK_FILE, "a+b") as lock:
-        # A scrape stuck while holding the lock must not stall the master: the
-        # files then stay as they are, still counted, and are not folded.
-        if not _try_exclusive_lock(lock, FOLD_WAIT_SECONDS):
-            return
-        for kind in ADDITIVE_KINDS:
-            dead = folder / f"{kind}_{pid}.db"
-            if not dead.exists():
-                continue
-            archive = MmapedDict(str(folder / f"{kind}_archive.db"))
-            try:
-                for key, value, timestamp, _ in MmapedDict.read_all_values_from_file(str(dead)):
-                    total, _ = archive.read_value(key)
-                    archive.write_value(key, total + value, timestamp)
-            finally:
-                archive.close()
-            dead.unlink()
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return  # a scrape holds the folder; the hook or the loop must not wait for it
+        for pid in sorted(_unfolded):
+            _fold(folder, pid)
+        _unfolded.clear()
+
+
+def _fold(folder: Path, pid: int) -> None:
+    from prometheus_client.mmap_dict import MmapedDict
+
+    for kind in ADDITIVE_KINDS:
+        dead = folder / f"{kind}_{pid}.db"
+        if not dead.exists():
+            continue
+        archive = MmapedDict(str(folder / f"{kind}_archive.db"))
+        try:
+            for key, value, timestamp, _ in MmapedDict.read_all_values_from_file(str(dead)):
+                total, _ = archive.read_value(key)
+                archive.write_value(key, total + value, timestamp)
+        finally:
+            archive.close()
+        dead.unlink()
 
 
 @functools.cache

@@ -9,8 +9,11 @@ itself: one stuck in a runaway request never reaches its own check.
 - Stuck requests: gunicorn's own timeout watches a worker's heartbeat, which a
   gthread or gevent worker keeps beating while one of its requests hangs. The
   board says how long each worker's app has worked on its oldest request
-  (a client's download does not count); past REQUEST_TIMEOUT the worker is
-  aborted (SIGABRT logs its stacks first).
+  (a client's download does not count). Past REQUEST_TIMEOUT the worker is
+  recycled, not killed: SIGTERM stops it taking new connections and lets it
+  finish the requests it holds beside the stuck one. Once the stuck request
+  is all it holds, or GRACEFUL_TIMEOUT later, it is aborted (SIGABRT logs
+  its stacks first). The worker's other requests are not cut with it.
 """
 
 import contextlib
@@ -50,15 +53,14 @@ def resident_memory_mb(pid: int) -> float | None:
 
 
 class WorkerWatchdog:
-    """Recycles workers over their memory limit and aborts workers stuck on a request."""
+    """Recycles workers over their memory limit, and recycles then aborts workers stuck on a request."""
 
     def __init__(self, board: Board, limit_mb: int, graceful_timeout: float):
         self.board = board
         self.limit_mb = limit_mb
         self.graceful_timeout = graceful_timeout
-        # pid -> (when it was asked to stop, how long it may take)
-        self.stopping: dict[int, tuple[float, float]] = {}
-        self.over_memory: set[int] = set()
+        # pid -> (why it was asked to stop, when, how long it may take)
+        self.stopping: dict[int, tuple[str, float, float]] = {}
         self.next_check = 0.0
 
     def check(self, workers: dict, request_timeout: float) -> None:
@@ -69,9 +71,9 @@ class WorkerWatchdog:
         self.next_check = now + CHECK_INTERVAL
         for pid, worker in list(workers.items()):
             if pid in self.stopping:
-                self._kill_if_overdue(pid, now)
+                self._follow_up(pid, worker, request_timeout, now)
             elif request_timeout and self._stuck_for(worker) > request_timeout:
-                self._abort(pid, worker, request_timeout, now)
+                self._recycle_stuck(pid, worker, request_timeout, now)
             else:
                 self._recycle_if_over_memory(pid, worker, now)
 
@@ -79,27 +81,46 @@ class WorkerWatchdog:
         since = self.board.busy_since(worker.slot)
         return time.time() - since if since else 0.0
 
-    def _abort(self, pid: int, worker, request_timeout: float, now: float) -> None:
+    def _stuck_request(self, worker) -> dict:
         method, path, request_id = [*self.board.busy_label(worker.slot).split(" ", 2), "-", "-", "-"][:3]
+        return {"method": method, "path": path, "request_id": request_id}
+
+    def _recycle_stuck(self, pid: int, worker, request_timeout: float, now: float) -> None:
+        """SIGTERM: the worker takes no new connections and finishes its other requests; the abort comes later."""
+        request = self._stuck_request(worker)
+        others = max(0, self.board.in_flight(worker.slot) - 1)
+        log.error(
+            "Worker %s (pid %s) has worked on %s %s (request id %s) for over %ss (REQUEST_TIMEOUT): recycling it; "
+            "it takes no new connections, finishes its %s other requests, and is aborted once the stuck one "
+            "is all it holds (in %ss at most: GRACEFUL_TIMEOUT)",
+            worker.slot + 1,
+            pid,
+            request["method"],
+            request["path"],
+            request["request_id"],
+            request_timeout,
+            others,
+            self.graceful_timeout,
+            extra={"worker": worker.slot + 1, "worker_pid": pid, **request, "other_requests": others},
+        )
+        self.stopping[pid] = ("stuck", now, self.graceful_timeout)
+        _signal(pid, signal.SIGTERM)
+
+    def _abort(self, pid: int, worker, request_timeout: float, now: float) -> None:
+        request = self._stuck_request(worker)
         log.critical(
             "Worker %s (pid %s) has worked on %s %s (request id %s) for over %ss (REQUEST_TIMEOUT): aborting it",
             worker.slot + 1,
             pid,
-            method,
-            path,
-            request_id,
+            request["method"],
+            request["path"],
+            request["request_id"],
             request_timeout,
-            extra={
-                "worker": worker.slot + 1,
-                "worker_pid": pid,
-                "method": method,
-                "path": path,
-                "request_id": request_id,
-            },
+            extra={"worker": worker.slot + 1, "worker_pid": pid, **request},
         )
         compat.mark_aborted(worker)
         metrics.record_abort()
-        self.stopping[pid] = (now, ABORT_GRACE)
+        self.stopping[pid] = ("aborted", now, ABORT_GRACE)
         _signal(pid, signal.SIGABRT)
 
     def _recycle_if_over_memory(self, pid: int, worker, now: float) -> None:
@@ -114,25 +135,27 @@ class WorkerWatchdog:
             self.limit_mb,
             extra={"worker": worker.slot + 1, "worker_pid": pid, "memory_mb": round(used)},
         )
-        self.over_memory.add(pid)
         metrics.record_recycle()
-        self.stopping[pid] = (now, self.graceful_timeout)
+        self.stopping[pid] = ("memory", now, self.graceful_timeout)
         _signal(pid, signal.SIGTERM)
 
-    def _kill_if_overdue(self, pid: int, now: float) -> None:
-        asked, allowed = self.stopping[pid]
-        if now - asked > allowed:
+    def _follow_up(self, pid: int, worker, request_timeout: float, now: float) -> None:
+        """A worker asked to stop: abort a stuck one once its other requests are done; kill any that overstays."""
+        why, asked, allowed = self.stopping[pid]
+        overdue = now - asked > allowed
+        # A stuck request may still end by itself: the worker then exits as any recycled one does.
+        still_stuck = why == "stuck" and self._stuck_for(worker) > request_timeout
+        if still_stuck and (overdue or self.board.in_flight(worker.slot) == 1):
+            self._abort(pid, worker, request_timeout, now)
+        elif overdue:
             log.error("Worker pid %s did not exit within %ss of being asked to: killing it", pid, allowed)
             _signal(pid, signal.SIGKILL)
-            self.stopping[pid] = (now, float("inf"))
+            self.stopping[pid] = (why, now, float("inf"))
 
-    def forget(self, pid: int) -> bool:
-        """Drop a dead worker, and say whether it was recycled for its memory."""
-        self.stopping.pop(pid, None)
-        if pid in self.over_memory:
-            self.over_memory.discard(pid)
-            return True
-        return False
+    def forget(self, pid: int) -> str | None:
+        """Drop a dead worker; say why the watchdog had asked it to stop ("memory", "stuck", "aborted"), if it had."""
+        why, _, _ = self.stopping.pop(pid, (None, 0.0, 0.0))
+        return why
 
 
 def _signal(pid: int, signum: int) -> None:

@@ -111,9 +111,7 @@ def plan_budget(
 def outside_cluster(pool_size: int | None) -> Budget:
     """The pool of a process no cluster sized (flask run, tests): small, or DATABASE_POOL_SIZE."""
     size = pool_size or DEFAULT_POOL_OUTSIDE_CLUSTER
-    return Budget(
-        pool_size=size, max_overflow=0, workers=1, replicas=1, usable=0, reserved=0, source="no cluster"
-    )
+    return Budget(pool_size=size, max_overflow=0, workers=1, replicas=1, usable=0, reserved=0, source="no cluster")
 
 
 def replicas_of(plan) -> int:
@@ -150,4 +148,3 @@ def libpq_url(url: str) -> str:
     """The URL as libpq reads it (SQLAlchemy's driver suffix removed)."""
     scheme, _, rest = url.partition("://")
     return f"{scheme.split('+')[0]}://{rest}"
-

@@ -263,7 +263,8 @@ class UsersOutcome:
         self.failures[kind] = self.failures.get(kind, 0) + 1
 
     def __str__(self) -> str:
-        return f"{self.answered}/{self.sent} answered on the first try ({self.first_try:.2%}); failures {self.failures}"
+        share = f"{self.first_try * 100:.2f} %"
+        return f"{self.answered}/{self.sent} answered on the first try ({share}); failures {self.failures}"
 
 
 class KeptAliveUsers:
@@ -396,3 +397,49 @@ class KeptAliveUsers:
         user["sock"].close()
         user["sock"] = None
         user["sent_at"] = None
+
+
+class SlowReaders:
+    """Clients asking for `path` with a tiny receive buffer and never reading, `per_second` new ones a second.
+
+    Each is closed after `hold` seconds, as a client giving up would be.
+    """
+
+    def __init__(self, port: int, path: str = "/big?mb=8", per_second: float = 20, hold: float = 30.0):
+        self.port = port
+        self.request = b"GET %s HTTP/1.1\r\nHost: reader\r\n\r\n" % path.encode()
+        self.per_second = per_second
+        self.hold = hold
+        self.opened = 0
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> "SlowReaders":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.stopping.set()
+        self.thread.join(30)
+
+    def _run(self) -> None:
+        held: list[tuple[float, socket.socket]] = []
+        try:
+            while not self.stopping.is_set():
+                now = time.monotonic()
+                sock = socket.socket()
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+                sock.settimeout(2)
+                try:
+                    sock.connect(("127.0.0.1", self.port))
+                    sock.sendall(self.request)
+                    held.append((now, sock))
+                    self.opened += 1
+                except OSError:
+                    sock.close()
+                while held and held[0][0] < now - self.hold:
+                    held.pop(0)[1].close()
+                self.stopping.wait(1 / self.per_second)
+        finally:
+            for _, sock in held:
+                sock.close()

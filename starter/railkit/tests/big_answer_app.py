@@ -44,12 +44,14 @@ def slow():
 
 @bp.post("/hold-files")
 def hold_files():
-    """Open `count` more files and keep them open (this worker's descriptors run out)."""
+    """Open `count` more files and keep them open; when the descriptors run out, give `spare` back."""
     count = int(request.args.get("count", "100"))
     try:
         for _ in range(count):
             _held.append(open("/dev/null", "rb"))  # noqa: SIM115 - held open on purpose
     except OSError as error:
+        for _ in range(int(request.args.get("spare", "0"))):
+            _held.pop().close()
         return {"held": len(_held), "error": str(error)}
     return {"held": len(_held)}
 

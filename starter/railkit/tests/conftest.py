@@ -29,6 +29,10 @@ SAME_FOR_EVERY_WORKER_CLASS = {
     "test_sizing",
 }
 
+# The database's tests need its packages and a Postgres server: only projects generated with Postgres run them.
+if not project.HAS_DATABASE:
+    collect_ignore_glob = ["test_database*.py", "fixture_db_app.py"]
+
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "worker_class(*names): a behaviour of these worker classes only")

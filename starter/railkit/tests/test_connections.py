@@ -4,6 +4,7 @@ Each test runs one worker at a lowered capacity (gunicorn's --worker-connections
 or a low open-files limit), so a few hundred clients stand for thousands.
 """
 
+import contextlib
 import os
 import socket
 import sys
@@ -12,6 +13,7 @@ import time
 import pytest
 
 from railkit.cluster import limits
+from railkit.settings import WORKER_CLASS
 
 from .attacks import KeptAliveUsers
 from .servers import message_starts, wait_until
@@ -36,10 +38,8 @@ def _client_sockets(pid: int) -> int:
     """Sockets a worker holds (its listeners included)."""
     count = 0
     for fd in os.listdir(f"/proc/{pid}/fd"):
-        try:
+        with contextlib.suppress(OSError):
             count += os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:")
-        except OSError:
-            pass
     return count
 
 
@@ -111,7 +111,10 @@ def test_at_capacity_only_connections_idle_long_enough_make_room(serve):
 
 @pytest.mark.worker_class("gthread")
 def test_at_capacity_kept_alive_connections_are_closed_in_an_answer_not_under_a_client(serve):
-    """gthread keeps `threads` connections of room: past that, answers say `Connection: close`; nothing closes silently."""
+    """gthread keeps room for `threads` busy connections: past that, answers say `Connection: close`.
+
+    Nothing closes silently, and a lingering close does not hold a newcomer back.
+    """
     capacity = 40
     server = serve(
         {"WEB_CONCURRENCY": "1", "RATE_LIMIT": "off"},
@@ -130,20 +133,19 @@ def test_at_capacity_kept_alive_connections_are_closed_in_an_answer_not_under_a_
 
 def test_accept_out_of_descriptors_pauses_and_says_so_once(serve):
     """accept() failing with EMFILE once crashed the worker (gunicorn re-raises all but EAGAIN and ECONNABORTED)."""
-    server = serve(
-        {"WEB_CONCURRENCY": "1", "RATE_LIMIT": "off"}, command=_gunicorn("--threads=4", limit_files=256)
-    )
+    server = serve({"WEB_CONCURRENCY": "1", "RATE_LIMIT": "off"}, command=_gunicorn("--threads=4", limit_files=256))
     (pid,) = server.wait_for_workers(1)
-    status, _, body = server.request("/hold-files?count=1000", method="POST")
+    status, _, body = server.request("/hold-files?count=1000&spare=3", method="POST")
     assert status == 200 and b"error" in body, body  # the worker is out of descriptors
     clients = []
     try:
         for _ in range(20):
             clients.append(socket.create_connection(("127.0.0.1", server.port), timeout=5))
-        paused = server.wait_for_log(message_starts("accept() failed"))
-        assert paused["level"] == "warn"
-        time.sleep(2)  # several pauses and retries
-        assert len([log for log in server.logs if log.get("message", "").startswith("accept() failed")]) == 1
+        if WORKER_CLASS == "gthread":
+            paused = server.wait_for_log(message_starts("accept() failed"))
+            assert paused["level"] == "warn"
+        time.sleep(2)  # several pauses and retries (gevent's server pauses and retries on its own)
+        assert len([log for log in server.logs if log.get("message", "").startswith("accept() failed")]) <= 1
         assert not _died(server) and server.worker_pids() == {pid}
     finally:
         for sock in clients:

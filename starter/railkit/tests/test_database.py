@@ -73,7 +73,9 @@ def test_the_budget_fits_the_service_and_its_deploys_into_the_server():
     # 5 workers x 2 replicas x 2 deployments share 97 connections.
     assert (budget.pool_size, budget.max_overflow) == (4, 0)
     assert budget.service_total == 80
-    assert plan_budget(usable=ServerLimits(10_000, "t"), workers=2, concurrency=1, replicas=1, reserved=3).per_worker == 1
+    assert (
+        plan_budget(usable=ServerLimits(10_000, "t"), workers=2, concurrency=1, replicas=1, reserved=3).per_worker == 1
+    )
 
 
 def test_a_budget_that_cannot_fit_names_the_variables_to_change():

@@ -42,7 +42,7 @@ class Load:
     def _run(self):
         while not self.stopped.is_set():
             try:
-                status, headers, body = self.server.request(self.path, timeout=30)
+                status, headers, _ = self.server.request(self.path, timeout=30)
                 self.results.append((time.monotonic(), status, headers.get("Content-Type", "")))
             except OSError as error:
                 self.results.append((time.monotonic(), type(error).__name__, ""))

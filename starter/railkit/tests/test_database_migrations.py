@@ -1,5 +1,6 @@
 """`python -m railkit.db migrate`: once per deploy, never interleaved, a failure exits non-zero and changes nothing."""
 
+import json
 import subprocess
 import sys
 import textwrap
@@ -21,7 +22,7 @@ from railkit.db.alembic_env import run_migrations
 run_migrations(context, MetaData())
 """
 
-MIGRATION = '''
+MIGRATION = """
 from alembic import op
 
 revision = "0001"
@@ -33,7 +34,7 @@ def upgrade():
     op.execute("INSERT INTO runs DEFAULT VALUES")
     op.execute("SELECT pg_sleep(1)")
     {failure}
-'''
+"""
 
 
 def _migrations(folder: Path, failure: str = "") -> Path:
@@ -58,8 +59,6 @@ def _migrate(ini: Path, url: str) -> subprocess.Popen:
 
 
 def _logs(process: subprocess.Popen) -> list[dict]:
-    import json
-
     output, _ = process.communicate(timeout=60)
     return [json.loads(line) for line in output.splitlines() if line.startswith("{")]
 
@@ -102,7 +101,8 @@ def test_a_bad_database_url_is_refused_by_name(tmp_path):
 @pytest.mark.cluster
 def test_workers_never_migrate(serve, postgres):  # noqa: F811
     url = create_database(postgres, "never_migrate")
-    server = serve({"DATABASE_URL": url, "WEB_CONCURRENCY": "2", "RATE_LIMIT": "off"}, app="railkit.tests.fixture_db_app:create_app()")
+    env = {"DATABASE_URL": url, "WEB_CONCURRENCY": "2", "RATE_LIMIT": "off"}
+    server = serve(env, app="railkit.tests.fixture_db_app:create_app()")
     assert server.request("/db/backend")[0] == 200
     with psycopg.connect(url) as connection:
         assert connection.execute("SELECT to_regclass('alembic_version')").fetchone() == (None,)

@@ -16,7 +16,7 @@ import psutil
 import pytest
 
 from .kernel_refusals import supported
-from .servers import message_starts, wait_until
+from .servers import FIXTURE_APP, message_starts, wait_until
 
 pytestmark = pytest.mark.cluster
 
@@ -50,7 +50,7 @@ def test_sigterm_without_socket_filters_stops_gracefully_without_the_drain(serve
 @needs_seccomp
 def test_kernel_without_ipv6_listens_on_ipv4(serve):
     """socket(AF_INET6) refused (EAFNOSUPPORT, a kernel booted with ipv6.disable=1): bound to 0.0.0.0, served."""
-    server = serve({"WEB_CONCURRENCY": "1"}, command=_refusing("ipv6", "main:app"))
+    server = serve({"WEB_CONCURRENCY": "1"}, command=_refusing("ipv6", FIXTURE_APP))
     assert server.request("/health")[0] == 200
     listening = [
         connection.laddr
@@ -102,7 +102,7 @@ def test_host_with_ipv6_switched_off_still_serves_ipv4_clients(serve, sysctls):
     if reason:
         pytest.skip(reason)
     setup = f'ip link set lo up && sysctl -qw {" ".join(sysctls)} && exec "$@"'
-    command = ["unshare", "--net", "sh", "-c", setup, "sh", sys.executable, "-m", "gunicorn", "main:app"]
+    command = ["unshare", "--net", "sh", "-c", setup, "sh", sys.executable, "-m", "gunicorn", FIXTURE_APP]
     server = serve({"WEB_CONCURRENCY": "1"}, command=command, wait=False)
 
     def inside_the_namespace(*urls: str) -> list[str]:

@@ -193,3 +193,33 @@ def test_start_says_when_python_differs_from_its_pin(tmp_path, caplog, pin, warn
     (tmp_path / ".python-version").write_text(pin + "\n")
     warn_if_python_differs(tmp_path / ".python-version")
     assert any(".python-version pins" in record.getMessage() for record in caplog.records) is warned
+
+
+def test_child_exit_never_waits_for_a_scrape_to_fold_a_dead_workers_metrics(tmp_path, monkeypatch):
+    """A scrape holding the metrics folder leaves the fold to a later pass of the master's loop: no sleep in a hook."""
+    from prometheus_client.mmap_dict import MmapedDict
+
+    from railkit.cluster import metrics
+
+    [env] = metrics.multiprocess_env(tmp_path)
+    folder = tmp_path / metrics.FOLDER_NAME
+    monkeypatch.setenv(metrics.MULTIPROC_ENV, env.partition("=")[2])
+    dead_pid, key = 4242, '["requests_total", "requests_total", {}, "Requests"]'
+    dead = MmapedDict(str(folder / f"counter_{dead_pid}.db"))
+    dead.write_value(key, 5.0, 0.0)
+    dead.close()
+
+    def no_sleep(seconds):
+        raise AssertionError(f"the master slept {seconds}s inside child_exit")
+
+    monkeypatch.setattr("time.sleep", no_sleep)
+    with metrics.folder_lock(folder, exclusive=False):  # a scrape reading the folder
+        metrics.forget_worker(dead_pid)
+        assert (folder / f"counter_{dead_pid}.db").exists(), "folded under a scrape's lock"
+    metrics.fold_dead_workers(alive={dead_pid + 1})
+    assert not (folder / f"counter_{dead_pid}.db").exists()
+    archive = MmapedDict(str(folder / "counter_archive.db"))
+    try:
+        assert archive.read_value(key)[0] == 5.0
+    finally:
+        archive.close()

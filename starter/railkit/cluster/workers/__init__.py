@@ -11,6 +11,9 @@ how the worker answers on its own:
 - answers.py: those errors as problems, closed lingeringly (RFC 9112 section
   9.6) so a client still sending reads its answer; the Date header formatted
   once a second, not once per response.
+- writing.py: each write of an answer must make progress within a deadline,
+  and only so many may wait on clients that read nothing at once.
+- balance.py: a worker well over its share of connections lets the others accept.
 - peers.py: an IPv4 peer on the dual-stack socket trusted as the IPv4
   address it is, and each peer's trust worked out once.
 - per_process.py: what every worker installs of the above once forked.

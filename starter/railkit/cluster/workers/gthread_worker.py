@@ -10,6 +10,8 @@
   limits.IDLE_EVICTION_SECONDS, oldest first, never one whose next request is
   arriving and never one still waiting for its first; with none to close, it
   stops accepting and its siblings take the new clients.
+- A worker holding well over its share of the connections lets its siblings
+  accept (balance.py).
 - accept() out of descriptors (EMFILE, ENFILE) pauses accepting for
   limits.ACCEPT_PAUSE_SECONDS and says so once, as nginx does.
 - A thread only waits for a body that has not arrived within the worker's body
@@ -54,6 +56,7 @@ from ..errors import BodyWaitedTooLong, ClientError, HeadTimeout, write_problem
 from ..hooks import require_platform_hooks
 from . import reading
 from .answers import AnswersClientErrors, refuse_for_now
+from .balance import AcceptShare
 from .per_process import install_request_handling
 
 log = logging.getLogger(__name__)
@@ -65,6 +68,11 @@ END_OF_HEAD = b"\r\n\r\n"
 # The body's size as a request head declares it: a Content-Length, and whether the client awaits `100 Continue`.
 CONTENT_LENGTH = re.compile(rb"\r\ncontent-length[ \t]*:[ \t]*(\d+)", re.I)
 EXPECTS_CONTINUE = re.compile(rb"\r\nexpect[ \t]*:[ \t]*100-continue", re.I)
+# After saying accept() ran out of descriptors, a worker says it again only after this long.
+ACCEPT_FAILURE_QUIET_SECONDS = 60
+# Connections closing lingeringly at once, at most: each holds a descriptor outside the
+# worker's capacity, within the room limits.RESERVED_FILES keeps.
+LINGERING_CLOSES = limits.RESERVED_FILES // 2
 # accept() failures that mean "out of descriptors or memory for now", not a broken listener.
 OUT_OF_RESOURCES = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 
@@ -166,8 +174,6 @@ class _Conn(gthread.TConn):
 
     def close(self, graceful=False):
         if graceful:
-            # gunicorn counted this connection out: it counts until the lingering close ends.
-            self.worker.nr_conns += 1
             self.worker.linger(self)
         else:
             self.closed = True
@@ -183,6 +189,8 @@ class GthreadWorker(AnswersClientErrors, gthread.ThreadWorker):
         self.capacity = 0
         self.accept_paused_until = 0.0
         self.accept_failures = 0
+        self.accept_share: AcceptShare | None = None
+        self.accept_failure_said_at = -ACCEPT_FAILURE_QUIET_SECONDS
         super().__init__(*args, **kwargs)
         # gunicorn answers `Connection: close` once this many connections idle: keep room for the busy ones.
         self.max_keepalived = max(1, self.capacity - self.cfg.threads)
@@ -210,8 +218,10 @@ class GthreadWorker(AnswersClientErrors, gthread.ThreadWorker):
 
     @property
     def worker_connections(self) -> int:
-        """What gunicorn's loop compares nr_conns with to accept: 0 while accepting is paused."""
+        """What gunicorn's loop compares nr_conns with to accept: 0 while paused, or over this worker's share."""
         if self.accept_paused_until and time.monotonic() < self.accept_paused_until:
+            return 0
+        if self.accept_share is not None and self.accept_share.over_share(self.nr_conns):
             return 0
         return self.capacity
 
@@ -222,6 +232,8 @@ class GthreadWorker(AnswersClientErrors, gthread.ThreadWorker):
     def init_process(self):
         install_request_handling(stalled_writers=max(1, int(self.cfg.threads * limits.STALLED_THREADS_SHARE)))
         reading.admit_large_body = self._admit_chunked_body
+        reading.keep_alive_room = lambda: self.nr_conns < self.max_keepalived
+        self.accept_share = AcceptShare(getattr(self, "slot", None), self.cfg.workers)
         super().init_process()
 
     def accept(self, listener):
@@ -233,9 +245,7 @@ class GthreadWorker(AnswersClientErrors, gthread.ThreadWorker):
             elif error.errno not in (errno.EAGAIN, errno.ECONNABORTED, errno.EWOULDBLOCK, errno.EINTR):
                 raise
             return
-        if self.accept_failures:
-            log.info("Accepting connections again after %s refused for lack of descriptors", self.accept_failures)
-            self.accept_failures = 0
+        self.accept_failures = 0
         self.nr_conns += 1
         conn = _Conn(self.cfg, client_sock, client_addr, listener.getsockname(), self)
         if not conn.buffers_head:
@@ -249,7 +259,9 @@ class GthreadWorker(AnswersClientErrors, gthread.ThreadWorker):
         self.accept_paused_until = time.monotonic() + limits.ACCEPT_PAUSE_SECONDS
         self.set_accept_enabled(False)
         self.accept_failures += 1
-        if self.accept_failures == 1:
+        now = time.monotonic()
+        if self.accept_failures == 1 and now - self.accept_failure_said_at > ACCEPT_FAILURE_QUIET_SECONDS:
+            self.accept_failure_said_at = now
             log.warning(
                 "accept() failed (%s): this worker holds %s connections; pausing accepts for %ss",
                 error.strerror,
@@ -407,6 +419,7 @@ class GthreadWorker(AnswersClientErrors, gthread.ThreadWorker):
         with contextlib.suppress(KeyError, ValueError, OSError):
             self.poller.unregister(conn.sock)
         if answer is not None:
+            self.nr_conns -= 1  # a lingering close counts apart (LINGERING_CLOSES)
             self.log.warning("Invalid request from ip=%s: %s", conn.client[0] if conn.client else "", answer)
             with contextlib.suppress(OSError):
                 write_problem(conn.sock, answer.status, answer.reason, str(answer))
@@ -449,13 +462,21 @@ class GthreadWorker(AnswersClientErrors, gthread.ThreadWorker):
             )
 
     def linger(self, conn: _Conn) -> None:
-        """Close lingeringly without holding the loop: stop writing, then read and discard as it arrives."""
+        """Close lingeringly without holding the loop: stop writing, then read and discard as it arrives.
+
+        The connection no longer counts against the worker's capacity (new
+        clients are not kept waiting for it), so at most LINGERING_CLOSES
+        linger at once: past that, the oldest closes now.
+        """
+        if len(self.lingering) >= LINGERING_CLOSES:
+            self._end_linger(next(iter(self.lingering)))
         try:
             conn.sock.shutdown(socket.SHUT_WR)
             conn.sock.setblocking(False)
             self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._drain, conn))
         except (OSError, ValueError, KeyError):
-            self._close(conn)
+            conn.closed = True
+            util.close(conn.sock)
             return
         conn.deadline = time.monotonic() + limits.LINGER_SECONDS
         conn.lingered = 0
@@ -475,7 +496,8 @@ class GthreadWorker(AnswersClientErrors, gthread.ThreadWorker):
         self.lingering.pop(conn, None)
         with contextlib.suppress(KeyError, ValueError, OSError):
             self.poller.unregister(conn.sock)
-        self._close(conn)
+        conn.closed = True
+        util.close(conn.sock)
 
     def murder_pending(self):
         """gunicorn's check for expired connections, plus heads, lingering closes and waits past their deadline."""
@@ -497,6 +519,7 @@ class GthreadWorker(AnswersClientErrors, gthread.ThreadWorker):
         while self.body_waiting and self.body_waiting[0].deadline <= now:
             conn = self.body_waiting.popleft()
             conn.cost = 0
+            self.nr_conns -= 1
             self.log.warning(
                 "A body from ip=%s waited %ss for its turn: answered 429", conn.client[0], limits.LARGE_BODY_WAIT
             )

@@ -128,6 +128,10 @@ class DeadlineUnreader(SocketUnreader):
         raise HeadTimeout(f"The request head did not arrive within {limits.HEADER_TIMEOUT}s")
 
 
+# Whether the worker has room to keep this connection open after its answer (set by the worker;
+# None: always). gunicorn's own check counts only connections idling in its loop, and lags.
+keep_alive_room: Callable[[], bool] | None = None
+
 # What a worker does when a chunked body grows past limits.LARGE_BODY_BYTES: waits for its
 # admission, or raises BodyWaitedTooLong (set by the worker; None admits every body).
 admit_large_body: Callable[[object], None] | None = None
@@ -159,6 +163,9 @@ class BoundedChunkedReader(ChunkedReader):
 class DeadlineRequest(Request):
     """gunicorn's request, read against the deadlines and the body limit."""
 
+    # Whether its connection closes after the answer, beyond gunicorn's own rules: decided once (should_close).
+    decided_to_close: bool | None = None
+
     # Set once per worker from the plan (see install_deadline_parser).
     max_body_bytes = 0
 
@@ -175,13 +182,18 @@ class DeadlineRequest(Request):
             unreader.continue_pending = True
 
     def should_close(self):
-        """gunicorn's rule, and also when the app left a body unread that is not all here (sticky)."""
+        """gunicorn's rule; also when the worker is short of room, or the app left a body unread.
+
+        Decided once, when the answer's headers are written: asked again before
+        the next request is read, it must give the same answer (room that ran
+        short meanwhile would drop a request already sent).
+        """
         if super().should_close():
             return True
-        if body_left(self) and not self._discard_unread_body():
-            self.must_close = True
-            return True
-        return False
+        if self.decided_to_close is None:
+            room = keep_alive_room is None or keep_alive_room()
+            self.decided_to_close = not room or (body_left(self) and not self._discard_unread_body())
+        return self.decided_to_close
 
     def _discard_unread_body(self) -> bool:
         """Discard what is left of the body when it is small and already here; whether that was done."""
