@@ -30,12 +30,19 @@ def remove_database_files(root: Path) -> None:
 
 
 def remove_caches(root: Path) -> None:
-    for cache in root.rglob("__pycache__"):
-        shutil.rmtree(cache, ignore_errors=True)
+    """Caches a working copy of the template may hold (railkit/ is copied as it is on disk)."""
+    for pattern in ("__pycache__", ".ruff_cache", ".pytest_cache"):
+        for cache in root.rglob(pattern):
+            shutil.rmtree(cache, ignore_errors=True)
 
 
 def next_steps(answers: dict) -> str:
     project, package = answers["project"], answers["package"]
+    database = ""
+    if answers["database"] == "postgres":
+        database = f"""
+  export DATABASE_URL=postgresql://localhost/{package}   # a Postgres of yours (the tests start their own)
+  python -m railkit.db migrate             # create the tables, as each deploy does"""
     return f"""
 Created {project}/ for Railway's {answers["railway_plan"]} plan ({answers["worker_class"]} workers).
 Your code is {package}/ (views.py: example routes); railkit/ is the platform, from the template.
@@ -43,7 +50,7 @@ Your code is {package}/ (views.py: example routes); railkit/ is the platform, fr
 Run it here:
   cd {project}
   python{answers["python_version"]} -m venv .venv && . .venv/bin/activate
-  pip install --require-hashes -r requirements-dev.txt   # the lock: exact versions, hash-checked
+  pip install --require-hashes -r requirements-dev.txt   # the lock: exact versions, hash-checked{database}
   python -m railkit.cluster serve          # http://127.0.0.1:8000/health
   python -m railkit.cluster status         # in another shell: one row per worker
   pytest

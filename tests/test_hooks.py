@@ -21,6 +21,7 @@ GOOD = {
     "python_version": "3.13",
     "use_redis": True,
     "use_docker": True,
+    "database": "none",
     "github_repository": "",
     "_plans": PLANS,
 }
@@ -62,6 +63,7 @@ def test_no_locked_package_can_be_shadowed_by_the_projects_package():
         ("railway_plan", "platinum", "is not offered"),
         ("worker_class", "eventlet", "is not offered"),
         ("python_version", "3.9", "is not offered"),
+        ("database", "mysql", "is not offered"),
         ("use_docker", "maybe", "is not a yes/no answer"),
         ("github_repository", "acme", "is not a GitHub repository"),
         ("github_repository", "https://github.com/acme/shop", "is not a GitHub repository"),
@@ -142,6 +144,7 @@ def test_hook_offers_exactly_the_template_choices():
     assert set(pre_gen_project.PLANS) == set(TEMPLATE["railway_plan"]) == set(PLANS)
     assert set(pre_gen_project.WORKER_CLASSES) == set(TEMPLATE["worker_class"])
     assert set(pre_gen_project.PYTHON_VERSIONS) == set(TEMPLATE["python_version"])
+    assert set(pre_gen_project.DATABASES) == set(TEMPLATE["database"])
 
 
 def test_remove_docker_files(tmp_path):
@@ -166,6 +169,9 @@ def test_next_steps_name_the_project_and_its_commands():
     assert "python -m railkit.cluster status" in steps
     assert "my_service/" in steps and "railkit/" in steps
     assert "railway config apply" in steps
+    assert "DATABASE_URL" not in steps
+    with_postgres = post_gen_project.next_steps({**GOOD, "database": "postgres"})
+    assert "export DATABASE_URL=" in with_postgres and "python -m railkit.db migrate" in with_postgres
 
 
 @pytest.mark.parametrize("plan", ["free", "trial", "hobby", "pro"])

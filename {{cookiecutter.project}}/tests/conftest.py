@@ -6,6 +6,7 @@ The platform's own tests live in railkit/tests and run on an app of their own.
 import pytest
 {%- if cookiecutter.database == "postgres" %}
 
+from railkit.db.migrate import upgrade
 from railkit.db.testing import create_database, postgres  # noqa: F401 (a fixture)
 
 # isort: split
@@ -17,8 +18,11 @@ from {{ cookiecutter.package }} import create_app
 
 @pytest.fixture(autouse=True)
 def database_url(monkeypatch, postgres):  # noqa: F811
-    """Every test's app gets an empty database of its own on a throwaway Postgres server."""
-    monkeypatch.setenv("DATABASE_URL", create_database(postgres, "app"))
+    """Every test gets a database of its own, migrated as a deploy migrates it, on a throwaway Postgres server."""
+    url = create_database(postgres, "app")
+    monkeypatch.setenv("DATABASE_URL", url)
+    upgrade("alembic.ini")
+    return url
 {%- endif %}
 
 

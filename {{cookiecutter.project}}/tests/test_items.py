@@ -1,22 +1,4 @@
-"""The example resource against a real Postgres (a throwaway server, migrated like a deploy)."""
-
-import pytest
-
-from railkit.db.migrate import upgrade
-from railkit.db.testing import create_database, postgres  # noqa: F401 (a fixture)
-
-# isort: split
-from {{ cookiecutter.package }} import create_app
-
-
-@pytest.fixture
-def client(postgres, monkeypatch):  # noqa: F811
-    """Your app on a fresh, migrated database."""
-    for name in ("REDIS_URL", "RATE_LIMIT", "ENABLE_CLUSTERING", "WEB_CONCURRENCY", "RAILWAY_PLAN"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("DATABASE_URL", create_database(postgres, "items"))
-    upgrade("alembic.ini")
-    return create_app({"TESTING": True}).test_client()
+"""The example resource against a real Postgres (conftest.py: a throwaway server, migrated like a deploy)."""
 
 
 def test_create_read_rename_delete(client):

@@ -3,8 +3,9 @@
 The pattern: a model (a subclass of railkit.db.Model), a blueprint whose
 views use `session` (the request's own), and a migration in
 migrations/versions/ that creates the table (workers never create tables).
-Deleting this file, its blueprint line in create_app, its migration and
-tests/test_items.py leaves the platform's suite green.
+Deleting this file, its blueprint line in create_app, its import in
+migrations/env.py, its migration and tests/test_items.py leaves the
+platform's suite green.
 """
 
 from datetime import datetime
