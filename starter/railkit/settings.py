@@ -192,10 +192,12 @@ class _Reader:
         if value.strip().lower() in RATE_LIMIT_OFF:
             return None
         try:
-            if parse_many(value):
-                return value.strip()
+            items = parse_many(value)
         except ValueError:
-            pass
+            items = []
+        if items and all(item.amount >= 1 for item in items):
+            return value.strip()
+        # "0/minute" would parse, and then refuse every request.
         raise SettingError(
             name, value, "is not a rate limit", "use a count per period, e.g. 100/minute or 10/second, or off"
         )

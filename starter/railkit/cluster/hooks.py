@@ -13,6 +13,7 @@ exceptions), preload (the app the workers share) and gunicorn_compat
 (every touch of gunicorn's internals).
 """
 
+import dataclasses
 import faulthandler
 import itertools
 import logging
@@ -71,8 +72,9 @@ PLATFORM_HOOKS = (
 _prepared: "ClusterHooks | None" = None
 
 # Work of platform modules the cluster does not import (railkit.db), run by the platform's hooks after
-# their own: on_starting's callbacks get (settings, size) in the master; post_fork's and worker_exit's
-# get nothing, in the worker.
+# their own: on_starting's callbacks get (settings, size, cfg) in the master, size being what gunicorn
+# really runs (running_size) and cfg gunicorn's configuration; post_fork's and worker_exit's get
+# nothing, in the worker.
 JOINABLE_HOOKS = ("on_starting", "post_fork", "worker_exit")
 _joined: dict[str, list] = {name: [] for name in JOINABLE_HOOKS}
 
@@ -116,6 +118,7 @@ def _platform_then_owner(platform, owner):
         return owner(*args)
 
     hook.platform_first = True
+    hook.platform = platform
     hook.__name__ = hook.__qualname__ = getattr(owner, "__name__", "hook")
     hook.__wrapped__ = owner
     return hook
@@ -147,6 +150,8 @@ class ClusterHooks:
     def __init__(self, settings: Settings, size: ClusterSize):
         self.settings = settings
         self.size = size
+        # The port the cluster serves, its board's key: PORT, unless gunicorn binds elsewhere (on_starting).
+        self.port = settings.port
         self.crashes = CrashGuard()
         self.loop = MasterLoop(self)
         # pid -> waitpid() status, filled as gunicorn reaps each worker.
@@ -167,40 +172,46 @@ class ClusterHooks:
     def on_starting(self, server) -> None:
         """Refuse a start that cannot work; tell the start-up story; prepare the master's machinery."""
         compat.refuse_unless_compatible(self.settings.worker_class)
-        refuse_if_taken(compat.bind_addresses(server), self.settings.port)
+        self.port = serving_port(server, self.settings.port)
+        refuse_if_taken(compat.bind_addresses(server), self.port)
         limit_malloc_arenas()
         install_exception_logging()
         # Before any worker forks: each inherits the raised limit and sizes its connections from it.
         open_files_limits = open_files.raise_soft_limit()
-        self.board = scoreboard.Board.create(runtime.instance_folder(self.settings.port))
-        self.board.set_master(server.pid, self.size.workers)
+        # Keyed by the port really bound, so `status --port` finds the board of a cluster bound elsewhere.
+        # (The metrics stay in PORT's folder, made while gunicorn read its config, before any --bind was known.)
+        self.board = scoreboard.Board.create(runtime.instance_folder(self.port))
+        running = running_size(server.cfg, self.settings, self.size)
+        self.board.set_master(server.pid, running.workers)
         scoreboard.attach(self.board)
         self.watchdog = WorkerWatchdog(self.board, self.settings.worker_max_memory_mb, self.settings.graceful_timeout)
         compat.record_exit_statuses(server, self.exit_statuses)
         compat.drop_reaper_lines()
         compat.wrap_master_loop(server, self.loop)
         server.cluster = self
-        log_start_story(server, self.settings, self.size)
+        log_start_story(server, self.settings, running)
         open_files.log_limit(*open_files_limits, server.cfg.worker_connections)
-        log_rate_limit_scope(self.settings, self.size.workers)
+        log_rate_limit_scope(self.settings, running.workers)
         for callback in _joined["on_starting"]:
-            callback(self.settings, self.size)
+            callback(self.settings, running, server.cfg)
 
     def on_reload(self, server) -> None:
         """Carry the master's machinery over to the hooks of the re-read config (SIGHUP)."""
         previous = server.cluster
         self.board, self.watchdog, self.crashes = previous.board, previous.watchdog, previous.crashes
         self.exit_statuses, self.forced = previous.exit_statuses, previous.forced
-        self.loop = previous.loop
+        self.loop, self.port = previous.loop, previous.port
         self.loop.hooks = self
-        self.board.set_configured(self.size.workers)
+        # gunicorn has re-read the file and the command line: cfg.workers is what it now runs.
+        self.board.set_configured(server.cfg.workers)
         server.cluster = self
-        log.info("Configuration reloaded: replacing the workers with %s new ones", self.size.workers)
+        log.info("Configuration reloaded: replacing the workers with %s new ones", server.cfg.workers)
 
     def when_ready(self, server) -> None:
         """Ready the preloaded app to be shared by the workers about to be forked."""
         prepare_to_fork()
-        log.info("Listening on port %s", self.settings.port)
+        addresses = [_address_text(address) for address in compat.bind_addresses(server)]
+        log.info("Listening on port %s", self.port, extra={"port": self.port, "addresses": addresses})
 
     def _halt(self, reason: str) -> NoReturn:
         log.error("Stopping the cluster: %s", reason)
@@ -227,6 +238,7 @@ class ClusterHooks:
             timed_out=compat.was_aborted(worker) or stopped_for == "stuck",
             over_memory=stopped_for == "memory",
             shutting_down=not compat.listeners(server),
+            stopping=self.loop.stopping,
         )
         metrics.forget_worker(worker.pid)
         metrics.record_death(death)
@@ -234,6 +246,9 @@ class ClusterHooks:
         if death.shutting_down:
             if death.status == "SIGKILL":
                 self.forced.add(worker.pid)
+            return
+        if death.kind == "early":
+            self.loop.worker_left_early()
             return
         self.crashes.record(death)
         if self.crashes.exhausted:
@@ -328,6 +343,29 @@ class ClusterHooks:
             f"Worker {worker.slot + 1} (pid {worker.pid}) aborted",
             {"worker": worker.slot + 1, "worker_pid": worker.pid},
         )
+
+
+def serving_port(server, default: int) -> int:
+    """The first TCP port gunicorn binds (gunicorn.conf.py or --bind may name another than PORT); `default` if none."""
+    ports = [address[1] for address in compat.bind_addresses(server) if isinstance(address, tuple)]
+    return ports[0] if ports else default
+
+
+def _address_text(address) -> str:
+    """(host, port) as host:port, [host]:port for IPv6; a unix socket's path as it is."""
+    if not isinstance(address, tuple):
+        return str(address)
+    host, port = address[:2]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def running_size(cfg, settings: Settings, size: ClusterSize) -> ClusterSize:
+    """What gunicorn will really run: the platform's size, unless gunicorn.conf.py or the command line changed it."""
+    threads = cfg.threads if settings.worker_class == "gthread" else size.threads
+    if cfg.workers == size.workers:
+        return dataclasses.replace(size, threads=threads)
+    reason = f"set in gunicorn.conf.py or on the command line (the platform's size: {size.workers}, {size.reason})"
+    return dataclasses.replace(size, workers=cfg.workers, threads=threads, reason=reason)
 
 
 def log_start_story(server, settings: Settings, size: ClusterSize) -> None:

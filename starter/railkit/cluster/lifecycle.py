@@ -48,6 +48,7 @@ def describe_status(wait_status: int | None) -> str:
 CAUSES = {
     "forced": "forced: still busy when the graceful timeout ran out",
     "shutdown": "stopped for shutdown",
+    "early": "stopped for shutdown on a stop signal of its own (sent to the whole process group): not replaced",
     "memory": "recycled: over its memory limit",
     "timeout": "timed out: a request ran past the timeout",
     "killed": "killed: out of memory (OOM killer) or killed from outside",
@@ -66,12 +67,16 @@ class Death:
     timed_out: bool = False
     over_memory: bool = False
     shutting_down: bool = False
+    # The master was stopping (lame duck, drain) but had not told its workers to yet.
+    stopping: bool = False
 
     @property
     def kind(self) -> str:
         """Which of CAUSES this death is."""
         if self.shutting_down:
             return "forced" if self.status == "SIGKILL" else "shutdown"
+        if self.stopping and self.status in STOP_STATUSES and not (self.over_memory or self.timed_out):
+            return "early"
         if self.over_memory:
             return "memory"
         if self.timed_out:
@@ -91,12 +96,12 @@ class Death:
     @property
     def clean_stop(self) -> bool:
         """A worker that stopped because the cluster is shutting down, and did so itself: nothing died."""
-        return self.shutting_down and self.status in STOP_STATUSES
+        return (self.shutting_down and self.status in STOP_STATUSES) or self.kind == "early"
 
     @property
     def intended(self) -> bool:
         """Deaths the cluster caused on purpose never count as instability."""
-        return self.shutting_down or self.over_memory or self.status == "exit code 0"
+        return self.shutting_down or self.kind == "early" or self.over_memory or self.status == "exit code 0"
 
 
 class CrashGuard:

@@ -16,6 +16,14 @@ Stopping, on SIGTERM:
 3. gunicorn's graceful stop: the workers finish what they hold, in the rest
    of GRACEFUL_TIMEOUT.
 Ctrl-C (SIGINT) or a second SIGTERM skips the lame-duck phase.
+
+A stop signal sent to the whole process group (docker stop, a terminal's
+Ctrl-C) reaches the workers too, and each idle one exits at once. While the
+master stops, such a worker is not replaced, nor, after one, any other:
+replacements would only be told to stop again. (A worker that dies
+otherwise during the drain, before any left, is replaced: the queued
+connections need it.) Once no worker is left, the master stops at once:
+nobody would serve the rest of the lame duck or the drain.
 """
 
 import logging
@@ -47,6 +55,8 @@ class MasterLoop:
         self.drain_until = 0.0
         self.draining: list = []
         self.queued_at_drain = 0
+        # Workers that stopped on a stop signal of their own while the master was stopping.
+        self.left_early = 0
 
     # -- each pass ------------------------------------------------------------
 
@@ -56,14 +66,25 @@ class MasterLoop:
         hooks.watchdog.check(compat.workers(server), hooks.settings.request_timeout)
         metrics.fold_dead_workers(alive=compat.workers(server))
         now = time.monotonic()
-        if self.phase == "lame duck" and now >= self.lame_duck_until:
+        if self.left_early and self.phase in ("lame duck", "draining") and not compat.workers(server):
+            self._stop_now(server)
+        elif self.phase == "lame duck" and now >= self.lame_duck_until:
             self._start_drain(server)
         elif self.phase == "draining" and (now >= self.drain_until or not drain.backlog(self.draining)):
             self._finish_drain(server)
 
+    @property
+    def stopping(self) -> bool:
+        """True from the stop signal on: lame duck, drain, gunicorn's graceful stop."""
+        return self.phase != "serving"
+
     def may_spawn(self) -> bool:
-        """False while crash back-off holds new workers back."""
-        return self.hooks.crashes.seconds_until_spawn() <= 0
+        """False while crash back-off holds new workers back, or once workers left on the stop signal."""
+        return not self.left_early and self.hooks.crashes.seconds_until_spawn() <= 0
+
+    def worker_left_early(self) -> None:
+        """A worker stopped on the stop signal before the master told it to: replace none from now on."""
+        self.left_early += 1
 
     def seconds_to_next_deadline(self) -> float:
         """How long the loop may wait before something is due."""
@@ -111,6 +132,15 @@ class MasterLoop:
             return
         log.warning("New connections cannot be refused on this platform: stopping without the drain")
         self._finish_drain(server)
+
+    def _stop_now(self, server) -> None:
+        """Every worker stopped on the stop signal: nothing is in flight, and nobody would serve what comes."""
+        log.info(
+            "Stopping now: every worker stopped on the stop signal (sent to the whole process group)",
+            extra={"workers_left_early": self.left_early},
+        )
+        self.phase = "stopping"
+        compat.stop_gracefully(server, 1)
 
     def _finish_drain(self, server) -> None:
         """Hand over to gunicorn's graceful stop with what is left of GRACEFUL_TIMEOUT."""

@@ -9,8 +9,7 @@ import sys
 
 import psycopg
 
-from ..cluster import hooks
-from ..cluster.limits import WORKER_CONNECTIONS
+from ..cluster import hooks, open_files
 from ..settings import EXIT_BAD_CONFIG
 from . import engines
 from .budget import POSTGRES_DEFAULT_MAX_CONNECTIONS, BudgetError, ServerLimits, ask_server, plan_budget, replicas_of
@@ -25,13 +24,22 @@ def join_cluster() -> None:
     hooks.join("worker_exit", engines.dispose)
 
 
-def requests_at_once(settings, size) -> int:
-    """How many requests one worker serves at once: its threads, or its greenlets under gevent."""
-    return WORKER_CONNECTIONS if settings.worker_class == "gevent" else size.threads
+def requests_at_once(settings, size, cfg) -> int:
+    """How many requests one worker serves at once: its threads, or its greenlets under gevent.
+
+    A gevent worker's pool is worker_connections, capped by its open-files limit (the master's, inherited).
+    """
+    if settings.worker_class == "gevent":
+        return open_files.connection_capacity(cfg.worker_connections)
+    return size.threads
 
 
-def decide_budget(settings, size) -> None:
-    """In the master, before any fork: ask the server, size each worker's pool, say so, or refuse the start."""
+def decide_budget(settings, size, cfg) -> None:
+    """In the master, before any fork: ask the server, size each worker's pool, say so, or refuse the start.
+
+    `size` is what gunicorn really runs (hooks.running_size): gunicorn.conf.py or the command line may
+    have raised the workers or threads the platform chose, and every one of them holds a pool.
+    """
     database = engines.current_settings()
     replicas = database.replicas or replicas_of(settings.plan)
     try:
@@ -48,7 +56,7 @@ def decide_budget(settings, size) -> None:
         budget = plan_budget(
             usable=limits,
             workers=size.workers,
-            concurrency=requests_at_once(settings, size),
+            concurrency=requests_at_once(settings, size, cfg),
             replicas=replicas,
             reserved=database.reserved,
             pool_size=database.pool_size,

@@ -1,10 +1,17 @@
-"""The master's bookkeeping, in-process: death causes, back-off, request tracking, board slots."""
+"""The master's bookkeeping, in-process: death causes, back-off, request tracking, board slots.
 
+And one real cluster: workers stopped by a stop signal to the whole process group are not replaced.
+"""
+
+import contextlib
+import os
 import signal
 import sys
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from types import SimpleNamespace
 
+import psutil
 import pytest
 from gunicorn.errors import HaltServer
 
@@ -22,6 +29,10 @@ from railkit.cluster.lifecycle import (
 from railkit.cluster.sizing import size_cluster
 from railkit.settings import SettingError, Settings
 
+from .servers import wait_until
+
+FAULTY = "railkit.tests.faulty_app:app"
+
 
 class Clock:
     def __init__(self):
@@ -38,6 +49,11 @@ def test_causes_name_what_happened():
     assert Death("exit code 13", 5.0).cause == "crashed (exit code 13)"
     assert "forced" in Death("SIGKILL", 5.0, shutting_down=True).cause
     assert "max_requests" in Death("exit code 0", 5.0).cause
+    # Stopped on the group's stop signal while the master was stopping: no death, and not replaced.
+    early = Death("exit code 0", 5.0, stopping=True)
+    assert early.kind == "early" and early.clean_stop and early.intended and "not replaced" in early.cause
+    assert Death("SIGKILL", 5.0, stopping=True).kind == "killed"
+    assert Death("SIGTERM", 5.0, over_memory=True, stopping=True).kind == "memory"
 
 
 def test_quick_deaths_back_off_exponentially_then_give_up():
@@ -223,3 +239,38 @@ def test_child_exit_never_waits_for_a_scrape_to_fold_a_dead_workers_metrics(tmp_
         assert archive.read_value(key)[0] == 5.0
     finally:
         archive.close()
+
+
+@pytest.mark.cluster
+def test_a_stop_signal_to_the_whole_group_replaces_no_worker_and_finishes_requests(serve):
+    """docker stop, or a terminal, signals the workers too: during SHUTDOWN_DELAY the idle ones exit, and stay gone."""
+    server = serve({"WEB_CONCURRENCY": "2", "SHUTDOWN_DELAY": "3"}, app=FAULTY)
+    before = server.wait_for_workers(2)
+    master = psutil.Process(server.process.pid)
+    seen = set(before)
+
+    def master_exited():
+        with contextlib.suppress(psutil.Error):
+            seen.update(child.pid for child in master.children())
+        return server.process.poll() is not None
+
+    with ThreadPoolExecutor(1) as pool:
+        busy = pool.submit(server.request, "/slow?seconds=1")
+        server.wait_for_log(lambda log: log.get("message") == "slow request started")
+        os.killpg(server.process.pid, signal.SIGTERM)
+        wait_until(master_exited, interval=0.01, message="the master's exit")
+        assert busy.result(timeout=10)[0] == 200, "the request in flight was not finished"
+    assert server.wait_exit() == 0
+    assert seen == before, f"workers spawned after the stop signal: {seen - before}"
+    assert (
+        len(
+            [log for log in server.logs if log.get("message", "").startswith("Worker ") and "started" in log["message"]]
+        )
+        == 2
+    )
+    deaths = [log for log in server.logs if log.get("worker_pid") in before and "cause" in log]
+    assert {log["worker_pid"] for log in deaths} == before
+    assert all(log["level"] == "info" and " stopped " in log["message"] for log in deaths), deaths
+    assert any("process group" in log["cause"] for log in deaths)
+    # Nobody is left to serve the rest of the lame duck: the master stops at once.
+    assert [log for log in server.logs if log.get("message", "").startswith("Stopping now: every worker stopped")]

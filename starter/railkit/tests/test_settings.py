@@ -66,6 +66,8 @@ BAD_VALUES = [
     ("RATE_LIMIT", "fast"),
     ("METRICS", "sometimes"),
     ("RATE_LIMIT", "100/fortnight"),
+    ("RATE_LIMIT", "0/minute"),
+    ("RATE_LIMIT", "100/minute;0/second"),
     ("REDIS_URL", "http://example.com"),
     ("REDIS_URL", "not a url"),
     ("PORT", "eighty"),
