@@ -1,11 +1,13 @@
 """What /health and the access log report, through Flask's test client with a real board."""
 
+import json
 import logging
 import os
 
 import pytest
 
 from railkit.cluster import board
+from railkit.logs import RailwayFormatter
 from railkit.web.request_log import LineBudget
 
 
@@ -79,3 +81,11 @@ def test_skipped_access_lines_are_counted_in_one_warning(caplog):
         budget.allow()
     [warning] = [record for record in caplog.records if "skipped" in record.getMessage()]
     assert "3 lines skipped" in warning.getMessage()
+
+
+def test_terminal_colours_never_reach_a_json_line():
+    """werkzeug's development server colours its request lines; Railway would show the escapes."""
+    record = logging.LogRecord("werkzeug", logging.INFO, __file__, 1, '\x1b[32m"GET / HTTP/1.1" 200 -\x1b[0m', (), None)
+    line = json.loads(RailwayFormatter().format(record))
+    assert line["message"] == '"GET / HTTP/1.1" 200 -'
+    assert line["level"] == "info"

@@ -8,6 +8,7 @@ stderr as an error, so every logger here, gunicorn's included, writes stdout.
 import logging
 import logging.config
 import os
+import re
 import threading
 import time
 from contextvars import ContextVar
@@ -34,6 +35,8 @@ GUNICORN_WORKER_STORY = "Worker "
 INVALID_REQUEST = "Invalid request from ip="
 # Invalid requests shown in full per worker and second; the rest are only counted.
 INVALID_REQUESTS_SHOWN = 1
+# Terminal colours (werkzeug's development server colours its request lines): noise in JSON.
+ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
 
 
 class RailwayFormatter(JsonFormatter):
@@ -42,6 +45,9 @@ class RailwayFormatter(JsonFormatter):
     def add_fields(self, log_record, record, message_dict):
         super().add_fields(log_record, record, message_dict)
         log_record["level"] = RAILWAY_LEVELS.get(record.levelname, "info")
+        message = log_record.get("message")
+        if isinstance(message, str) and "\x1b[" in message:
+            log_record["message"] = ANSI_ESCAPE.sub("", message)
 
 
 class RequestIdFilter(logging.Filter):

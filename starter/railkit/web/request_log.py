@@ -27,6 +27,15 @@ SLOW_REQUEST_MS = 1000
 # the whole replica stays under this share of it; the rest is for other logs.
 ACCESS_LINES_PER_SECOND = 200
 UNLOGGED_PATHS = ("/health", "/health/ready")
+# How the dual-stack [::] socket reports an IPv4 peer: logged as the IPv4 address it is.
+IPV4_MAPPED_PREFIX = "::ffff:"
+
+
+def readable_address(address: str | None) -> str | None:
+    """`::ffff:10.0.0.7` as `10.0.0.7`, so one client reads the same on either socket."""
+    if address and address.startswith(IPV4_MAPPED_PREFIX) and "." in address:
+        return address[len(IPV4_MAPPED_PREFIX) :]
+    return address
 
 
 class LineBudget:
@@ -91,9 +100,13 @@ def finish_request(response: Response) -> Response:
                 "path": request.path,
                 "status": response.status_code,
                 "duration_ms": round(duration_ms, 1),
-                "client_ip": request.remote_addr,
+                "client_ip": readable_address(request.remote_addr),
                 # The proxy that named the client: what FORWARDED_ALLOW_IPS would list.
-                **({"peer_ip": request.environ[PEER_ADDR_KEY]} if PEER_ADDR_KEY in request.environ else {}),
+                **(
+                    {"peer_ip": readable_address(request.environ[PEER_ADDR_KEY])}
+                    if PEER_ADDR_KEY in request.environ
+                    else {}
+                ),
             },
         )
     return response
