@@ -58,14 +58,17 @@ def check_platform_is_verbatim(project: Path) -> None:
     """The platform arrives byte for byte: one source, in the template's railkit/, rendered never."""
     source = ROOT / "railkit"
 
+    caches = {"__pycache__", ".ruff_cache", ".pytest_cache"}  # a working copy's, never the project's
+
     def files(folder: Path) -> dict[str, bytes]:
         return {
             str(path.relative_to(folder)): path.read_bytes()
             for path in folder.rglob("*")
-            if path.is_file() and "__pycache__" not in path.parts
+            if path.is_file() and not caches & set(path.relative_to(folder).parts)
         }
 
     assert not (project / "railkit").is_symlink()
+    assert not [path for path in (project / "railkit").rglob("*") if path.name in caches]
     assert files(project / "railkit") == files(source)
 
 
