@@ -4,6 +4,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -20,6 +21,8 @@ TEMPLATE = json.loads((ROOT / "cookiecutter.json").read_text())
 PLANS = TEMPLATE["_plans"]
 PLAN_NAMES = ("free", "trial", "hobby", "pro", "enterprise")
 TOOLS = Path(sys.executable).parent
+# pytest's marks of a skipped test (a test's own name may hold the word: test_skipped_access_lines_...).
+SKIPS = re.compile(r"\bSKIPPED\b|\d+ skipped")
 
 
 def missing(message: str) -> None:
