@@ -79,14 +79,35 @@ def _cached_venv(project: Path, prefix: str, requirements: str, install: list[st
     return venv
 
 
-def run_project_tests(project: Path, *pytest_args: str) -> subprocess.CompletedProcess:
+def run_project_tests(project: Path, *pytest_args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """The owner's `pytest`, in the project's venv, from its root (`env`: the whole environment, if given)."""
     venv = project_venv(project)
     return subprocess.run(
         [str(venv / "bin" / "python"), "-m", "pytest", "-q", "-p", "no:cacheprovider", *pytest_args],
         cwd=project,
+        env=env,
         capture_output=True,
         text=True,
         timeout=900,
+    )
+
+
+# The platform's own suite, a package beside the platform (railkit/railkit_tests), on its fixture apps.
+PLATFORM_SUITE = ROOT / "railkit" / "railkit_tests"
+
+
+def run_platform_tests(project: Path, *pytest_args: str) -> subprocess.CompletedProcess:
+    """The platform's suite against a rendered project: its railkit/, railkit.json and gunicorn.conf.py.
+
+    It runs from the project's root, in the project's venv, with the suite's folder on PYTHONPATH so the
+    gunicorn processes it starts can import its fixture apps; in CI a skipped test fails (ci_skips).
+    """
+    venv = project_venv(project)
+    env = {**os.environ, "PYTHONPATH": str(PLATFORM_SUITE.parent)}
+    command = [str(venv / "bin" / "python"), "-m", "pytest", str(PLATFORM_SUITE)]
+    options = ["-q", "-rs", "-p", "no:cacheprovider", "-p", "railkit_tests.ci_skips", "--rootdir", str(PLATFORM_SUITE)]
+    return subprocess.run(
+        [*command, *options, *pytest_args], cwd=project, env=env, capture_output=True, text=True, timeout=1800
     )
 
 

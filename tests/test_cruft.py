@@ -57,7 +57,7 @@ def test_cruft_update_brings_template_changes_and_keeps_owner_edits(tmp_path):
 
     # Later, the template improves: a file line, the platform, and a value of the plan table.
     (template / "{{cookiecutter.project}}" / ".gitignore").open("a").write("*.log\n")
-    platform_version = template / "railkit" / "__init__.py"
+    platform_version = template / "railkit" / "railkit" / "__init__.py"
     platform_version.write_text(platform_version.read_text().replace('__version__ = "', '__version__ = "9.9.9+'))
     settings = json.loads((template / "cookiecutter.json").read_text())
     settings["_plans"]["hobby"]["rate_limit"] = "301/minute"

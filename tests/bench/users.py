@@ -1,6 +1,6 @@
 """Concurrent users (issue 27): thousands of kept-alive clients asking now and then, under a soft limit of 1,024 files.
 
-The clients are the platform tests' own (railkit/tests/attacks.py, loaded by
+The clients are the platform tests' own (railkit/railkit_tests/attacks.py, loaded by
 path: the bench's venv has no Flask to import railkit with).
 """
 
@@ -17,7 +17,9 @@ SOFT_FILES = 1024
 
 
 def _platform_clients():
-    spec = importlib.util.spec_from_file_location("railkit_test_clients", ROOT / "railkit" / "tests" / "attacks.py")
+    spec = importlib.util.spec_from_file_location(
+        "railkit_test_clients", ROOT / "railkit" / "railkit_tests" / "attacks.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

@@ -17,10 +17,12 @@ from pathlib import Path
 
 from railkit.cluster.runtime import find_live_board
 
-# The project's root (gunicorn.conf.py is there): railkit's parent, as the project holds it.
-PROJECT_ROOT = Path(os.path.abspath(__file__)).parent.parent.parent
+# The suite runs from a rendered project's root (its railkit.json, gunicorn.conf.py and railkit/ are
+# there); the fixture apps are imported from this folder's parent, on PYTHONPATH (tests/platform.py).
+PROJECT_ROOT = Path.cwd()
+SUITE = Path(__file__).resolve().parent
 # What the servers serve unless a test says otherwise: the platform's own app, never the owner's.
-FIXTURE_APP = "railkit.tests.fixture_app:create_app()"
+FIXTURE_APP = "railkit_tests.fixture_app:create_app()"
 # The start command railway.ts declares, and the status command beside it.
 CLUSTER_COMMAND = [sys.executable, "-m", "railkit.cluster"]
 # Generous: the suite must pass on a loaded 2-core CI machine.

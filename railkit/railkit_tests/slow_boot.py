@@ -1,6 +1,6 @@
 """Run gunicorn with workers that take long to set their signal handlers, as on a loaded machine.
 
-    python -m railkit.tests.slow_boot MARKER_FILE main:app
+    python -m railkit_tests.slow_boot MARKER_FILE main:app
 
 Between its fork and setting its own signal handlers, a worker still has the
 master's: a SIGTERM that comes then only queues a signal the worker never

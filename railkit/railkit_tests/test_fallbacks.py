@@ -22,12 +22,12 @@ pytestmark = pytest.mark.cluster
 
 UNSUPPORTED = supported()
 needs_seccomp = pytest.mark.skipif(bool(UNSUPPORTED), reason=f"kernel refusals: {UNSUPPORTED}")
-FAULTY = "railkit.tests.faulty_app:app"
+FAULTY = "railkit_tests.faulty_app:app"
 
 
 def _refusing(refusal: str, app: str) -> list[str]:
     """The start command, on a kernel that refuses `refusal`."""
-    return [sys.executable, "-m", "railkit.tests.kernel_refusals", refusal, "--", sys.executable, "-m", "gunicorn", app]
+    return [sys.executable, "-m", "railkit_tests.kernel_refusals", refusal, "--", sys.executable, "-m", "gunicorn", app]
 
 
 @needs_seccomp

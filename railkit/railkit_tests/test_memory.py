@@ -121,7 +121,7 @@ APP_PACKAGES = ("railkit", "flask", "werkzeug", "limits", "redis")
 
 def test_the_app_is_imported_once_in_the_master_and_shared_by_every_worker(serve):
     """Every worker serves the module objects the master imported before forking."""
-    server = serve({"WEB_CONCURRENCY": "2", "RATE_LIMIT": UNLIMITED}, app="railkit.tests.loaded_once_app:app")
+    server = serve({"WEB_CONCURRENCY": "2", "RATE_LIMIT": UNLIMITED}, app="railkit_tests.loaded_once_app:app")
     workers = server.wait_for_workers(2)
     seen = {}
 

@@ -1,6 +1,6 @@
 """The platform's database tests' app: the fixture app with railkit.db and routes that use the pool.
 
-gunicorn serves it as `railkit.tests.fixture_db_app:create_app()`.
+gunicorn serves it as `railkit_tests.fixture_db_app:create_app()`.
 """
 
 import os

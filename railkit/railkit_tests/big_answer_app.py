@@ -1,6 +1,6 @@
 """The fixture app with routes for the connection tests: large answers, slow answers, files held open.
 
-gunicorn serves it as `railkit.tests.big_answer_app:create_app()`.
+gunicorn serves it as `railkit_tests.big_answer_app:create_app()`.
 """
 
 import threading

@@ -31,7 +31,7 @@ from railkit.settings import SettingError, Settings
 
 from .servers import wait_until
 
-FAULTY = "railkit.tests.faulty_app:app"
+FAULTY = "railkit_tests.faulty_app:app"
 
 
 class Clock:

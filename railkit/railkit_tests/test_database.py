@@ -22,7 +22,7 @@ from railkit.settings import SettingError, Settings
 
 from .servers import free_port, message_starts, wait_until
 
-DB_APP = "railkit.tests.fixture_db_app:create_app()"
+DB_APP = "railkit_tests.fixture_db_app:create_app()"
 WORKER_NAMES = f"{project.NAME} worker %"
 
 

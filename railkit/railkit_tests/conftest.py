@@ -1,22 +1,30 @@
 """The platform's own tests, on an app of their own (fixture_app.py), never the owner's routes.
 
+They run from a rendered project's root, which holds the platform as the project receives it
+(the template's tests/support.py: run_platform_tests).
+
 Fixtures: `app` -> `client` for the fast tests, `serve` for real gunicorn clusters,
 `server` for one cluster a whole module shares.
 
-In CI a skipped test fails (ci_skips.py, loaded from pyproject.toml). A test of
+In CI a skipped test fails (ci_skips.py, loaded by the runner). A test of
 one worker class's behaviour is marked `worker_class(...)` and is deselected,
 not skipped, in projects of another class.
 """
 
+from pathlib import Path
+
 import pytest
+
+if not Path("railkit.json").exists():
+    pytest.exit("run the platform's suite from a rendered project's root (tests/support.py: run_platform_tests)", 4)
 
 from railkit import project
 
 from .fixture_app import create_app
 from .servers import FIXTURE_APP, Server
 
-# Modules whose behaviour does not depend on the worker class: the template's own suite runs them in
-# its default-class project only (`-m "not same_for_every_worker_class"` elsewhere).
+# Modules whose behaviour does not depend on the worker class: the template runs them in its
+# default-class project only (`-m "not same_for_every_worker_class"` elsewhere).
 SAME_FOR_EVERY_WORKER_CLASS = {
     "test_app",
     "test_gunicorn_conf",

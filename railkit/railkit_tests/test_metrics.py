@@ -254,7 +254,7 @@ def test_prometheus_counts_every_request_across_workers_and_a_killed_one(serve, 
 
 @pytest.mark.cluster
 def test_the_masters_events_are_counted(serve):
-    server = serve({"WEB_CONCURRENCY": "2", "WORKER_MAX_MEMORY_MB": "64"}, app="railkit.tests.faulty_app:app")
+    server = serve({"WEB_CONCURRENCY": "2", "WORKER_MAX_MEMORY_MB": "64"}, app="railkit_tests.faulty_app:app")
     server.wait_for_workers(2)
     # However the 6 requests are shared, one worker holds 90 MB or more: past 64 whatever its own size.
     assert [server.request("/leak?mb=30")[0] for _ in range(6)] == [200] * 6
@@ -269,7 +269,7 @@ def test_the_masters_events_are_counted(serve):
 @pytest.mark.cluster
 def test_busy_workers_and_the_oldest_request_are_read_from_the_board_at_scrape_time(serve):
     """No request pays for them: the board already holds each worker's oldest request, for the watchdog."""
-    server = serve({"WEB_CONCURRENCY": "2", "RATE_LIMIT": "off"}, app="railkit.tests.faulty_app:app")
+    server = serve({"WEB_CONCURRENCY": "2", "RATE_LIMIT": "off"}, app="railkit_tests.faulty_app:app")
     server.wait_for_workers(2)
 
     def scraped() -> dict[str, float]:

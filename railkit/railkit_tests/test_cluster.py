@@ -24,7 +24,7 @@ from .servers import CLUSTER_COMMAND, FIXTURE_APP, PROJECT_ROOT, free_port, mess
 
 pytestmark = pytest.mark.cluster
 
-FAULTY = "railkit.tests.faulty_app:app"
+FAULTY = "railkit_tests.faulty_app:app"
 PROJECT = project.NAME
 
 
@@ -108,7 +108,7 @@ def test_sigterm_finishes_requests_in_flight_and_exits_zero(serve):
 def test_a_stop_while_a_worker_boots_stops_it_once_booted(serve, tmp_path, stop_signal, workers_told):
     """A stop signal that reaches a worker before gunicorn set its handler is not lost: no wait for GRACEFUL_TIMEOUT."""
     marker = tmp_path / "set-handlers"
-    command = [sys.executable, "-m", "railkit.tests.slow_boot", str(marker), FIXTURE_APP]
+    command = [sys.executable, "-m", "railkit_tests.slow_boot", str(marker), FIXTURE_APP]
     server = serve({"WEB_CONCURRENCY": "2", "GRACEFUL_TIMEOUT": "20"}, command=command)
     booting = message_starts("Booting worker")
     wait_until(lambda: len(list(filter(booting, server.logs))) >= 2, message="worker 2 forked")
@@ -309,7 +309,7 @@ def test_request_timeout_off(serve):
 def test_crash_loop_backs_off_then_exits_non_zero_at_any_log_level(serve, level):
     """The guard reads each worker's exit status from the process, never from log lines."""
     env = {"WEB_CONCURRENCY": "1", "GUNICORN_CMD_ARGS": "--preload", "LOG_LEVEL": level}
-    server = serve(env, app="railkit.tests.crashloop_app:app", wait=False)
+    server = serve(env, app="railkit_tests.crashloop_app:app", wait=False)
     assert server.wait_exit(timeout=90) == 1
     if level in ("debug", "info", "warning"):
         waits = [log for log in server.logs if log["message"].startswith("Workers keep dying young")]
@@ -321,7 +321,7 @@ def test_crash_loop_backs_off_then_exits_non_zero_at_any_log_level(serve, level)
 def test_sigterm_during_crash_back_off_stops_at_once(serve):
     """Back-off is a deadline of the master's loop, not a sleep: a signal is handled on time."""
     env = {"WEB_CONCURRENCY": "1", "GUNICORN_CMD_ARGS": "--preload"}
-    server = serve(env, app="railkit.tests.crashloop_app:app", wait=False)
+    server = serve(env, app="railkit_tests.crashloop_app:app", wait=False)
     waiting = server.wait_for_log(lambda log: "waiting 1." in log.get("message", "") or "waiting 2." in log["message"])
     server.signal(signal.SIGTERM)
     assert server.wait_exit(timeout=5) == 0
@@ -329,7 +329,7 @@ def test_sigterm_during_crash_back_off_stops_at_once(serve):
 
 
 def test_app_that_fails_to_import_stops_the_start(serve):
-    server = serve({}, app="railkit.tests.no_such_module:app", wait=False)
+    server = serve({}, app="railkit_tests.no_such_module:app", wait=False)
     assert server.wait_exit() != 0
 
 
@@ -367,7 +367,7 @@ def test_sighup_reload_replaces_workers_and_keeps_the_machinery(serve):
 
 def test_any_wsgi_app_gets_the_cluster(serve):
     """`gunicorn othermodule:app` reads gunicorn.conf.py too: same sizing, logs and recovery."""
-    server = serve({"WEB_CONCURRENCY": "2"}, app="railkit.tests.plain_wsgi:app", wait=False)
+    server = serve({"WEB_CONCURRENCY": "2"}, app="railkit_tests.plain_wsgi:app", wait=False)
     victim = sorted(server.wait_for_workers(2))[0]
     assert server.request("/")[2] == b"plain wsgi"
     os.kill(victim, signal.SIGKILL)

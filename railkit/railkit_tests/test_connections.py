@@ -20,7 +20,7 @@ from .servers import message_starts, wait_until
 
 pytestmark = [pytest.mark.cluster, pytest.mark.worker_class("gthread", "gevent")]
 
-BIG_ANSWER_APP = "railkit.tests.big_answer_app:create_app()"
+BIG_ANSWER_APP = "railkit_tests.big_answer_app:create_app()"
 
 
 def _gunicorn(*options: str, limit_files: int | None = None, app: str = BIG_ANSWER_APP) -> list[str]:

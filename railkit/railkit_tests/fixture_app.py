@@ -2,7 +2,7 @@
 
 The platform's tests serve this, never the owner's routes, so replacing the
 example routes never breaks them. gunicorn serves it as
-`railkit.tests.fixture_app:create_app()`, with the project's gunicorn.conf.py.
+`railkit_tests.fixture_app:create_app()`, with the project's gunicorn.conf.py.
 """
 
 from flask import Blueprint, Flask, request

@@ -1,6 +1,6 @@
 """Run a command on a kernel that refuses one thing, as some platforms' kernels do.
 
-    python -m railkit.tests.kernel_refusals socket-filters -- python -m gunicorn main:app
+    python -m railkit_tests.kernel_refusals socket-filters -- python -m gunicorn main:app
 
 A seccomp filter (inherited by every process the command forks) makes the
 kernel answer the refused system call with the error such a platform gives,

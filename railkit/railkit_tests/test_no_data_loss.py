@@ -14,7 +14,7 @@ import pytest
 
 pytestmark = pytest.mark.cluster
 
-APP = "railkit.tests.no_data_loss_app:app"
+APP = "railkit_tests.no_data_loss_app:app"
 # What the route fills (no_data_loss_app.BALLAST_MB), and what may stay of it once dropped.
 BALLAST_MB = 200
 LEFT_OVER_MB = 50

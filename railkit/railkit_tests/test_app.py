@@ -245,7 +245,7 @@ def test_log_budget_sums_invalid_requests_and_never_holds_back_lifecycle(caplog)
 
     shown = sum(passes("gunicorn.error", "Invalid request from ip=192.0.2.1: bad line") for _ in range(1000))
     assert shown <= 2 * logs.INVALID_REQUESTS_SHOWN  # one window, or two if the second turned meanwhile
-    assert sum(passes("railkit.tests.fixture_app", "hello", logging.INFO) for _ in range(1000)) <= (
+    assert sum(passes("railkit_tests.fixture_app", "hello", logging.INFO) for _ in range(1000)) <= (
         2 * logs.WORKER_LINES_PER_SECOND
     )
     assert all(passes("railkit.cluster.hooks", "Worker 1 died") for _ in range(1000))

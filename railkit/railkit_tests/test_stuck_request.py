@@ -18,7 +18,7 @@ from .servers import wait_until
 
 pytestmark = [pytest.mark.cluster, pytest.mark.worker_class("gthread", "gevent")]
 
-FAULTY = "railkit.tests.faulty_app:app"
+FAULTY = "railkit_tests.faulty_app:app"
 # Requests on the stuck one's worker: streams whose every chunk is quick work for the app
 # (none is stuck), and whose whole lasts long past the stuck request's report.
 BYSTANDERS = 10

@@ -22,7 +22,7 @@ from .servers import free_port, wait_until
 
 pytestmark = pytest.mark.cluster
 
-FAULTY = "railkit.tests.faulty_app:app"
+FAULTY = "railkit_tests.faulty_app:app"
 NGINX = shutil.which("nginx") or next((path for path in ("/usr/sbin/nginx",) if os.path.exists(path)), None)
 # Client threads of the steady load, each on its own keep-alive connection to the proxy.
 CLIENTS = 12

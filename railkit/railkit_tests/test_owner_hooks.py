@@ -126,7 +126,7 @@ if project.HAS_DATABASE:
         """Every worker gunicorn really runs holds a pool: the budget shares the server among 3, not 2."""
         url = create_database(postgres, "owner_workers")
         conf = _owner_conf(tmp_path, "\nworkers = 3\n")
-        db_app = "railkit.tests.fixture_db_app:create_app()"
+        db_app = "railkit_tests.fixture_db_app:create_app()"
         env = {"DATABASE_URL": url, "RATE_LIMIT": "off", "WEB_CONCURRENCY": "2"}
         server = serve(env, command=[sys.executable, "-m", "gunicorn", "-c", str(conf), db_app])
         line = server.wait_for_log(message_starts("Database connections: "))

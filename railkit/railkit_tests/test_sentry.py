@@ -52,7 +52,7 @@ def ingest():
 @pytest.mark.cluster
 def test_unhandled_exception_reaches_sentry_with_its_request_id(serve, ingest):
     env = {"SENTRY_DSN": ingest.dsn, "RAILWAY_GIT_COMMIT_SHA": "abc1234", "RAILWAY_ENVIRONMENT_NAME": "staging"}
-    server = serve(env, app="railkit.tests.faulty_app:app")
+    server = serve(env, app="railkit_tests.faulty_app:app")
     status, headers, _ = server.request("/boom", headers={"X-Request-ID": "sentry-probe-1"})
     assert status == 500 and headers["X-Request-ID"] == "sentry-probe-1"
 
@@ -70,7 +70,7 @@ def test_unhandled_exception_reaches_sentry_with_its_request_id(serve, ingest):
 
 def _sentry_imported(env: dict) -> bool:
     code = (
-        "import sys; from railkit.tests import fixture_app; "
+        "import sys; from railkit_tests import fixture_app; "
         "fixture_app.create_app(); print('sentry_sdk' in sys.modules)"
     )
     result = subprocess.run(

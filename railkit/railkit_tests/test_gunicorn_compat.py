@@ -30,7 +30,7 @@ owner = {owner}
 def broken(*args, **kwargs):
     pass
 setattr(owner, {attribute!r}, broken)
-sys.argv = ["gunicorn", "railkit.tests.plain_wsgi:app"]
+sys.argv = ["gunicorn", "railkit_tests.plain_wsgi:app"]
 from gunicorn.app.wsgiapp import run
 run(prog="gunicorn")
 """

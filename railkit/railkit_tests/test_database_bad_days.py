@@ -13,7 +13,7 @@ from railkit.db.testing import HOW_TO_GET_IT, ThrowawayPostgres, server_binaries
 
 from .servers import wait_until
 
-DB_APP = "railkit.tests.fixture_db_app:create_app()"
+DB_APP = "railkit_tests.fixture_db_app:create_app()"
 WORKER_NAMES = f"{project.NAME} worker %"
 # Requests that must be served while workers are killed under load.
 SERVED_AT_LEAST = 0.995

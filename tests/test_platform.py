@@ -1,0 +1,31 @@
+"""The platform's own suite (railkit/railkit_tests), run once per project variant whose platform behaviour differs.
+
+The default project (gthread) runs all of it; the others leave out what does not depend on the
+worker class. The gevent project has Postgres, so the database's tests meet gevent's patched sockets.
+"""
+
+import pytest
+
+from .support import SKIPS, run_platform_tests
+
+VARIANTS = {
+    "gthread": ({}, ()),
+    "gevent-postgres": (
+        {"railway_plan": "pro", "worker_class": "gevent", "python_version": "3.14", "database": "postgres"},
+        ("-m", "not same_for_every_worker_class"),
+    ),
+    "sync": (
+        {"railway_plan": "trial", "worker_class": "sync", "python_version": "3.11"},
+        ("-m", "not same_for_every_worker_class"),
+    ),
+}
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_the_platform_suite_passes_on(cookies, variant):
+    context, options = VARIANTS[variant]
+    result = cookies.bake(extra_context=context)
+    assert result.exception is None, result.exception
+    outcome = run_platform_tests(result.project_path, *options)
+    assert outcome.returncode == 0, outcome.stdout[-20000:] + outcome.stderr[-5000:]
+    assert " passed" in outcome.stdout and not SKIPS.search(outcome.stdout), outcome.stdout[-3000:]
