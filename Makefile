@@ -20,7 +20,7 @@ PORT ?= 8000
 PROJECT_PYTHON_VERSION := $(shell $(PYTHON) -c 'import json; print(json.load(open("cookiecutter.json"))["python_version"][0])')
 SDK := tests/railway/node_modules/.package-lock.json
 
-.PHONY: run test test-newest bench lint lock starter clean system-packages pythons
+.PHONY: run test test-newest platform-test bench lint lock starter clean system-packages pythons
 
 $(BIN)/python: tests/requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -91,6 +91,11 @@ lock: $(BIN)/python
 # stands down when starter.yaml is gone.
 starter: $(BIN)/python
 	$(BIN)/python -m tests.starter $(if $(FORCE),--force)
+
+# The platform's suite, or part of it, on a project rendered with ANSWERS (cookiecutter key=value
+# pairs), e.g. make platform-test ANSWERS="worker_class=gevent" ARGS="test_ratelimit.py -k redis".
+platform-test: $(BIN)/python system-packages pythons
+	$(BIN)/python -m tests.platform $(ANSWERS) -- $(ARGS)
 
 bench: $(BIN)/python system-packages
 	$(BIN)/python -m tests.bench

@@ -104,8 +104,12 @@ def run_platform_tests(project: Path, *pytest_args: str) -> subprocess.Completed
     """
     venv = project_venv(project)
     env = {**os.environ, "PYTHONPATH": str(PLATFORM_SUITE.parent)}
-    command = [str(venv / "bin" / "python"), "-m", "pytest", str(PLATFORM_SUITE)]
+    # The whole suite, unless the arguments name parts of it.
+    named = [arg for arg in pytest_args if arg.startswith(str(PLATFORM_SUITE))]
+    command = [str(venv / "bin" / "python"), "-m", "pytest", *([] if named else [str(PLATFORM_SUITE)])]
     options = ["-q", "-rs", "-p", "no:cacheprovider", "-p", "railkit_tests.ci_skips", "--rootdir", str(PLATFORM_SUITE)]
+    # importlib: pytest puts no folder of the template first on sys.path, so `railkit` is the project's copy.
+    options.append("--import-mode=importlib")
     return subprocess.run(
         [*command, *options, *pytest_args], cwd=project, env=env, capture_output=True, text=True, timeout=1800
     )

@@ -15,7 +15,7 @@ from railkit.cluster.gunicorn_compat import (
     missing_internals,
 )
 
-from .servers import PROJECT_ROOT, free_port
+from .servers import PROJECT_ROOT, SUITE, free_port
 
 # Runs gunicorn in-process after breaking one internal, the way a changed gunicorn would look.
 BREAK_AND_START = """
@@ -95,7 +95,7 @@ def test_a_changed_internal_refuses_the_start(internal):
     owner = OWNERS[internal.name.rsplit(".", 1)[0]]
     extra_import = GEVENT_IMPORTS.get(owner.split(".")[0], "")
     script = BREAK_AND_START.format(owner=owner, attribute=internal.attribute, extra_import=extra_import)
-    env = {"PATH": "/usr/bin:/bin", "PORT": str(free_port()), "WEB_CONCURRENCY": "1"}
+    env = {"PATH": "/usr/bin:/bin", "PORT": str(free_port()), "WEB_CONCURRENCY": "1", "PYTHONPATH": str(SUITE.parent)}
     finished = subprocess.run(
         [sys.executable, "-c", script], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=60
     )
