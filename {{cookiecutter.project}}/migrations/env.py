@@ -5,8 +5,7 @@ Import every module that defines models here, so autogenerate sees their tables.
 
 from alembic import context
 
-from railkit.db import Model
-from railkit.db.alembic_env import run_migrations
+from railkit.db import Model, run_migrations
 
 # isort: split
 from {{ cookiecutter.package }} import items  # noqa: F401 (registers its table on Model.metadata)

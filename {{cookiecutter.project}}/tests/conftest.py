@@ -3,7 +3,7 @@
 import pytest
 {%- if cookiecutter.database == "postgres" %}
 
-from railkit.db.migrate import upgrade
+from railkit.db import upgrade
 from railkit.db.testing import create_database, postgres  # noqa: F401 (a fixture)
 
 # isort: split
