@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-CACHE = ROOT / ".cache"
+CACHE = (ROOT / ".cache").resolve()  # a worktree may link it to a shared one
 TREE = CACHE / "forky"
 SUITE = "forky"
 # The Pythons Debian's forky carries: what this module can provide.

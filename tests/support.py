@@ -16,7 +16,7 @@ import pytest
 from . import pythons
 
 ROOT = Path(__file__).resolve().parent.parent
-CACHE = ROOT / ".cache"
+CACHE = (ROOT / ".cache").resolve()  # a worktree may link it to a shared one
 TEMPLATE = json.loads((ROOT / "cookiecutter.json").read_text())
 PLANS = TEMPLATE["_plans"]
 PLAN_NAMES = ("free", "trial", "hobby", "pro", "enterprise")
