@@ -30,6 +30,7 @@ SAME_FOR_EVERY_WORKER_CLASS = {
     "test_gunicorn_conf",
     "test_import_graph",
     "test_metrics",
+    "test_owner_api",
     "test_owner_hooks",
     "test_ratelimit",
     "test_sentry",
