@@ -13,6 +13,8 @@ from .network import listen_addresses
 from .python_support import refuse_unsupported_python
 from .sizing import size_cluster
 
+__all__ = ["gunicorn_settings"]
+
 
 def gunicorn_settings() -> dict:
     """gunicorn's settings for this container, by gunicorn's names."""

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+__all__ = ["create_database", "postgres"]
+
 # Where Debian's postgresql package puts the server's programs (not on PATH).
 DEBIAN_BINARIES = "/usr/lib/postgresql/*/bin"
 HOW_TO_GET_IT = "needs Postgres's server: install it (e.g. `sudo apt-get install postgresql`), as CI does"
