@@ -16,6 +16,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+import railkit
 from railkit import project
 from railkit.cluster.sizing import size_cluster
 from railkit.settings import EXIT_BAD_CONFIG, WORKER_CLASS, Settings
@@ -32,7 +33,8 @@ def test_starts_with_the_seed_story_and_every_line_is_json(serve):
     server = serve({"WEB_CONCURRENCY": "2"})
     server.wait_for_workers(2)
     server.wait_for_log(message_starts("Worker 2 started"))
-    assert server.wait_for_log(message_starts("Master process starting cluster mode"))
+    starting = server.wait_for_log(message_starts("Master process starting cluster mode"))
+    assert starting["railkit_version"] == railkit.__version__
     assert server.wait_for_log(message_starts("CPU cores detected"))["cpus"] >= 1
     assert server.wait_for_log(message_starts("Starting 2 workers"))["workers"] == 2
     assert not [log for log in server.logs if "Perhaps out of memory" in log["message"]]

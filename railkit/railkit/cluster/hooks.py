@@ -28,7 +28,7 @@ from typing import NoReturn
 
 from gunicorn.errors import HaltServer
 
-from .. import background
+from .. import __version__, background
 from ..settings import EXIT_BAD_CONFIG, Settings
 from . import board as scoreboard
 from . import gunicorn_compat as compat
@@ -389,7 +389,9 @@ def running_size(cfg, settings: Settings, size: ClusterSize) -> ClusterSize:
 
 def log_start_story(server, settings: Settings, size: ClusterSize) -> None:
     mode = "cluster mode" if size.workers > 1 else "single-process mode"
-    log.info("Master process starting %s (pid %s)", mode, server.pid, extra={"mode": mode})
+    # The seed's words; the platform's version rides along as a field.
+    extra = {"mode": mode, "railkit_version": __version__}
+    log.info("Master process starting %s (pid %s)", mode, server.pid, extra=extra)
     warn_if_python_differs(Path(".python-version"))
     log.info(
         "CPU cores detected: %g (%s); memory: %.0f MB (%s)",
