@@ -15,7 +15,8 @@ import pytest
 
 from railkit.cluster import runtime
 from railkit.cluster.board import Board
-from railkit.web.ratelimit import REDIS_RETRY_SECONDS, WorkerMemoryStorage
+from railkit.web.ratelimit_memory import WorkerMemoryStorage
+from railkit.web.ratelimit_redis import REDIS_RETRY_SECONDS
 
 from .fixture_app import create_app
 
@@ -105,7 +106,7 @@ def test_one_redis_outage_doubles_the_retry_delay_once_not_once_per_thread(monke
     monkeypatch.setenv("REDIS_URL", black_hole)
     app = create_app({"TESTING": True})
     limiter = app.extensions["rate_limiter"]
-    caplog.set_level(logging.WARNING, logger="railkit.web.ratelimit")
+    caplog.set_level(logging.WARNING, logger="railkit.web.ratelimit_redis")
     together = threading.Barrier(16)
     statuses = []
 
@@ -120,7 +121,7 @@ def test_one_redis_outage_doubles_the_retry_delay_once_not_once_per_thread(monke
     for thread in threads:
         thread.join()
     assert statuses == [200] * 16, "requests are served while Redis hangs"
-    assert limiter.redis_retry == REDIS_RETRY_SECONDS * 2
+    assert limiter.redis.retry == REDIS_RETRY_SECONDS * 2
     outages = [record for record in caplog.records if "does not answer" in record.getMessage()]
     assert len(outages) == 1, [record.getMessage() for record in outages]
 
