@@ -98,7 +98,7 @@ def test_headers_say_where_the_client_stands(monkeypatch):
 
 
 def test_testing_leaves_the_plans_limit_off_unless_a_test_asks(monkeypatch):
-    """A test client makes hundreds of requests from one address: only a limit the test sets applies."""
+    """A test client makes hundreds of requests from one address: only a default the test sets applies."""
     for name in ("RATE_LIMIT", "RAILWAY_PLAN"):
         monkeypatch.delenv(name, raising=False)
     client = create_app({"TESTING": True}).test_client()
@@ -263,6 +263,22 @@ def test_redis_refusing_connections_is_an_outage_warned_without_a_traceback(monk
     assert "does not answer (ConnectionError" in records[0].getMessage()
     check = redis_check(app)
     assert check["status"] == "fail" and check["output"].startswith("Redis does not answer"), check
+
+
+def test_a_redis_taking_no_connection_is_an_outage_once_the_probe_agrees(monkeypatch, caplog):
+    """Its backlog full, the kernel drops our connects: the connect's timeout, then the blocking probe, say so."""
+    with socket.socket() as full, socket.socket() as queued:
+        full.bind(("127.0.0.1", 0))
+        full.listen(0)
+        queued.connect(full.getsockname())  # the one connection its backlog holds: later ones are dropped
+        monkeypatch.setenv("REDIS_URL", f"redis://127.0.0.1:{full.getsockname()[1]}/0")
+        monkeypatch.setenv("RATE_LIMIT", "100/minute")
+        caplog.set_level(logging.WARNING)
+        app = create_app({"TESTING": True})
+        assert app.test_client().get("/").status_code == 200
+    records = [record for record in caplog.records if record.name.startswith("railkit.web.ratelimit")]
+    assert [(record.levelno, record.exc_info) for record in records] == [(logging.WARNING, None)]
+    assert "does not answer (TimeoutError: Timeout connecting to server)" in records[0].getMessage()
 
 
 @needs_redis

@@ -247,8 +247,9 @@ class RedisCounter:
         try:
             return self.pool.get_connection()
         except redis.exceptions.TimeoutError:
-            # A busy loop stretches a connect past its timeout: the kernel's clock decides whether Redis is there.
-            if not answers_within(self.url, REDIS_ANSWER_SECONDS):
+            # A busy loop stretches a connect past its timeout: the kernel's clock decides whether Redis is
+            # there. Once an outage is declared, connects that time out need no probe (it blocks a gevent worker).
+            if self.down or not answers_within(self.url, REDIS_ANSWER_SECONDS):
                 raise
         try:
             return self.pool.get_connection()
