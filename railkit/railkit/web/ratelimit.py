@@ -91,7 +91,7 @@ def limit(spec: str):
 
 def exempt(view):
     """Exempt a view, or every view of a blueprint, from the default limit (RATE_LIMIT): `@railkit.exempt`."""
-    if not (callable(view) or isinstance(view, Blueprint)) or isinstance(view, str):
+    if not (callable(view) or isinstance(view, Blueprint)):
         raise TypeError("railkit.exempt decorates a view function or marks a blueprint: @railkit.exempt")
     if getattr(view, LIMITS_MARK, ()):
         raise TypeError(f"{_name(view)}: railkit.limit and railkit.exempt contradict each other: keep one")
