@@ -271,12 +271,3 @@ def redis_check(app: Flask) -> dict:
     if counter is None:
         return {"componentType": "component", "status": "pass", "output": "counted in each worker's memory"}
     return counter.check()
-
-
-def storage_answers(app: Flask) -> bool:
-    """Whether the limiter's store (Redis, or memory) answers right now and takes its commands."""
-    try:
-        return redis_check(app)["status"] != "fail"
-    except Exception:
-        log.exception("Rate limit: the readiness check failed")
-        return False
