@@ -5,6 +5,8 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 from pathlib import Path
 
 import psycopg
@@ -125,3 +127,176 @@ def test_workers_never_migrate(serve, postgres):  # noqa: F811
     assert server.request("/db/backend")[0] == 200
     with psycopg.connect(url) as connection:
         assert connection.execute("SELECT to_regclass('alembic_version')").fetchone() == (None,)
+
+
+# -- migrations and live traffic -------------------------------------------------------------------------
+
+TABLE_MIGRATION = """
+from alembic import op
+
+revision = "0001"
+down_revision = None
+
+
+def upgrade():
+    op.execute("CREATE TABLE live (id int)")
+    op.execute("INSERT INTO live SELECT generate_series(1, 100)")
+"""
+
+ALTER_MIGRATION = """
+from alembic import op
+
+revision = "0002"
+down_revision = "0001"
+
+
+def upgrade():
+    op.execute("ALTER TABLE live ADD COLUMN note text")
+"""
+
+
+def _live_table(folder: Path, url: str) -> Path:
+    """Migrations whose 0001 (applied here) made the table `live`, and whose 0002 (pending) alters it."""
+    (folder / "versions").mkdir(parents=True)
+    (folder / "env.py").write_text(ENV_PY)
+    (folder / "versions" / "0001_live.py").write_text(TABLE_MIGRATION)
+    ini = folder / "alembic.ini"
+    ini.write_text("[alembic]\nscript_location = .\n")
+    first = _migrate(ini, url)
+    assert first.wait(60) == 0
+    (folder / "versions" / "0002_note.py").write_text(ALTER_MIGRATION)
+    return ini
+
+
+class LiveQueries:
+    """One client querying the table back to back, each query allowed 5 s; every latency and error kept."""
+
+    def __init__(self, url: str):
+        self.url, self.latencies, self.errors = url, [], []
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        with psycopg.connect(self.url, autocommit=True, options="-c statement_timeout=5000") as connection:
+            while not self.stopped.is_set():
+                started = time.monotonic()
+                try:
+                    connection.execute("SELECT count(*) FROM live").fetchone()
+                except psycopg.Error as error:
+                    self.errors.append(str(error).strip())
+                self.latencies.append(time.monotonic() - started)
+                time.sleep(0.02)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *_exc):
+        self.stopped.set()
+        self.thread.join(30)
+
+
+def _columns(url: str) -> tuple[list[str], str]:
+    with psycopg.connect(url) as connection:
+        query = "SELECT column_name FROM information_schema.columns WHERE table_name = 'live' ORDER BY column_name"
+        columns = [row[0] for row in connection.execute(query).fetchall()]
+        return columns, connection.execute("SELECT version_num FROM alembic_version").fetchone()[0]
+
+
+def _migrate_with(ini: Path, url: str, **extra: str) -> subprocess.Popen:
+    env = {"DATABASE_URL": url, "PATH": "/usr/bin:/bin", "PYTHONPATH": str(PROJECT_ROOT), **extra}
+    return subprocess.Popen(
+        [sys.executable, "-m", "railkit.db", "migrate", "--config", str(ini)],
+        cwd=PROJECT_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def test_a_migration_behind_a_long_transaction_gives_up_and_live_queries_keep_answering(postgres, tmp_path):  # noqa: F811
+    """An ALTER TABLE waiting for its lock queues every later query on the table: it waits 1 s at most, 3 times."""
+    url = create_database(postgres, "gives_up")
+    ini = _live_table(tmp_path / "migrations", url)
+    holder = psycopg.connect(url)  # the old deployment's open transaction on the table
+    holder.execute("SELECT count(*) FROM live").fetchone()
+    run = None
+    try:
+        with LiveQueries(url) as live:
+            run = _migrate_with(ini, url, DATABASE_MIGRATION_LOCK_TIMEOUT="1", DATABASE_MIGRATION_RETRIES="2")
+            logs = _logs(run)
+            time.sleep(0.5)
+    finally:
+        if run and run.poll() is None:
+            run.kill()
+        holder.close()
+    assert run.returncode == 1, logs
+    retries = [log for log in logs if message_starts("Migration attempt")(log)]
+    assert [log["attempt"] for log in retries] == [1, 2] and all(log["level"] == "warn" for log in retries)
+    [failure] = [log for log in logs if log["level"] == "error"]
+    assert failure["message"].startswith("Migration gave up: a table lock was not had within ")
+    assert "in 3 attempts" in failure["message"] and "oldest open transaction" in failure["message"]
+    assert "exc_info" not in failure, "one clear line, no traceback"
+    assert live.errors == [] and len(live.latencies) > 20
+    assert max(live.latencies) < 2.5, "a live query waited at most one lock_timeout"
+    assert _columns(url) == (["id"], "0001"), "nothing applied"
+
+
+def test_a_migration_retries_until_the_transaction_ends_then_applies(postgres, tmp_path):  # noqa: F811
+    url = create_database(postgres, "retries")
+    ini = _live_table(tmp_path / "migrations", url)
+    holder = psycopg.connect(url)
+    holder.execute("SELECT count(*) FROM live").fetchone()
+    ending = threading.Timer(2.5, holder.close)
+    ending.start()
+    with LiveQueries(url) as live:
+        run = _migrate_with(ini, url, DATABASE_MIGRATION_LOCK_TIMEOUT="1")
+        logs = _logs(run)
+    ending.join()
+    assert run.returncode == 0, logs
+    assert [log for log in logs if message_starts("Migration attempt 1 waited 1s for a table lock")(log)]
+    assert live.errors == [] and max(live.latencies) < 2.5
+    assert _columns(url) == (["id", "note"], "0002")
+
+
+BROKEN_MIGRATION = """
+import os
+
+import psycopg
+from alembic import op
+
+revision = "0001"
+down_revision = None
+
+
+def upgrade():
+    op.execute("CREATE TABLE broken (id int)")
+    pid = op.get_bind().exec_driver_sql("SELECT pg_backend_pid()").scalar()
+    # The server ends the session (a restart, a failover) just as the migration's own code fails.
+    with psycopg.connect(os.environ["DATABASE_URL"], autocommit=True) as other:
+        other.execute("SELECT pg_terminate_backend(%s)", (pid,))
+    raise LookupError("the migration's own error")
+"""
+
+
+def test_the_error_that_ended_a_migration_is_the_one_reported(postgres, tmp_path):  # noqa: F811
+    """The connection is gone when the migration fails: the report names its error, not the rollback's after it."""
+    url = create_database(postgres, "not_masked")
+    ini = _migrations(tmp_path / "migrations")
+    (tmp_path / "migrations" / "versions" / "0001_runs.py").write_text(BROKEN_MIGRATION)
+    run = _migrate(ini, url)
+    logs = _logs(run)
+    assert run.returncode == 1
+    [failure] = [log for log in logs if log["level"] == "error"]
+    assert failure["message"] == "Migration failed, nothing applied: LookupError: the migration's own error"
+    with psycopg.connect(url) as connection:
+        assert connection.execute("SELECT to_regclass('broken')").fetchone() == (None,)
+
+
+def test_migrate_prints_its_own_lines_only(postgres, tmp_path):  # noqa: F811
+    url = create_database(postgres, "quiet")
+    run = _migrate(_migrations(tmp_path / "migrations"), url)
+    logs = _logs(run)
+    assert run.returncode == 0
+    assert not [log for log in logs if log["message"].startswith("setup plugin")], logs

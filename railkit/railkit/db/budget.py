@@ -5,9 +5,12 @@ the new deployment starts and passes its healthcheck while the old one still
 serves (then drains): for a while twice the replicas hold pools. Postgres
 refuses connections beyond max_connections ("too many clients"), on the day
 traffic arrives. So the per-worker cap is what the server allows, less a few
-kept for migrations and an admin, shared by workers x replicas x 2.
+kept for migrations and an admin, shared by workers x replicas x 2. Through a
+pooler (Railway's PgBouncer) the figure is what the pooler accepts instead:
+migrations and admins then reach Postgres past it.
 """
 
+import dataclasses
 from dataclasses import dataclass
 
 # Deployments of the service holding pools at once: the new one and the old one it replaces.
@@ -24,10 +27,13 @@ class BudgetError(ValueError):
 
 @dataclass(frozen=True)
 class ServerLimits:
-    """What the server lets this role open, and where the figure came from."""
+    """What the server (or the pooler in front of it) lets this role open, and where the figure came from."""
 
     usable: int
     source: str
+    # Who sets the limit, and how to raise it ({to}: by how much), for the lines that state the budget.
+    holder: str = "the server"
+    remedy: str = "raise the server's max_connections{to}"
 
 
 @dataclass(frozen=True)
@@ -41,6 +47,7 @@ class Budget:
     usable: int
     reserved: int
     source: str
+    holder: str = "the server"
 
     @property
     def per_worker(self) -> int:
@@ -51,11 +58,18 @@ class Budget:
         """The most connections the service can hold at once, deploys included."""
         return self.per_worker * self.workers * self.replicas * DEPLOYMENTS_AT_ONCE
 
+    def fits(self, workers: int) -> bool:
+        """Whether `workers` workers with this per-worker pool stay within what is allowed."""
+        return self.with_workers(workers).service_total <= self.usable - self.reserved
+
+    def with_workers(self, workers: int) -> "Budget":
+        return dataclasses.replace(self, workers=workers)
+
     def describe(self) -> str:
         return (
             f"{self.per_worker} per worker x {self.workers} workers x {self.replicas} replicas "
             f"x {DEPLOYMENTS_AT_ONCE} deployments during a deploy = {self.service_total} "
-            f"of {self.usable} the server allows ({self.source}), {self.reserved} kept for migrations and an admin"
+            f"of {self.usable} {self.holder} allows ({self.source}), {self.reserved} kept for migrations and an admin"
         )
 
 
@@ -79,9 +93,9 @@ def plan_budget(
         if pool_size > fits:
             raise BudgetError(
                 f"DATABASE_POOL_SIZE={pool_size} x {workers} workers x {replicas} replicas x {DEPLOYMENTS_AT_ONCE} "
-                f"deployments = {pool_size * holders} connections, but the server allows {usable.usable} "
+                f"deployments = {pool_size * holders} connections, but {usable.holder} allows {usable.usable} "
                 f"({usable.source}) less {reserved} reserved: lower DATABASE_POOL_SIZE to {max(fits, 1)} or less, "
-                "lower WEB_CONCURRENCY or DATABASE_REPLICAS, or raise the server's max_connections"
+                f"lower WEB_CONCURRENCY or DATABASE_REPLICAS, or {usable.remedy.format(to='')}"
             )
         per_worker = pool_size
     else:
@@ -89,10 +103,9 @@ def plan_budget(
             needed = holders + reserved
             raise BudgetError(
                 f"{workers} workers x {replicas} replicas x {DEPLOYMENTS_AT_ONCE} deployments need at least "
-                f"{needed} connections, but the server allows {usable.usable} ({usable.source}) with "
+                f"{needed} connections, but {usable.holder} allows {usable.usable} ({usable.source}) with "
                 f"{reserved} reserved: lower WEB_CONCURRENCY or DATABASE_REPLICAS, lower "
-                f"DATABASE_RESERVED_CONNECTIONS, or raise the server's max_connections to {needed} or more "
-                "(ALTER SYSTEM SET max_connections, then restart Postgres)"
+                f"DATABASE_RESERVED_CONNECTIONS, or {usable.remedy.format(to=f' to {needed} or more')}"
             )
         per_worker = min(fits, max(1, concurrency))
     # Everything in the pool proper, no overflow: an overflow connection is closed the moment it is
@@ -105,6 +118,7 @@ def plan_budget(
         usable=usable.usable,
         reserved=reserved,
         source=usable.source,
+        holder=usable.holder,
     )
 
 
@@ -118,6 +132,13 @@ def replicas_of(plan) -> int:
     """The replicas railway.ts runs in production for this plan (regions added up)."""
     production = plan.replicas["production"]
     return sum(production.values()) if isinstance(production, dict) else int(production)
+
+
+def pooler_limits(mode: str, connections: int, declared: bool) -> ServerLimits:
+    """What a pooler in `mode` accepts from this service: DATABASE_POOLER_CONNECTIONS, or Railway's default."""
+    source = f"DATABASE_POOLER_CONNECTIONS={connections}" if declared else f"Railway PgBouncer's default in {mode} mode"
+    remedy = "raise the pooler's limit{to} (PgBouncer's MAX_CLIENT_CONN, then DATABASE_POOLER_CONNECTIONS)"
+    return ServerLimits(connections, source, holder=f"the {mode}-mode pooler", remedy=remedy)
 
 
 def usable_connections(max_connections: int, superuser_reserved: int, is_superuser: bool, role_limit: int) -> int:
@@ -141,7 +162,8 @@ def ask_server(url: str, connect_timeout: int, application_name: str) -> ServerL
     ) as connection:
         max_connections, superuser_reserved, is_superuser, role_limit = connection.execute(query).fetchone()
     usable = usable_connections(max_connections, superuser_reserved, is_superuser, role_limit)
-    return ServerLimits(usable, f"max_connections={max_connections}")
+    remedy = "raise the server's max_connections{to} (ALTER SYSTEM SET max_connections, then restart Postgres)"
+    return ServerLimits(usable, f"max_connections={max_connections}", remedy=remedy)
 
 
 def libpq_url(url: str) -> str:
