@@ -13,14 +13,19 @@ import threading
 import psutil
 import psycopg
 import pytest
+from sqlalchemy import event, exc, text
 
+import railkit.db
 from railkit import project
+from railkit.db import engines
 from railkit.db.budget import BudgetError, ServerLimits, plan_budget, replicas_of, usable_connections
 from railkit.db.config import parse_database_url, read_database_settings
+from railkit.db.messages import first_line
 from railkit.db.testing import create_database, postgres  # noqa: F401 (a fixture)
 from railkit.plans import PLANS
 from railkit.settings import SettingError, Settings
 
+from . import fixture_db_app
 from .servers import PROJECT_ROOT, free_port, message_starts, wait_until
 
 DB_APP = "railkit_tests.fixture_db_app:create_app()"
@@ -84,6 +89,53 @@ def test_a_budget_that_cannot_fit_names_the_variables_to_change():
         plan_budget(usable=ServerLimits(100, "t"), workers=17, concurrency=32, replicas=6, reserved=3)
     with pytest.raises(BudgetError, match="DATABASE_POOL_SIZE"):
         plan_budget(usable=ServerLimits(100, "t"), workers=5, concurrency=32, replicas=2, reserved=3, pool_size=20)
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["DATABASE_POOL_SIZE", "DATABASE_POOL_TIMEOUT", "DATABASE_REPLICAS", "DATABASE_STATEMENT_TIMEOUT_MS",
+     "DATABASE_RESERVED_CONNECTIONS", "DATABASE_POOLER", "DATABASE_POOLER_CONNECTIONS"],
+)  # fmt: skip
+def test_an_empty_value_is_refused_as_web_concurrency_is(name):
+    """Set to nothing is a mistake to name, not the default: railkit.settings refuses WEB_CONCURRENCY="" so."""
+    with pytest.raises(SettingError):
+        Settings.from_env({"WEB_CONCURRENCY": ""})
+    environ = {"DATABASE_URL": "postgres://h/d", "DATABASE_UNPOOLED_URL": "postgres://direct/d", name: ""}
+    with pytest.raises(SettingError) as refused:
+        read_database_settings(Settings.from_env({}), environ)
+    assert refused.value.variable == name
+
+
+def test_a_drivers_message_in_one_line():
+    """One helper for every log line that quotes the driver: its first line, or the error's name when it is empty."""
+    assert first_line(psycopg.OperationalError("server closed the connection\n\tThis probably means...")) == (
+        "server closed the connection"
+    )
+    assert first_line(psycopg.OperationalError("")) == "OperationalError"
+    assert first_line(psycopg.OperationalError(" \n ")) == "OperationalError"
+    wrapped = exc.OperationalError("SELECT 1", {}, psycopg.errors.AdminShutdown("terminating connection\nDETAIL: x"))
+    assert first_line(wrapped) == "terminating connection"
+
+
+def test_a_failed_rollback_with_an_empty_message_never_raises_from_teardown(postgres, monkeypatch):  # noqa: F811
+    """The request's teardown is documented as never raising: a driver error that says nothing included."""
+    for name in ("REDIS_URL", "RATE_LIMIT", "ENABLE_CLUSTERING", "WEB_CONCURRENCY", "RAILWAY_PLAN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("DATABASE_URL", create_database(postgres, "teardown"))
+    app = fixture_db_app.create_app({"TESTING": True})
+    made = railkit.db.engine()
+
+    def server_gone(_connection):  # what psycopg raises when the socket dies without a word
+        raise exc.OperationalError("ROLLBACK", {}, psycopg.OperationalError(""))
+
+    event.listen(made, "rollback", server_gone)
+    try:
+        with app.app_context():
+            assert railkit.db.session.execute(text("SELECT 1")).scalar() == 1
+        # Left the context: teardown closed the session, whose rollback failed, and said so in a line.
+    finally:
+        event.remove(made, "rollback", server_gone)
+        engines.dispose()
 
 
 def test_what_the_role_may_open():
