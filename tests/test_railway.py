@@ -261,7 +261,7 @@ def test_one_replica_plans_say_so_plainly(cookies):
     assert result.exception is None, result.exception
     railway_ts = (result.project_path / ".railway" / "railway.ts").read_text()
     assert "at most 1 replica of" in railway_ts and "1 replicas" not in railway_ts
-    assert "const replicas = 1;" in railway_ts and "production ?" not in railway_ts
+    assert "replicas: 1," in railway_ts and "production ?" not in railway_ts
     assert "redis(" not in railway_ts
 
 
@@ -318,3 +318,65 @@ def test_one_edit_of_the_replicas_moves_railway_and_the_budget_together(railway_
             literals = {name: value["value"] for name, value in web["variables"].items() if value["type"] == "literal"}
             assert _replicas(web["deploy"]) == expected[environment]
             assert _budgeted_replicas(project, literals) == expected[environment], (path, environment)
+
+
+def _budget(project: Path, variables: dict, workers: int, max_connections: int) -> dict:
+    """The web service's connection budget (railkit.db's own arithmetic) for these variables, as a dict."""
+    program = (
+        "import dataclasses, json, sys\n"
+        "from railkit.settings import Settings\n"
+        "from railkit.db.budget import ServerLimits, plan_budget, replicas_of\n"
+        "from railkit.db.config import read_database_settings\n"
+        "env, workers, usable = json.loads(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])\n"
+        "settings = Settings.from_env(env)\n"
+        "db = read_database_settings(settings, env)\n"
+        "budget = plan_budget(usable=ServerLimits(usable, 'test'), workers=workers, concurrency=32,\n"
+        "    replicas=db.replicas or replicas_of(settings.plan), reserved=db.reserved, others=db.others)\n"
+        "print(json.dumps({**dataclasses.asdict(budget), 'service_total': budget.service_total}))\n"
+    )
+    env = {**variables, "DATABASE_URL": "postgresql://u@postgres.railway.internal:5432/railway"}
+    python = project_venv(project) / "bin" / "python"
+    found = subprocess.run(
+        [str(python), "-c", program, json.dumps(env), str(workers), str(max_connections)],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return json.loads(found.stdout)
+
+
+def test_a_second_service_gets_its_own_start_command_and_a_declared_share_of_the_database(railway_configs):
+    """WORKER = true: a worker service from the same code, and the web service's budget leaves room for it."""
+    config, project = railway_configs[("hobby", "postgres")]
+    source = config.read_text()
+    assert source.count("const WORKER = false;") == 1
+    states = {"off": evaluate(config)}
+    chosen = WORK / "hobby-postgres-worker" / "railway.ts"
+    chosen.parent.mkdir(exist_ok=True)
+    chosen.write_text(source.replace("const WORKER = false;", "const WORKER = true;"))
+    checked = subprocess.run(
+        [str(SDK / "node_modules" / ".bin" / "tsc"), "--noEmit", "--strict", "--target", "ES2022", "--module",
+         "NodeNext", "--moduleResolution", "NodeNext", "--types", "", str(chosen)],
+        capture_output=True, text=True, cwd=SDK,
+    )  # fmt: skip
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    states["on"] = evaluate(chosen)
+    for environment in ("production", "staging"):
+        off, on = states["off"][environment], states["on"][environment]
+        assert [resource["name"] for resource in off["resources"] if resource["type"] == "service"] == ["my-service"]
+        services = {resource["name"]: resource for resource in on["resources"] if resource["type"] == "service"}
+        web, worker = services["my-service"], services["my-service-worker"]
+        assert worker["deploy"]["startCommand"] == "python -m my_service.worker"
+        assert "healthcheckPath" not in worker["deploy"] and "preDeploy" not in json.dumps(worker["deploy"])
+        worker_pool = int(_literal(worker, "DATABASE_POOL_SIZE"))
+        share = _replicas(worker["deploy"]) * worker_pool * 2  # old and new deployment, during a deploy
+        assert _literal(web, "DATABASE_OTHER_CONNECTIONS") == str(share) and share > 0
+        assert _literal(_web(off), "DATABASE_OTHER_CONNECTIONS") == "0"
+        for name in ("DATABASE_URL", "DATABASE_UNPOOLED_URL"):
+            assert worker["variables"][name] == web["variables"][name]
+        # The web service's pools, the worker's share and the 3 reserved fit in Postgres's default 100.
+        literals = {name: value["value"] for name, value in web["variables"].items() if value["type"] == "literal"}
+        budget = _budget(project, literals, workers=5, max_connections=100)
+        assert budget["others"] == share
+        assert budget["service_total"] + share + budget["reserved"] <= 100

@@ -19,7 +19,7 @@ import railkit.db
 from railkit import project
 from railkit.db import engines
 from railkit.db.budget import BudgetError, ServerLimits, plan_budget, replicas_of, usable_connections
-from railkit.db.config import parse_database_url, read_database_settings
+from railkit.db.config import parse_database_url, read_database_settings, read_migration_settings
 from railkit.db.messages import first_line
 from railkit.db.testing import create_database, postgres  # noqa: F401 (a fixture)
 from railkit.plans import PLANS
@@ -84,6 +84,17 @@ def test_the_budget_fits_the_service_and_its_deploys_into_the_server():
     )
 
 
+def test_the_budget_leaves_other_services_their_declared_share():
+    """A worker service holds DATABASE_OTHER_CONNECTIONS of the server's connections: the web's pools get the rest."""
+    budget = plan_budget(usable=ServerLimits(100, "t"), workers=5, concurrency=32, replicas=2, reserved=3, others=20)
+    # 5 workers x 2 replicas x 2 deployments share 100 - 3 - 20 = 77.
+    assert budget.per_worker == 3 and budget.service_total + 3 + 20 <= 100
+    assert "20 for other services (DATABASE_OTHER_CONNECTIONS)" in budget.describe()
+    assert budget.fits(5) and not budget.fits(7)
+    with pytest.raises(BudgetError, match="DATABASE_OTHER_CONNECTIONS"):
+        plan_budget(usable=ServerLimits(100, "t"), workers=5, concurrency=32, replicas=2, reserved=3, others=80)
+
+
 def test_a_budget_that_cannot_fit_names_the_variables_to_change():
     with pytest.raises(BudgetError, match="WEB_CONCURRENCY"):
         plan_budget(usable=ServerLimits(100, "t"), workers=17, concurrency=32, replicas=6, reserved=3)
@@ -94,7 +105,8 @@ def test_a_budget_that_cannot_fit_names_the_variables_to_change():
 @pytest.mark.parametrize(
     "name",
     ["DATABASE_POOL_SIZE", "DATABASE_POOL_TIMEOUT", "DATABASE_REPLICAS", "DATABASE_STATEMENT_TIMEOUT_MS",
-     "DATABASE_RESERVED_CONNECTIONS", "DATABASE_POOLER", "DATABASE_POOLER_CONNECTIONS"],
+     "DATABASE_RESERVED_CONNECTIONS", "DATABASE_POOLER", "DATABASE_POOLER_CONNECTIONS", "DATABASE_OTHER_CONNECTIONS",
+     "DATABASE_MIGRATION_LOCK_TIMEOUT", "DATABASE_MIGRATION_RETRIES", "DATABASE_MIGRATION_WAIT"],
 )  # fmt: skip
 def test_an_empty_value_is_refused_as_web_concurrency_is(name):
     """Set to nothing is a mistake to name, not the default: railkit.settings refuses WEB_CONCURRENCY="" so."""
@@ -103,6 +115,7 @@ def test_an_empty_value_is_refused_as_web_concurrency_is(name):
     environ = {"DATABASE_URL": "postgres://h/d", "DATABASE_UNPOOLED_URL": "postgres://direct/d", name: ""}
     with pytest.raises(SettingError) as refused:
         read_database_settings(Settings.from_env({}), environ)
+        read_migration_settings(environ)
     assert refused.value.variable == name
 
 

@@ -300,3 +300,79 @@ def test_migrate_prints_its_own_lines_only(postgres, tmp_path):  # noqa: F811
     logs = _logs(run)
     assert run.returncode == 0
     assert not [log for log in logs if log["message"].startswith("setup plugin")], logs
+
+
+# -- removing the example ------------------------------------------------------------------------------------
+
+ORDERS = '''"""Orders: the owner's first model."""
+
+from sqlalchemy.orm import Mapped, mapped_column
+
+from railkit.db import Model
+
+
+class Order(Model):
+    __tablename__ = "orders"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+'''
+
+
+def _tables(url: str) -> tuple:
+    with psycopg.connect(url) as connection:
+        query = "SELECT to_regclass('items') IS NOT NULL, to_regclass('orders') IS NOT NULL"
+        return connection.execute(query).fetchone()
+
+
+def test_the_example_comes_out_of_a_deployed_database_as_the_readme_says(postgres, tmp_path):  # noqa: F811
+    """The README's steps, on a database that ran the example's migration and on one that never did."""
+    package = json.loads((PROJECT_ROOT / "railkit.json").read_text())["package"]
+    readme = " ".join((PROJECT_ROOT / "README.md").read_text().split())
+    steps = readme.split("**Removing the example**", 1)[1].split(" - **", 1)[0]
+    for named in (
+        f"`{package}/items.py`",
+        "`tests/test_items.py`",
+        "`app.register_blueprint(items.bp)`",
+        f"`from {package} import items`",
+        "**Keep** `migrations/versions/0001_items.py`",
+        "`python -m railkit.db migrate`",
+        'alembic revision --autogenerate -m "drop the example"',
+    ):
+        assert named in steps, named
+    project = tmp_path / "project"
+    shutil.copytree(
+        PROJECT_ROOT, project, ignore=shutil.ignore_patterns(".venv", ".git", "__pycache__", ".*_cache", "build")
+    )
+    tools = Path(sys.executable).parent
+    deployed = create_database(postgres, "example_deployed")
+    env = {"DATABASE_URL": deployed, "PATH": f"{tools}:/usr/bin:/bin"}
+
+    def run(*command: str) -> subprocess.CompletedProcess:
+        done = subprocess.run(command, cwd=project, env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stdout[-5000:] + done.stderr[-5000:]
+        return done
+
+    run(sys.executable, "-m", "railkit.db", "migrate")
+    assert _tables(deployed) == (True, False), "the example was deployed"
+
+    # The README's steps, and the owner's first model beside them.
+    (project / package / "items.py").unlink()
+    (project / "tests" / "test_items.py").unlink()
+    factory = project / package / "__init__.py"
+    code = factory.read_text().replace("import items, ", "import ")
+    factory.write_text("".join(line for line in code.splitlines(True) if "items.bp" not in line))
+    env_py = project / "migrations" / "env.py"
+    env_py.write_text(env_py.read_text().replace(f"from {package} import items", f"from {package} import orders"))
+    (project / package / "orders.py").write_text(ORDERS)
+    run(str(tools / "alembic"), "revision", "--autogenerate", "-m", "drop the example")
+    [script] = (project / "migrations" / "versions").glob("*_drop_the_example.py")
+    text = script.read_text()
+    assert 'op.drop_table("items")' in text and 'op.create_table("orders"' in text, text
+
+    run(sys.executable, "-m", "railkit.db", "migrate")
+    assert _tables(deployed) == (False, True)
+    env["DATABASE_URL"] = never = create_database(postgres, "example_never_deployed")
+    run(sys.executable, "-m", "railkit.db", "migrate")
+    assert _tables(never) == (False, True)
+    # The owner's suite, on their own migrations.
+    run(sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests")

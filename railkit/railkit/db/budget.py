@@ -48,6 +48,8 @@ class Budget:
     reserved: int
     source: str
     holder: str = "the server"
+    # Connections other services hold on the same database (a worker, a cron: DATABASE_OTHER_CONNECTIONS).
+    others: int = 0
 
     @property
     def per_worker(self) -> int:
@@ -60,7 +62,7 @@ class Budget:
 
     def fits(self, workers: int) -> bool:
         """Whether `workers` workers with this per-worker pool stay within what is allowed."""
-        return self.with_workers(workers).service_total <= self.usable - self.reserved
+        return self.with_workers(workers).service_total <= self.usable - self.reserved - self.others
 
     def with_workers(self, workers: int) -> "Budget":
         return dataclasses.replace(self, workers=workers)
@@ -70,6 +72,7 @@ class Budget:
             f"{self.per_worker} per worker x {self.workers} workers x {self.replicas} replicas "
             f"x {DEPLOYMENTS_AT_ONCE} deployments during a deploy = {self.service_total} "
             f"of {self.usable} {self.holder} allows ({self.source}), {self.reserved} kept for migrations and an admin"
+            + (f", {self.others} for other services (DATABASE_OTHER_CONNECTIONS)" if self.others else "")
         )
 
 
@@ -81,31 +84,36 @@ def plan_budget(
     replicas: int,
     reserved: int,
     pool_size: int | None = None,
+    others: int = 0,
 ) -> Budget:
     """The per-worker pool that fits; BudgetError naming the variables to change when none does.
 
     `concurrency` is how many requests one worker serves at once (threads,
-    greenlets): more connections than that would never be used.
+    greenlets): more connections than that would never be used. `others` are
+    the connections other services of the project hold on the same database.
     """
     holders = workers * replicas * DEPLOYMENTS_AT_ONCE
-    fits = (usable.usable - reserved) // holders if usable.usable > reserved else 0
+    kept = reserved + others
+    kept_text = f"{kept} kept for migrations and an admin" + (f" and other services ({others})" if others else "")
+    fits = (usable.usable - kept) // holders if usable.usable > kept else 0
     if pool_size is not None:
         if pool_size > fits:
             raise BudgetError(
                 f"DATABASE_POOL_SIZE={pool_size} x {workers} workers x {replicas} replicas x {DEPLOYMENTS_AT_ONCE} "
                 f"deployments = {pool_size * holders} connections, but {usable.holder} allows {usable.usable} "
-                f"({usable.source}) less {reserved} reserved: lower DATABASE_POOL_SIZE to {max(fits, 1)} or less, "
+                f"({usable.source}) less {kept_text}: lower DATABASE_POOL_SIZE to {max(fits, 1)} or less, "
                 f"lower WEB_CONCURRENCY or DATABASE_REPLICAS, or {usable.remedy.format(to='')}"
             )
         per_worker = pool_size
     else:
         if fits < 1:
-            needed = holders + reserved
+            needed = holders + kept
             raise BudgetError(
                 f"{workers} workers x {replicas} replicas x {DEPLOYMENTS_AT_ONCE} deployments need at least "
                 f"{needed} connections, but {usable.holder} allows {usable.usable} ({usable.source}) with "
-                f"{reserved} reserved: lower WEB_CONCURRENCY or DATABASE_REPLICAS, lower "
-                f"DATABASE_RESERVED_CONNECTIONS, or {usable.remedy.format(to=f' to {needed} or more')}"
+                f"{kept_text}: lower WEB_CONCURRENCY or DATABASE_REPLICAS, lower "
+                f"DATABASE_RESERVED_CONNECTIONS{' or DATABASE_OTHER_CONNECTIONS' if others else ''}, "
+                f"or {usable.remedy.format(to=f' to {needed} or more')}"
             )
         per_worker = min(fits, max(1, concurrency))
     # Everything in the pool proper, no overflow: an overflow connection is closed the moment it is
@@ -119,6 +127,7 @@ def plan_budget(
         reserved=reserved,
         source=usable.source,
         holder=usable.holder,
+        others=others,
     )
 
 

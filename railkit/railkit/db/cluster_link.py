@@ -102,7 +102,7 @@ def check_worker_change(server, new_value: int, old_value: int) -> None:
     if new_value > budget.workers and not budget.fits(new_value):
         log.error(
             "Refusing %s workers: %s per worker x %s workers x %s replicas x 2 deployments = %s connections, "
-            "but %s allows %s (%s) less %s reserved; keeping %s",
+            "but %s allows %s (%s) less %s kept; keeping %s",
             new_value,
             budget.per_worker,
             new_value,
@@ -111,7 +111,7 @@ def check_worker_change(server, new_value: int, old_value: int) -> None:
             budget.holder,
             budget.usable,
             budget.source,
-            budget.reserved,
+            budget.reserved + budget.others,
             budget.workers,
             extra={"variable": "WEB_CONCURRENCY", "workers": new_value, "kept_workers": budget.workers},
         )
@@ -139,6 +139,7 @@ def plan(settings, size, cfg) -> Budget:
         replicas=replicas,
         reserved=reserved,
         pool_size=database.pool_size,
+        others=database.others,
     )
 
 

@@ -64,6 +64,8 @@ class DatabaseSettings:
     unpooled_url: str | None = None
     # "transaction" or "session" when DATABASE_URL goes through a pooler; None when it reaches Postgres itself.
     pooler: str | None = None
+    # Connections other services of the project hold on the same database (a worker, a cron job).
+    others: int = 0
     # Client connections the pooler accepts from this service (DATABASE_POOLER_CONNECTIONS, or Railway's default).
     pooler_connections: int | None = None
     pooler_connections_declared: bool = False
@@ -182,6 +184,7 @@ def read_database_settings(settings: Settings, environ: Mapping[str, str] = os.e
         statement_timeout_ms=statement_ms,
         replicas=_integer(environ, "DATABASE_REPLICAS", None, 1, 100),
         reserved=_integer(environ, "DATABASE_RESERVED_CONNECTIONS", RESERVED_CONNECTIONS, 0, 1000),
+        others=_integer(environ, "DATABASE_OTHER_CONNECTIONS", 0, 0, 100_000),
         unpooled_url=connections.unpooled_url,
         pooler=pooler,
         pooler_connections=_integer(environ, "DATABASE_POOLER_CONNECTIONS", POOLER_CONNECTIONS[pooler], 1, 100_000)

@@ -55,6 +55,11 @@ def _server_user() -> str | None:
     raise RuntimeError("running as root, and neither a postgres nor a nobody user exists to run Postgres as")
 
 
+def _runuser() -> str:
+    """util-linux's runuser, found off PATH too (it lives in /usr/sbin, which a test's PATH may lack)."""
+    return shutil.which("runuser") or "/usr/sbin/runuser"
+
+
 class ThrowawayPostgres:
     """One Postgres server in a temporary folder, listening on 127.0.0.1 at a free port."""
 
@@ -84,7 +89,7 @@ class ThrowawayPostgres:
     def _run(self, program: str, *arguments: str, check: bool = True) -> subprocess.CompletedProcess:
         command = [str(self.binaries / program), *arguments]
         if self.user:
-            command = ["runuser", "-u", self.user, "--", *command]
+            command = [_runuser(), "-u", self.user, "--", *command]
         return subprocess.run(command, capture_output=True, text=True, check=check, timeout=START_SECONDS, cwd="/")
 
     def start(self) -> "ThrowawayPostgres":
@@ -168,7 +173,7 @@ logfile = {self.folder / "pgbouncer.log"}
     def start(self) -> "ThrowawayPgBouncer":
         command = [self.binary, "--quiet", str(self.folder / "pgbouncer.ini")]
         if self.user:
-            command = ["runuser", "-u", self.user, "--", *command]
+            command = [_runuser(), "-u", self.user, "--", *command]
         self.process = subprocess.Popen(command, cwd="/", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + START_SECONDS
         while time.monotonic() < deadline:
