@@ -97,7 +97,7 @@ def decide_budget_again(settings, size, server) -> None:
 def check_worker_change(server, new_value: int, old_value: int) -> None:
     """TTIN/TTOU: more workers only if their pools still fit; fewer always."""
     budget = engines.current_budget()
-    if budget is None or new_value is None or new_value == budget.workers:
+    if budget is None or not new_value or new_value == budget.workers:
         return
     if new_value > budget.workers and not budget.fits(new_value):
         log.error(
