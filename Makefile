@@ -27,8 +27,8 @@ $(BIN)/python: tests/requirements.txt
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --require-hashes -r tests/requirements.txt
 	touch $@
 
-# redis-server (shared rate limits), postgresql (the database variant's tests start their own server),
-# nginx and prometheus (what the cluster sits behind and is scraped by),
+# redis-server (shared rate limits), postgresql and pgbouncer (the database variant's tests start their
+# own server, and Railway's pooler in front of it), nginx and prometheus (what the cluster sits behind and is scraped by),
 # wrk (load) and npm (Railway's SDK), from Debian's packages when missing.
 system-packages:
 	@missing=""; \
@@ -38,6 +38,7 @@ system-packages:
 	command -v wrk >/dev/null || missing="$$missing wrk"; \
 	command -v npm >/dev/null || missing="$$missing nodejs npm"; \
 	ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	command -v pgbouncer >/dev/null || [ -x /usr/sbin/pgbouncer ] || missing="$$missing pgbouncer"; \
 	if [ -n "$$missing" ]; then \
 		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 			echo "Installing$$missing"; \

@@ -113,6 +113,13 @@ class Bench:
             # One replica: the budget would otherwise share the server's connections among the plan's replicas.
             env = {"DATABASE_URL": postgres.server.url, "DATABASE_REPLICAS": "1"}
             contenders = self._database_contenders(env)
+            pooled = postgres.pooled_env(env)
+            if pooled:  # Railway's PgBouncer in front (transaction mode): the gthread cluster, through it
+                key = "gthread" if "gthread" in self.database_projects else next(iter(self.database_projects))
+                project, venv, package = self.database_projects[key]
+                name = "cluster via PgBouncer"
+                app = servers.DATABASE_APP
+                contenders[name] = lambda: servers.cluster(project, venv, package, name, app=app, **pooled)
             samples = self._alternated_rounds(contenders, "/db/1", connections, self.profile.database_rounds, postgres)
             return {
                 "postgres": database.version(postgres),

@@ -79,9 +79,10 @@ _prepared: "ClusterHooks | None" = None
 
 # Work of platform modules the cluster does not import (railkit.db), run by the platform's hooks after
 # their own: on_starting's callbacks get (settings, size, cfg) in the master, size being what gunicorn
-# really runs (running_size) and cfg gunicorn's configuration; post_fork's and worker_exit's get
-# nothing, in the worker.
-JOINABLE_HOOKS = ("on_starting", "post_fork", "worker_exit")
+# really runs (running_size) and cfg gunicorn's configuration; on_reload's get (settings, size, server)
+# once SIGHUP re-read the configuration; nworkers_changed's get (server, new, old) when TTIN/TTOU change
+# the count (not while a reload sets it); post_fork's and worker_exit's get nothing, in the worker.
+JOINABLE_HOOKS = ("on_starting", "on_reload", "nworkers_changed", "post_fork", "worker_exit")
 _joined: dict[str, list] = {name: [] for name in JOINABLE_HOOKS}
 
 
@@ -221,6 +222,8 @@ class ClusterHooks:
         # gunicorn has re-read the file and the command line: cfg.workers is what it now runs.
         self.board.set_configured(server.cfg.workers)
         server.cluster = self
+        for callback in _joined["on_reload"]:
+            callback(self.settings, running_size(server.cfg, self.settings, self.size), server)
         log.info("Configuration reloaded: replacing the workers with %s new ones", server.cfg.workers)
 
     def when_ready(self, server) -> None:
@@ -294,6 +297,8 @@ class ClusterHooks:
     def nworkers_changed(self, server, new_value, old_value) -> None:
         if self.board:
             self.board.set_configured(new_value)
+            for callback in _joined["nworkers_changed"]:
+                callback(server, new_value, old_value)
 
     # -- worker ---------------------------------------------------------------
 
