@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-__all__ = ["ThrowawayPgBouncer", "ThrowawayPostgres", "create_database", "pgbouncer", "postgres"]
+# The API: the platform's own tests also use the PgBouncer fixture and the server classes, which may change.
+__all__ = ["create_database", "postgres"]
 
 # Where Debian's postgresql package puts the server's programs (not on PATH).
 DEBIAN_BINARIES = "/usr/lib/postgresql/*/bin"
