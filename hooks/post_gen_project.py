@@ -1,8 +1,10 @@
 """Remove the files of options not taken, then say what to do next. Needs no network."""
 
 import json
+import re
 import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 ANSWERS_JSON = r"""{{ cookiecutter | tojson }}"""
@@ -38,6 +40,17 @@ def remove_caches(root: Path) -> None:
 
 # Pythons whose locks need a newer glibc than the others' 2.28 (tests/locks.py's PYTHON_GLIBC): orjson's wheels.
 NEWER_GLIBC = {"3.15": "2.39"}
+# Where cruft renders a project only to compare it (update, diff): a folder tempfile made for it.
+TEMPORARY_FOLDER = re.compile(r"tmp[a-z0-9_]{8}")
+
+
+def rendered_for_comparison(answers: dict, root: Path) -> bool:
+    """Whether cruft renders this project into a temporary folder to compute an update or a diff: no one reads it."""
+    folder = root.resolve().parent
+    temporary = Path(tempfile.gettempdir()).resolve()
+    return "_commit" in answers and folder.parent == temporary and bool(TEMPORARY_FOLDER.fullmatch(folder.name))
+
+
 def python_help(python: str) -> str:
     """What to run when the pinned Python is not installed: uv fetches it, or pyenv, or the system's package."""
     text = f"""
@@ -85,7 +98,8 @@ def main(root: Path | None = None) -> int:
     if answers["database"] != "postgres":
         remove_database_files(root)
     remove_caches(root)
-    print(next_steps(answers))
+    if not rendered_for_comparison(answers, root):
+        print(next_steps(answers))
     return 0
 
 

@@ -4,6 +4,8 @@ import copy
 import re
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -189,6 +191,16 @@ def test_next_steps_say_what_to_do_without_the_pinned_python(python):
 def test_the_hook_knows_which_pythons_need_a_newer_glibc():
     newer = {python: glibc for python, (glibc, _) in locks.PYTHON_GLIBC.items()}
     assert newer == post_gen_project.NEWER_GLIBC
+
+
+def test_cruft_comparison_renders_are_recognised(tmp_path):
+    """cruft update and diff render the template into tempfile's folders, running the hooks there: no next steps."""
+    with tempfile.TemporaryDirectory() as cruft_folder:
+        project = Path(cruft_folder) / "my-service"
+        assert post_gen_project.rendered_for_comparison({**GOOD, "_commit": "abc"}, project)
+        assert not post_gen_project.rendered_for_comparison(GOOD, project), "plain cookiecutter: no cruft commit"
+    # cruft create and cookiecutter write where the user asked, here a folder of pytest's.
+    assert not post_gen_project.rendered_for_comparison({**GOOD, "_commit": "abc"}, tmp_path / "my-service")
 
 
 @pytest.mark.parametrize("plan", ["free", "trial", "hobby", "pro"])
