@@ -10,7 +10,7 @@ ANSWERS_JSON = r"""{{ cookiecutter | tojson }}"""
 
 PLANS = ("free", "trial", "hobby", "pro", "enterprise")
 WORKER_CLASSES = ("gthread", "gevent", "sync")
-PYTHON_VERSIONS = ("3.11", "3.12", "3.13", "3.14")
+PYTHON_VERSIONS = ("3.11", "3.12", "3.13", "3.14", "3.15")
 DATABASES = ("none", "postgres")
 # A Railway service name and a folder name: lowercase words joined by dashes.
 PROJECT_PATTERN = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")

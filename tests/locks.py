@@ -25,9 +25,10 @@ VARIANTS = {
     "gevent-postgres": {"worker_class": "gevent", "database": "postgres"},
 }
 OFFERED_PYTHONS = json.loads((ROOT / "cookiecutter.json").read_text())["python_version"]
-# Pythons not offered yet, each with the locked package that publishes no wheel for it (test_locks.py
-# watches them: the day the package ships its wheels, the test says to offer that Python).
-WAITING_PYTHONS = {"3.15": "orjson"}
+# The oldest glibc (manylinux_2_X) whose wheels install every lock on a Python, and the locked package that
+# raises it for one Python; the README's "Python versions" table states the same. Below it, pip builds from source.
+GLIBC_FLOOR = "2.28"  # gevent's wheels, and psycopg-binary's for aarch64
+PYTHON_GLIBC = {"3.15": ("2.39", "orjson")}  # orjson 3.13.0's cp315 wheels are manylinux_2_39 only
 
 
 def version_key(version: str) -> tuple[int, ...]:
@@ -44,6 +45,11 @@ PROJECT_LOCKS = {
     "requirements-dev.txt": ["requirements-dev.in", "-c", "requirements.txt", "-o", "requirements-dev.txt"],
 }
 TOOLING_LOCK = ["requirements.in", "-o", "requirements.txt"]
+
+
+def glibc_floor(python: str) -> str:
+    """The oldest glibc on which every lock installs from wheels alone on `python`."""
+    return PYTHON_GLIBC.get(python, (GLIBC_FLOOR, None))[0]
 
 
 def variant_for(worker_class: str, database: str = "none") -> str:

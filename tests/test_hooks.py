@@ -4,11 +4,14 @@ import copy
 import re
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 import pytest
 
 from hooks import post_gen_project, pre_gen_project
 
+from . import locks
 from .support import PLANS, ROOT, TEMPLATE
 
 GOOD = {
@@ -172,6 +175,32 @@ def test_next_steps_name_the_project_and_its_commands():
     assert "DATABASE_URL" not in steps
     with_postgres = post_gen_project.next_steps({**GOOD, "database": "postgres"})
     assert "export DATABASE_URL=" in with_postgres and "python -m railkit.db migrate" in with_postgres
+
+
+@pytest.mark.parametrize("python", TEMPLATE["python_version"])
+def test_next_steps_say_what_to_do_without_the_pinned_python(python):
+    """`pythonX.Y -m venv` fails where that Python is missing: uv and pyenv get it, each named with the version."""
+    steps = post_gen_project.next_steps({**GOOD, "python_version": python})
+    assert f"python{python} -m venv .venv" in steps
+    assert f"uv venv --seed --python {python} .venv" in steps
+    assert f"pyenv install {python}" in steps
+    floor = locks.glibc_floor(python)
+    assert (f"glibc {floor}" in steps) == (floor != locks.GLIBC_FLOOR), "a newer glibc is named where one is needed"
+
+
+def test_the_hook_knows_which_pythons_need_a_newer_glibc():
+    newer = {python: glibc for python, (glibc, _) in locks.PYTHON_GLIBC.items()}
+    assert newer == post_gen_project.NEWER_GLIBC
+
+
+def test_cruft_comparison_renders_are_recognised(tmp_path):
+    """cruft update and diff render the template into tempfile's folders, running the hooks there: no next steps."""
+    with tempfile.TemporaryDirectory() as cruft_folder:
+        project = Path(cruft_folder) / "my-service"
+        assert post_gen_project.rendered_for_comparison({**GOOD, "_commit": "abc"}, project)
+        assert not post_gen_project.rendered_for_comparison(GOOD, project), "plain cookiecutter: no cruft commit"
+    # cruft create and cookiecutter write where the user asked, here a folder of pytest's.
+    assert not post_gen_project.rendered_for_comparison({**GOOD, "_commit": "abc"}, tmp_path / "my-service")
 
 
 @pytest.mark.parametrize("plan", ["free", "trial", "hobby", "pro"])

@@ -5,9 +5,10 @@ import os
 import re
 import subprocess
 
+import pytest
 import yaml
 
-from .support import project_venv
+from .support import TEMPLATE, project_venv
 
 INSTALL_FROM_LOCK = re.compile(r"pip install --require-hashes -r requirements(-dev)?\.txt")
 
@@ -61,3 +62,53 @@ def test_a_skipped_test_fails_in_ci_only(cookies):
     assert locally.returncode == 0 and "1 skipped" in locally.stdout, locally.stdout
     in_ci = subprocess.run(command, cwd=project, env={**env, "CI": "true"}, capture_output=True, text=True)
     assert in_ci.returncode != 0 and "skipped in CI" in in_ci.stdout, in_ci.stdout
+
+
+# A model whose annotation names a class defined further down: the quotes are what older Pythons need.
+FORWARD_REFERENCE_MODEL = """\"\"\"Notebooks and their notes.\"\"\"
+
+from sqlalchemy import ForeignKey
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from railkit.db import Model
+
+
+class Notebook(Model):
+    __tablename__ = "notebooks"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    notes: Mapped[list["Note"]] = relationship(back_populates="notebook")
+
+
+class Note(Model):
+    __tablename__ = "notes"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    notebook_id: Mapped[int] = mapped_column(ForeignKey("notebooks.id"))
+    notebook: Mapped[Notebook] = relationship(back_populates="notes")
+"""
+# Import the models and resolve their relationships, as the first query would.
+IMPORT_MODELS = (
+    "from sqlalchemy.orm import configure_mappers; import my_service.notes as notes; configure_mappers(); "
+    "print(notes.Notebook.notes.property.mapper.class_.__name__)"
+)
+
+
+@pytest.mark.parametrize("python", TEMPLATE["python_version"])
+def test_a_forward_reference_survives_ruff_fix_on_the_projects_python(cookies, python):
+    """The project's ruff rewrites only what its pinned Python runs: the fixed model imports there."""
+    project = cookies.bake(extra_context={"python_version": python, "database": "postgres"}).project_path
+    model = project / "my_service" / "notes.py"
+    model.write_text(FORWARD_REFERENCE_MODEL)
+    venv = project_venv(project)
+    fixed = subprocess.run(
+        [str(venv / "bin" / "ruff"), "check", "--fix", "--no-cache", str(model)],
+        cwd=project,
+        capture_output=True,
+        text=True,
+    )
+    assert fixed.returncode == 0, fixed.stdout + fixed.stderr
+    imported = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", IMPORT_MODELS], cwd=project, capture_output=True, text=True
+    )
+    assert imported.returncode == 0 and imported.stdout.strip() == "Note", imported.stderr[-3000:]
