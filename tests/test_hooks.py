@@ -21,6 +21,7 @@ GOOD = {
     "python_version": "3.13",
     "use_redis": True,
     "use_docker": True,
+    "use_tracing": "no",
     "database": "none",
     "github_repository": "",
     "_plans": PLANS,
