@@ -28,7 +28,7 @@ TAKEN_NAMES = {
     "typing_extensions", "redis", "async_timeout", "prometheus_client", "sentry_sdk", "certifi", "urllib3",
     "gevent", "greenlet", "zope", "cffi", "pycparser",
     "sqlalchemy", "psycopg", "psycopg_binary", "alembic", "mako", "tzdata",
-    "opentelemetry", "google", "requests", "charset_normalizer", "idna", "zipp", "importlib_metadata",
+    "opentelemetry", "google", "requests", "charset_normalizer", "idna",
     "pytest", "_pytest", "py", "pluggy", "iniconfig", "pygments", "colorama", "ruff", "uv", "_cffi_backend",
     "main", "tests", "test", "app", "railkit", "migrations",
 }  # fmt: skip
