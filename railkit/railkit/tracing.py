@@ -46,6 +46,8 @@ EXCLUDED_URLS_VARIABLES = ("OTEL_PYTHON_FLASK_EXCLUDED_URLS", "OTEL_PYTHON_EXCLU
 FLUSH_SECONDS = 5
 # Each server span's request id, under the key the log lines and problem bodies use.
 REQUEST_ID_ATTRIBUTE = "request_id"
+# The statement SQLAlchemy's pool sends to check a connection before each use (pre-ping): no span of its own.
+POOL_PING = ";"
 
 # Whether this process's app is instrumented (inherited by each worker), and the worker's provider.
 _state = {"instrumented": False, "provider": None}
@@ -94,7 +96,8 @@ def start_worker() -> None:
         resource = resource.merge(Resource({SERVICE_NAME: project.NAME}))
     # The sampler is the SDK's, from OTEL_TRACES_SAMPLER; stop_worker shuts the provider down, not atexit.
     provider = TracerProvider(resource=resource, shutdown_on_exit=False)
-    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    batches = BatchSpanProcessor(OTLPSpanExporter())
+    provider.add_span_processor(without_pool_pings(batches) if project.HAS_DATABASE else batches)
     trace.set_tracer_provider(provider)
     _state["provider"] = provider
     stamp_trace_ids(TraceIdFilter(trace.get_current_span))
@@ -157,6 +160,28 @@ def _tag_request_id(span, _status, _headers) -> None:
     current = request_id.get()
     if span is not None and current is not None:
         span.set_attribute(REQUEST_ID_ATTRIBUTE, current)
+
+
+def without_pool_pings(inner):
+    """A span processor passing every span to `inner` but the pool's pings (one per request that uses the database)."""
+    from opentelemetry.sdk.trace import SpanProcessor
+
+    class WithoutPoolPings(SpanProcessor):
+        def on_start(self, span, parent_context=None) -> None:
+            inner.on_start(span, parent_context)
+
+        def on_end(self, span) -> None:
+            attributes = span.attributes or {}
+            if attributes.get("db.statement", attributes.get("db.query.text")) != POOL_PING:
+                inner.on_end(span)
+
+        def shutdown(self) -> None:
+            inner.shutdown()
+
+        def force_flush(self, timeout_millis: int = 30000) -> bool:
+            return inner.force_flush(timeout_millis)
+
+    return WithoutPoolPings()
 
 
 class TraceIdFilter(logging.Filter):
