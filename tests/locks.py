@@ -17,12 +17,16 @@ from cookiecutter.main import cookiecutter
 ROOT = Path(__file__).resolve().parent.parent
 LOCKS = ROOT / "templates" / "locks"
 # One lock per variant the template renders (cookiecutter.json's __lock), with the answers that render
-# it: gevent adds its own dependencies, and so does the database.
+# it: gevent adds its own dependencies, and so do the database and tracing.
 VARIANTS = {
     "default": {"worker_class": "gthread"},
     "gevent": {"worker_class": "gevent"},
     "default-postgres": {"worker_class": "gthread", "database": "postgres"},
     "gevent-postgres": {"worker_class": "gevent", "database": "postgres"},
+    "default-tracing": {"worker_class": "gthread", "use_tracing": "yes"},
+    "gevent-tracing": {"worker_class": "gevent", "use_tracing": "yes"},
+    "default-postgres-tracing": {"worker_class": "gthread", "database": "postgres", "use_tracing": "yes"},
+    "gevent-postgres-tracing": {"worker_class": "gevent", "database": "postgres", "use_tracing": "yes"},
 }
 OFFERED_PYTHONS = json.loads((ROOT / "cookiecutter.json").read_text())["python_version"]
 # The oldest glibc (manylinux_2_X) whose wheels install every lock on a Python, and the locked package that
@@ -52,9 +56,13 @@ def glibc_floor(python: str) -> str:
     return PYTHON_GLIBC.get(python, (GLIBC_FLOOR, None))[0]
 
 
-def variant_for(worker_class: str, database: str = "none") -> str:
+def variant_for(worker_class: str, database: str = "none", use_tracing: str = "no") -> str:
     """The lock a project with these answers gets (as cookiecutter.json's __lock computes it)."""
-    return ("gevent" if worker_class == "gevent" else "default") + ("-postgres" if database == "postgres" else "")
+    return (
+        ("gevent" if worker_class == "gevent" else "default")
+        + ("-postgres" if database == "postgres" else "")
+        + ("-tracing" if use_tracing == "yes" else "")
+    )
 
 
 def compile_lock(folder: Path, arguments: list[str], upgrade: bool) -> None:

@@ -101,6 +101,9 @@ def test_smoke_bench_run_measures_everything(tmp_path):
     assert set(layers) == {"bare Flask", *(f"+ {name}" for name in layer_names), "generated app"}
     assert all(micros > 0 for micros in layers.values())
     assert results["metrics"]["on_rps"] > 0 and results["metrics"]["off_rps"] > 0
+    tracing = results["tracing"]["runs"]
+    assert set(tracing) == {"off", "every request", "1% sampled"}
+    assert all(run["rps"] > 0 and run["us_per_request"] > 0 for run in tracing.values())
     assert set(results["attacks"]) == {
         "slow headers",
         "silent connections",

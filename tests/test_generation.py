@@ -29,6 +29,7 @@ SUPPORTED_COMBINATIONS = [
     {"railway_plan": "trial", "use_redis": False},
     {"railway_plan": "hobby", "database": "postgres"},
     {"railway_plan": "pro", "worker_class": "gevent", "database": "postgres", "python_version": "3.15"},
+    {"railway_plan": "pro", "worker_class": "gevent", "use_tracing": "yes"},
     {"project_name": 'Ünïcode "Quoted" \\ Name', "project": "odd-name", "package": "odd_name"},
 ]
 UNSUPPORTED_COMBINATIONS = [
@@ -119,6 +120,19 @@ def test_the_free_plan_gets_no_redis_service(cookies):
         assert "REDIS_URL" not in (project / name).read_text(), name
     assert json.loads((project / "railkit.json").read_text())["use_redis"] is False
     assert "REDIS_URL" in (bake_ok(cookies, {"railway_plan": "trial"}) / ".railway" / "railway.ts").read_text()
+
+
+def test_opentelemetry_only_in_projects_generated_with_traces(cookies):
+    """use_tracing=no: no OpenTelemetry package, in the inputs or the locks; yes: the SDK, the exporter, Flask's."""
+    untraced = bake_ok(cookies, {"database": "postgres"})
+    for name in ("requirements.in", "requirements.txt", "requirements-dev.txt"):
+        assert "opentelemetry" not in (untraced / name).read_text(), name
+    assert json.loads((untraced / "railkit.json").read_text())["use_tracing"] is False
+    traced = bake_ok(cookies, {"database": "postgres", "use_tracing": "yes"})
+    lock = (traced / "requirements.txt").read_text()
+    for package in ("sdk", "exporter-otlp-proto-http", "instrumentation-flask", "instrumentation-psycopg", "proto"):
+        assert f"\nopentelemetry-{package}==" in lock, package
+    assert json.loads((traced / "railkit.json").read_text())["use_tracing"] is True
 
 
 def test_gevent_only_required_by_gevent_projects(cookies):

@@ -24,6 +24,7 @@ GOOD = {
     "python_version": "3.13",
     "use_redis": True,
     "use_docker": True,
+    "use_tracing": "no",
     "database": "none",
     "github_repository": "",
     "_plans": PLANS,
@@ -35,7 +36,15 @@ def test_good_answers_pass():
 
 
 # Locked distributions whose import name is not their name with dashes as underscores.
-IMPORT_NAMES = {"python-json-logger": "pythonjsonlogger", "zope-event": "zope", "zope-interface": "zope"}
+IMPORT_NAMES = {
+    "python-json-logger": "pythonjsonlogger",
+    "zope-event": "zope",
+    "zope-interface": "zope",
+    "protobuf": "google",
+    "googleapis-common-protos": "google",
+}
+# Every OpenTelemetry distribution installs into the one namespace package `opentelemetry`.
+NAMESPACE_PREFIXES = {"opentelemetry-": "opentelemetry"}
 
 
 def test_no_locked_package_can_be_shadowed_by_the_projects_package():
@@ -45,7 +54,11 @@ def test_no_locked_package_can_be_shadowed_by_the_projects_package():
         for line in lock.read_text().splitlines()
         if "==" in line and not line.startswith((" ", "#"))
     }
-    imports = {IMPORT_NAMES.get(name, name.replace("-", "_")) for name in locked}
+    imports = {
+        next((space for prefix, space in NAMESPACE_PREFIXES.items() if name.startswith(prefix)), None)
+        or IMPORT_NAMES.get(name, name.replace("-", "_"))
+        for name in locked
+    }
     assert imports - pre_gen_project.TAKEN_NAMES == set()
 
 

@@ -1,7 +1,8 @@
 """The platform's own suite (railkit/railkit_tests), run once per project variant whose platform behaviour differs.
 
 The default project (gthread) runs all of it; the others leave out what does not depend on the
-worker class. The gevent project has Postgres, so the database's tests meet gevent's patched sockets.
+worker class. The gevent project has Postgres and traces, so the database's tests meet gevent's
+patched sockets and the tracing tests meet both; a gthread project with traces runs the tracing tests.
 """
 
 import pytest
@@ -11,9 +12,16 @@ from .support import SKIPS, run_platform_tests
 VARIANTS = {
     "gthread": ({}, ()),
     "gevent-postgres": (
-        {"railway_plan": "pro", "worker_class": "gevent", "python_version": "3.14", "database": "postgres"},
+        {
+            "railway_plan": "pro",
+            "worker_class": "gevent",
+            "python_version": "3.14",
+            "database": "postgres",
+            "use_tracing": "yes",
+        },
         ("-m", "not same_for_every_worker_class"),
     ),
+    "gthread-tracing": ({"use_tracing": "yes"}, ("-m", "use_tracing")),
     "sync": (
         {"railway_plan": "trial", "worker_class": "sync", "python_version": "3.11"},
         ("-m", "not same_for_every_worker_class"),

@@ -47,16 +47,20 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "worker_class(*names): a behaviour of these worker classes only")
     config.addinivalue_line("markers", "same_for_every_worker_class: run in one worker class's project only")
     config.addinivalue_line("markers", "cluster: starts real gunicorn processes (slower)")
+    config.addinivalue_line("markers", "use_tracing(answer): in projects generated with this use_tracing only")
 
 
 def pytest_collection_modifyitems(config, items):
-    """Leave out the tests of another worker class's behaviour: this project runs one class."""
+    """Leave out the tests of another worker class's behaviour, or another use_tracing: this project has one of each."""
     kept, other = [], []
     for item in items:
         if item.module.__name__.rpartition(".")[2] in SAME_FOR_EVERY_WORKER_CLASS:
             item.add_marker("same_for_every_worker_class")
         marker = item.get_closest_marker("worker_class")
-        (other if marker and project.WORKER_CLASS not in marker.args else kept).append(item)
+        tracing = item.get_closest_marker("use_tracing")
+        another_class = marker and project.WORKER_CLASS not in marker.args
+        another_tracing = tracing and tracing.args[0] != ("yes" if project.HAS_TRACING else "no")
+        (other if another_class or another_tracing else kept).append(item)
     if other:
         config.hook.pytest_deselected(items=other)
         items[:] = kept

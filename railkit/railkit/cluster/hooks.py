@@ -28,7 +28,7 @@ from typing import NoReturn
 
 from gunicorn.errors import HaltServer
 
-from .. import __version__, background
+from .. import __version__, background, tracing
 from ..settings import EXIT_BAD_CONFIG, Settings
 from . import board as scoreboard
 from . import gunicorn_compat as compat
@@ -319,6 +319,7 @@ class ClusterHooks:
         self.in_flight = InFlight(lambda since, label: self.board.set_busy(slot, since, label))
         self.set_request_key, self.current_request_key = request_key_holder()
         compat.wrap_worker_app(worker, lambda app: TimedApp(app, self.in_flight, self.current_request_key))
+        tracing.start_worker()
         signal.signal(signal.SIGINT, worker.handle_exit)
         extra = {"worker": slot + 1, "worker_pid": worker.pid}
         log.info("Worker %s started (pid %s)", slot + 1, worker.pid, extra=extra)
@@ -358,6 +359,7 @@ class ClusterHooks:
                 len(self.in_flight),
                 extra={"worker": worker.slot + 1, "worker_pid": worker.pid, "unfinished": len(self.in_flight)},
             )
+        tracing.stop_worker()
         for callback in _joined["worker_exit"]:
             callback()
 
