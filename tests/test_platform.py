@@ -1,7 +1,7 @@
 """The platform's own suite (railkit/railkit_tests), run once per project variant whose platform behaviour differs.
 
-The default project (gthread) runs all of it; the others leave out what does not depend on the
-worker class. The gevent project has Postgres and traces, so the database's tests meet gevent's
+The default project (gthread, Python 3.14) runs all of it; the others leave out what does not depend
+on the worker class. The gevent project runs on Python 3.15 with Postgres and traces, so the database's tests meet gevent's
 patched sockets and the tracing tests meet both; a gthread project with traces runs the tracing tests.
 """
 
@@ -15,7 +15,7 @@ VARIANTS = {
         {
             "railway_plan": "pro",
             "worker_class": "gevent",
-            "python_version": "3.14",
+            "python_version": "3.15",
             "database": "postgres",
             "use_tracing": "yes",
         },

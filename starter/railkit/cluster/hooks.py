@@ -28,7 +28,7 @@ from typing import NoReturn
 
 from gunicorn.errors import HaltServer
 
-from .. import background
+from .. import __version__, background, tracing
 from ..settings import EXIT_BAD_CONFIG, Settings
 from . import board as scoreboard
 from . import gunicorn_compat as compat
@@ -79,9 +79,10 @@ _prepared: "ClusterHooks | None" = None
 
 # Work of platform modules the cluster does not import (railkit.db), run by the platform's hooks after
 # their own: on_starting's callbacks get (settings, size, cfg) in the master, size being what gunicorn
-# really runs (running_size) and cfg gunicorn's configuration; post_fork's and worker_exit's get
-# nothing, in the worker.
-JOINABLE_HOOKS = ("on_starting", "post_fork", "worker_exit")
+# really runs (running_size) and cfg gunicorn's configuration; on_reload's get (settings, size, server)
+# once SIGHUP re-read the configuration; nworkers_changed's get (server, new, old) when TTIN/TTOU change
+# the count (not while a reload sets it); post_fork's and worker_exit's get nothing, in the worker.
+JOINABLE_HOOKS = ("on_starting", "on_reload", "nworkers_changed", "post_fork", "worker_exit")
 _joined: dict[str, list] = {name: [] for name in JOINABLE_HOOKS}
 
 
@@ -221,6 +222,8 @@ class ClusterHooks:
         # gunicorn has re-read the file and the command line: cfg.workers is what it now runs.
         self.board.set_configured(server.cfg.workers)
         server.cluster = self
+        for callback in _joined["on_reload"]:
+            callback(self.settings, running_size(server.cfg, self.settings, self.size), server)
         log.info("Configuration reloaded: replacing the workers with %s new ones", server.cfg.workers)
 
     def when_ready(self, server) -> None:
@@ -294,6 +297,8 @@ class ClusterHooks:
     def nworkers_changed(self, server, new_value, old_value) -> None:
         if self.board:
             self.board.set_configured(new_value)
+            for callback in _joined["nworkers_changed"]:
+                callback(server, new_value, old_value)
 
     # -- worker ---------------------------------------------------------------
 
@@ -314,6 +319,7 @@ class ClusterHooks:
         self.in_flight = InFlight(lambda since, label: self.board.set_busy(slot, since, label))
         self.set_request_key, self.current_request_key = request_key_holder()
         compat.wrap_worker_app(worker, lambda app: TimedApp(app, self.in_flight, self.current_request_key))
+        tracing.start_worker()
         signal.signal(signal.SIGINT, worker.handle_exit)
         extra = {"worker": slot + 1, "worker_pid": worker.pid}
         log.info("Worker %s started (pid %s)", slot + 1, worker.pid, extra=extra)
@@ -353,6 +359,7 @@ class ClusterHooks:
                 len(self.in_flight),
                 extra={"worker": worker.slot + 1, "worker_pid": worker.pid, "unfinished": len(self.in_flight)},
             )
+        tracing.stop_worker()
         for callback in _joined["worker_exit"]:
             callback()
 
@@ -389,7 +396,9 @@ def running_size(cfg, settings: Settings, size: ClusterSize) -> ClusterSize:
 
 def log_start_story(server, settings: Settings, size: ClusterSize) -> None:
     mode = "cluster mode" if size.workers > 1 else "single-process mode"
-    log.info("Master process starting %s (pid %s)", mode, server.pid, extra={"mode": mode})
+    # The seed's words; the platform's version rides along as a field.
+    extra = {"mode": mode, "railkit_version": __version__}
+    log.info("Master process starting %s (pid %s)", mode, server.pid, extra=extra)
     warn_if_python_differs(Path(".python-version"))
     log.info(
         "CPU cores detected: %g (%s); memory: %.0f MB (%s)",

@@ -47,6 +47,10 @@ def prepare_to_fork() -> None:
     # The collector never visits frozen objects, so the workers' collections
     # do not write to (and so copy) the pages the app was loaded into.
     gc.freeze()
+    # Nor does the interpreter finalize them at exit: a buffered file the app opened at import would
+    # lose its unflushed writes. Unfrozen at exit, in the master and in every worker (which inherits
+    # the handler); atexit runs it after the handlers registered later, the app's own.
+    atexit.register(gc.unfreeze)
 
 
 def refuse_threads_started_while_loading() -> None:
