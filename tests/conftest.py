@@ -13,6 +13,7 @@ LONGEST_FIRST = (
 
 def pytest_collection_modifyitems(items):
     def rank(item) -> int:
-        return next((index for index, part in enumerate(LONGEST_FIRST) if part in item.nodeid), len(LONGEST_FIRST))
+        ranks = (index for index, part in enumerate(LONGEST_FIRST) if part in item.nodeid)
+        return next(ranks, len(LONGEST_FIRST))
 
     items.sort(key=rank)
