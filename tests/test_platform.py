@@ -1,8 +1,9 @@
 """The platform's own suite (railkit/railkit_tests), run once per project variant whose platform behaviour differs.
 
-The default project (gthread, Python 3.14) runs all of it; the others leave out what does not depend
-on the worker class. The gevent project runs on Python 3.15 with Postgres and traces, so the database's tests meet gevent's
-patched sockets and the tracing tests meet both; a gthread project with traces runs the tracing tests.
+The default project (gthread, Python 3.14) runs all of it; the others leave out what does not
+depend on the worker class. The gevent project runs on Python 3.15 with Postgres and traces, so
+the database's tests meet gevent's patched sockets and the tracing tests meet both; a gthread
+project with traces runs the tracing tests.
 """
 
 import pytest
