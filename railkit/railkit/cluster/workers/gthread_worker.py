@@ -51,7 +51,7 @@ from gunicorn import util
 from gunicorn.http2 import negotiation
 from gunicorn.workers import gthread
 
-from .. import limits, open_files
+from .. import board, limits, open_files
 from ..errors import BodyWaitedTooLong, ClientError, HeadTimeout, write_problem
 from ..hooks import require_platform_hooks
 from . import reading
@@ -220,6 +220,8 @@ class GthreadWorker(AnswersClientErrors, gthread.ThreadWorker):
     def worker_connections(self) -> int:
         """What gunicorn's loop compares nr_conns with to accept: 0 while paused, or over this worker's share."""
         if self.accept_paused_until and time.monotonic() < self.accept_paused_until:
+            if self.accept_share is not None:
+                self.accept_share.withdraw()
             return 0
         if self.accept_share is not None and self.accept_share.over_share(self.nr_conns):
             return 0
@@ -233,7 +235,7 @@ class GthreadWorker(AnswersClientErrors, gthread.ThreadWorker):
         install_request_handling(stalled_writers=max(1, int(self.cfg.threads * limits.STALLED_THREADS_SHARE)))
         reading.admit_large_body = self._admit_chunked_body
         reading.keep_alive_room = lambda: self.nr_conns < self.max_keepalived
-        self.accept_share = AcceptShare(getattr(self, "slot", None), self.cfg.workers)
+        self.accept_share = AcceptShare(board.current(), getattr(self, "slot", None))
         super().init_process()
 
     def accept(self, listener):
@@ -253,6 +255,11 @@ class GthreadWorker(AnswersClientErrors, gthread.ThreadWorker):
             self.enqueue_req(conn)
             return
         self._await_head(conn, time.monotonic() + limits.HEADER_TIMEOUT)
+
+    def set_accept_enabled(self, enabled):
+        super().set_accept_enabled(enabled)
+        if not enabled and not self.alive and self.accept_share is not None:
+            self.accept_share.withdraw()  # stopping: accepts for good
 
     def _pause_accepting(self, error: OSError) -> None:
         """Stop accepting for a moment: the listener stays readable, so retrying at once would spin."""
