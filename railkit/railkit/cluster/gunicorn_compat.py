@@ -97,8 +97,10 @@ INTERNALS = (
     Internal("Arbiter.LISTENERS", arbiter.Arbiter, "LISTENERS", kind=list),
     Internal("Arbiter.WORKERS", arbiter.Arbiter, "WORKERS", kind=dict),
     Internal("BaseSocket.get_backlog", sock.BaseSocket, "get_backlog", ("self",)),
-    # A worker: the aborted flag marks a timeout, and wsgi is the app it calls.
-    Internal("Worker.__init__", base.Worker, "__init__", uses=("aborted", "tmp")),
+    # A worker: the aborted flag marks a timeout, wsgi is the app it calls, sockets are its listeners.
+    Internal("Worker.__init__", base.Worker, "__init__", uses=("aborted", "tmp", "sockets")),
+    # Its SIGTERM handler: a stopping worker lets go of its listeners at once (workers/listeners.py).
+    Internal("Worker.handle_exit", base.Worker, "handle_exit", ("self", "sig", "frame"), ("alive",)),
     Internal("Worker.load_wsgi", base.Worker, "load_wsgi", ("self",), ("wsgi",)),
     # A request: must_close ends its connection after the answer.
     Internal("Message.__init__", message.Message, "__init__", uses=("must_close",)),
@@ -159,7 +161,14 @@ INTERNALS = (
         uses=("poller", "keepalived_conns", "nr_conns", "worker_connections", "max_keepalived"),
     ),
     # The run loop accepts while nr_conns < worker_connections (a property of ours: 0 while accepts pause).
-    Internal("ThreadWorker.run", gthread.ThreadWorker, "run", ("self",), ("nr_conns", "worker_connections")),
+    # Once stopping, it leaves its loop and calls set_accept_enabled(False): the worker lets go of its listeners then.
+    Internal(
+        "ThreadWorker.run",
+        gthread.ThreadWorker,
+        "run",
+        ("self",),
+        ("nr_conns", "worker_connections", "alive", "set_accept_enabled"),
+    ),
     Internal("ThreadWorker.set_accept_enabled", gthread.ThreadWorker, "set_accept_enabled", ("self", "enabled")),
     # Kept-alive connections idle oldest first, each until its `timeout` (the eviction reads it).
     Internal("TConn.set_timeout", gthread.TConn, "set_timeout", ("self",), ("timeout",)),
@@ -187,6 +196,8 @@ INTERNALS = (
     Internal(
         "SyncWorker.handle_request", sync.SyncWorker, "handle_request", ("self", "listener", "req", "client", "addr")
     ),
+    # A stopping sync worker's listeners are /dev/null: accept() failing then means nothing to accept.
+    Internal("SyncWorker.accept", sync.SyncWorker, "accept", ("self", "listener"), ("accept", "handle")),
 )
 
 

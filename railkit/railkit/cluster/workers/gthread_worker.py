@@ -12,6 +12,8 @@
   stops accepting and its siblings take the new clients.
 - A worker holding well over its share of the connections lets its siblings
   accept (balance.py).
+- A stopping worker lets go of the listening sockets at once, so new clients
+  are refused instead of waiting for its last request (listeners.py).
 - accept() out of descriptors (EMFILE, ENFILE) pauses accepting for
   limits.ACCEPT_PAUSE_SECONDS and says so once, as nginx does.
 - A thread only waits for a body that has not arrived within the worker's body
@@ -29,7 +31,8 @@ and ThreadWorker (accept, on_client_socket_readable, enqueue_req,
 finish_request, murder_pending, nr_conns, worker_connections (read by the
 run loop to decide whether to accept), max_keepalived, poller,
 keepalived_conns (oldest first, each with its keep-alive `timeout`),
-set_accept_enabled, and handle() trusting conn.data_ready and a ready
+set_accept_enabled (called with False once run() leaves its loop on
+stopping), and handle() trusting conn.data_ready and a ready
 conn.parser, returning True for a kept-alive connection),
 STOP_KEEPALIVE_LINGER, negotiation.prior_knowledge_allowed, util.close.
 """
@@ -57,6 +60,7 @@ from ..hooks import require_platform_hooks
 from . import reading
 from .answers import AnswersClientErrors, refuse_for_now
 from .balance import AcceptShare
+from .listeners import let_go_of_listeners
 from .per_process import install_request_handling
 
 log = logging.getLogger(__name__)
@@ -257,9 +261,13 @@ class GthreadWorker(AnswersClientErrors, gthread.ThreadWorker):
         self._await_head(conn, time.monotonic() + limits.HEADER_TIMEOUT)
 
     def set_accept_enabled(self, enabled):
+        """gunicorn's; once stopping, also leave the accept share and let go of the listeners (listeners.py)."""
         super().set_accept_enabled(enabled)
-        if not enabled and not self.alive and self.accept_share is not None:
-            self.accept_share.withdraw()  # stopping: accepts for good
+        if enabled or self.alive:
+            return
+        if self.accept_share is not None:
+            self.accept_share.withdraw()
+        let_go_of_listeners(self.sockets)  # unregistered from the poller above: it never sees them again
 
     def _pause_accepting(self, error: OSError) -> None:
         """Stop accepting for a moment: the listener stays readable, so retrying at once would spin."""
