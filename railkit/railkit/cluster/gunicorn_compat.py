@@ -103,7 +103,12 @@ INTERNALS = (
     Internal("Worker.handle_exit", base.Worker, "handle_exit", ("self", "sig", "frame"), ("alive",)),
     Internal("Worker.load_wsgi", base.Worker, "load_wsgi", ("self",), ("wsgi",)),
     # A request: must_close ends its connection after the answer.
-    Internal("Message.__init__", message.Message, "__init__", uses=("must_close",)),
+    # It sets the limit of an unfinished head, then parses: workers/reading.py's header budget replaces the limit.
+    Internal("Message.__init__", message.Message, "__init__", uses=("must_close", "max_buffer_headers", "parse")),
+    Internal("Request.parse", message.Request, "parse", ("self", "unreader")),
+    Internal(
+        "Request._parse_python", message.Request, "_parse_python", ("self", "unreader", "buf"), ("max_buffer_headers",)
+    ),
     Internal("Request.__init__", message.Request, "__init__", uses=("req_number",)),
     Internal("util.write_error", util, "write_error", ("sock", "status_int", "reason", "mesg")),
     # workers/writing.py: every answer written against a deadline, through the two writers responses call.
@@ -128,6 +133,9 @@ INTERNALS = (
     Internal("Parser.finish_body", parser.Parser, "finish_body", ("self", "deadline", "max_bytes"), ("mesg",)),
     Internal("Body.__init__", body.Body, "__init__", uses=("failed",)),
     Internal("SocketUnreader.chunk", unreader.SocketUnreader, "chunk", ("self", "size_hint")),
+    # What a request's parse took from the socket: the header budget counts it.
+    Internal("Unreader.read", unreader.Unreader, "read", ("self", "size", "read_ahead")),
+    Internal("Unreader.unread", unreader.Unreader, "unread", ("self", "data")),
     Internal("ChunkedReader.__init__", body.ChunkedReader, "__init__", ("self", "req", "unreader"), ("parser",)),
     Internal("ChunkedReader.parse_chunk_size", body.ChunkedReader, "parse_chunk_size", ("self", "unreader", "data")),
     Internal("LengthReader.__init__", body.LengthReader, "__init__", ("self", "unreader", "length"), ("length",)),

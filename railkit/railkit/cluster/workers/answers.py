@@ -50,7 +50,8 @@ class AnswersClientErrors:
     def handle_error(self, req, client, addr, exc):
         if not isinstance(exc, ClientError):
             super().handle_error(req, client, addr, exc)
-            if self.lingers_in_handler and body_left(req):
+            # No request (a head refused: 400, 414, 431): the rest of it may still be on its way.
+            if self.lingers_in_handler and (req is None or body_left(req)):
                 linger(client)
             return
         ip = addr[0] if isinstance(addr, tuple) else ""
