@@ -517,3 +517,28 @@ def test_new_connections_while_a_long_request_finishes_are_refused_at_once(serve
     print(outcomes)
     # A SYN dropped while the master still drained the accept queue is retried after 1 s, and refused then.
     assert all(outcome == "refused" and took < 1.5 for outcome, took in outcomes), outcomes
+
+
+@pytest.mark.parametrize(
+    "command",
+    [[*CLUSTER_COMMAND, "serve", FIXTURE_APP], [str(Path(sys.executable).with_name("gunicorn")), FIXTURE_APP]],
+    ids=["python -m railkit.cluster serve", "gunicorn"],
+)
+def test_sigusr2_starts_a_new_master_that_serves_once_the_old_one_stops(serve, command):
+    """gunicorn's binary upgrade: `serve` set sys.argv[0] to "gunicorn", which the new master could not run;
+    and the old master's drain, on the sockets both share, would have left the new one deaf."""
+    server = serve({"WEB_CONCURRENCY": "1"}, command=command)
+    old = server.process.pid
+    try:
+        server.signal(signal.SIGUSR2)
+        started = server.wait_for_log(lambda log: "Master process starting" in log["message"] and log["pid"] != old)
+        new = started["pid"]
+        server.wait_for_log(lambda log: log.get("worker_pid") and log["pid"] != old and "started" in log["message"])
+        server.signal(signal.SIGTERM)
+        assert server.process.wait(30) == 0  # the new master holds the log pipe: no waiting for its end
+        assert psutil.pid_exists(new)
+        answers = [_new_connection(server.port, timeout=2)[0] for _ in range(10)]
+        assert answers == ["HTTP/1.1 200 OK"] * 10, answers
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(old, signal.SIGKILL)

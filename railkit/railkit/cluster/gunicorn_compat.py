@@ -86,6 +86,9 @@ INTERNALS = (
     Internal("Arbiter.manage_workers", arbiter.Arbiter, "manage_workers", ("self",), ("spawn_workers",)),
     # The loop's wait; shortened so a deadline is met on time.
     Internal("Arbiter.wait_for_signals", arbiter.Arbiter, "wait_for_signals", ("self", "timeout")),
+    # SIGUSR2 starts a master that shares the listeners (reexec_pid in the old, master_pid in the new): no drain then.
+    # It runs `START_CTX[0] START_CTX["args"]`, the interpreter and sys.argv (cluster/__main__.py's REEXEC).
+    Internal("Arbiter.reexec", arbiter.Arbiter, "reexec", ("self",), ("reexec_pid", "master_pid", "START_CTX")),
     # SIGTERM and SIGINT start the lame-duck phase and drain instead.
     Internal("Arbiter.handle_term", arbiter.Arbiter, "handle_term", ("self",)),
     Internal("Arbiter.handle_int", arbiter.Arbiter, "handle_int", ("self",)),
@@ -358,6 +361,11 @@ def drop_reaper_lines() -> None:
 
 def listeners(server) -> list:
     return server.LISTENERS
+
+
+def shares_listeners(server) -> bool:
+    """Whether another master serves the same sockets: the one SIGUSR2 started, or the one that started this one."""
+    return bool(server.reexec_pid or server.master_pid)
 
 
 def workers(server) -> dict:
