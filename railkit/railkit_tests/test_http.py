@@ -130,6 +130,18 @@ def test_a_refused_head_still_on_its_way_is_answered_and_closed_cleanly(server, 
     assert ending == "closed", ending
 
 
+@pytest.mark.worker_class("gthread", "gevent")  # sync closes every connection after its answer
+@pytest.mark.parametrize("connection", ["Upgrade, close", "keep-alive, close", "close , keep-alive", "Close"])
+def test_a_close_token_anywhere_in_connection_closes_it(server, connection):
+    """`Upgrade, close` and `keep-alive, close` were answered `Connection: keep-alive`, the connection kept open."""
+    request = b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: %s\r\n\r\n" % connection.encode()
+    started = time.monotonic()
+    answer = server.exchange(request, timeout=5)
+    assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
+    assert b"\r\nConnection: close\r\n" in answer, answer[:500]
+    assert time.monotonic() - started < 3, "the server kept the connection open"
+
+
 def test_malformed_request_line_is_a_400_problem(server):
     _problem(_raw(server, b"NOT-HTTP\r\n\r\n"), 400)
 

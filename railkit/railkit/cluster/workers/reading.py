@@ -18,6 +18,9 @@ the body, never for a body refused without being read.
 The header lines of a request may hold limits.LIMIT_REQUEST_HEADER_BYTES in
 all, as Railway's edge allows (431 past it): gunicorn bounds only their count
 and each one's size.
+A `close` token anywhere in Connection closes the connection after the
+answer (`keep-alive, close` too), and a transfer coding other than chunked is
+refused (501), not passed to the app still encoded.
 
 gunicorn internals this relies on (checked at start by gunicorn_compat):
 gunicorn.http.get_parser (replaced in each worker process); RequestParser
@@ -224,7 +227,7 @@ class DeadlineRequest(Request):
         return rest
 
     def should_close(self):
-        """gunicorn's rule; also when the worker is short of room, or the app left a body unread.
+        """gunicorn's rule; a `close` token anywhere in Connection; the worker short of room, or a body left unread.
 
         Decided once, when the answer's headers are written: asked again before
         the next request is read, it must give the same answer (room that ran
@@ -233,6 +236,10 @@ class DeadlineRequest(Request):
         if super().should_close():
             return True
         if self.decided_to_close is None:
+            # gunicorn reads a Connection header only when it is exactly `close` or `keep-alive`.
+            if "close" in _tokens(self, "CONNECTION"):
+                self.decided_to_close = True
+                return True
             room = keep_alive_room is None or keep_alive_room()
             self.decided_to_close = not room or (body_left(self) and not self._discard_unread_body())
         return self.decided_to_close
@@ -254,11 +261,26 @@ class DeadlineRequest(Request):
         return True
 
     def set_body_reader(self):
+        # gunicorn would undo the chunks of `gzip, chunked` and hand the app the gzip bytes as the body.
+        unsupported = [coding for coding in _tokens(self, "TRANSFER-ENCODING") if coding != "chunked"]
+        if unsupported:
+            raise UnsupportedTransferCoding(f"Transfer-Encoding {', '.join(unsupported)} is not supported: use chunked")
         super().set_body_reader()
         if isinstance(self.unreader, DeadlineUnreader):
             self.unreader.await_body()
         if isinstance(self.body.reader, ChunkedReader) and self.max_body_bytes:
             self.body.reader = BoundedChunkedReader(self, self.unreader, self.max_body_bytes)
+
+
+class UnsupportedTransferCoding(ClientError):
+    """A transfer coding other than chunked (RFC 9112 section 6.1: 501, as nginx answers)."""
+
+    status, reason = 501, "Not Implemented"
+
+
+def _tokens(req, name: str) -> list[str]:
+    """The comma-separated tokens of every `name` header of a request, lower-cased."""
+    return [token.strip(" \t").lower() for header, value in req.headers if header == name for token in value.split(",")]
 
 
 def _headers_over_budget() -> LimitRequestHeaders:
