@@ -120,6 +120,8 @@ INTERNALS = (
     Internal("Response.send_headers", wsgi.Response, "send_headers", ("self",), ("util", "write")),
     Internal("Response._emit_body", wsgi.Response, "_emit_body", ("self", "data"), ("util", "write")),
     Internal("Response.close", wsgi.Response, "close", ("self",), ("util", "write_chunk")),
+    # A file body: sent through the response's sock, which workers/writing.py swaps for one keeping the deadline.
+    Internal("Response.sendfile", wsgi.Response, "sendfile", ("self", "respiter"), ("sock", "sendall", "sendfile")),
     # workers/reading.py: `100 Continue` sent on the app's first read, not by wsgi.create before the app runs;
     # and the decision to close after an answer, which Response.should_close asks the request for.
     Internal("Request._expected_100_continue", message.Request, "_expected_100_continue", kind=bool),
