@@ -137,8 +137,11 @@ def test_a_client_that_reads_nothing_is_cut_after_the_write_deadline(serve):
 
 @pytest.mark.parametrize("path", ["/big?mb=8", "/file?mb=64"], ids=["bytes", "file"])
 def test_a_client_that_reads_nothing_of_a_file_is_cut_after_the_write_deadline_too(serve, path):
-    """gunicorn sends a file (Flask's send_file) with sock.sendfile, which the write deadline did not cover:
-    a client that never read held its thread for as long as it stayed connected."""
+    """An answer the client does not read is cut at the deadline, bytes or a file.
+
+    gunicorn sends a file (Flask's send_file) with sock.sendfile, which the write deadline did not cover:
+    a client that never read held its thread for as long as it stayed connected.
+    """
     command = [sys.executable, "-m", "gunicorn", "-c", str(SUITE / "short_write_deadline.conf.py"), DOWNLOAD_APP]
     server = serve({"WEB_CONCURRENCY": "1"}, command=command)
     with socket.socket() as sock:

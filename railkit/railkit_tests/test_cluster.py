@@ -500,8 +500,11 @@ def _new_connection(port: int, timeout: float) -> tuple[str, float]:
 
 
 def test_new_connections_while_a_long_request_finishes_are_refused_at_once(serve):
-    """A gthread worker busy with a long request kept the listening socket open until it stopped, so new
-    clients' SYNs went unanswered and they retried for as long (refused after 11.2 s; gevent's in 1.0 s)."""
+    """A stopping worker lets go of the listening socket at once, so the kernel refuses new clients.
+
+    A gthread (or sync) worker busy with a long request kept it open until it stopped, so new clients'
+    SYNs went unanswered and they retried for as long (refused after 11.2 s; gevent's in 1.0 s).
+    """
     server = serve({"WEB_CONCURRENCY": "2", "GRACEFUL_TIMEOUT": "30"}, app=FAULTY)
     with ThreadPoolExecutor(1) as pool:
         busy = pool.submit(server.request, f"/slow?seconds={STOP_WAITS_SECONDS}")
@@ -525,8 +528,11 @@ def test_new_connections_while_a_long_request_finishes_are_refused_at_once(serve
     ids=["python -m railkit.cluster serve", "gunicorn"],
 )
 def test_sigusr2_starts_a_new_master_that_serves_once_the_old_one_stops(serve, command):
-    """gunicorn's binary upgrade: `serve` set sys.argv[0] to "gunicorn", which the new master could not run;
-    and the old master's drain, on the sockets both share, would have left the new one deaf."""
+    """gunicorn's binary upgrade: a new master, then the old one stops and the new one serves on.
+
+    `serve` set sys.argv[0] to "gunicorn", which the new master could not run; and the old master's
+    drain, on the sockets both share, left the new one deaf.
+    """
     server = serve({"WEB_CONCURRENCY": "1"}, command=command)
     old = server.process.pid
     try:

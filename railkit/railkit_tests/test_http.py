@@ -123,8 +123,11 @@ def _send_while_reading(port: int, data: bytes) -> tuple[bytes, str]:
     ids=["414", "431"],
 )
 def test_a_refused_head_still_on_its_way_is_answered_and_closed_cleanly(server, head, status):
-    """gevent answered, then reset the connection (unread bytes at close): on a real network the reset can
-    destroy the answer before the client reads it. A lingering close reads the rest and ends with a FIN."""
+    """The answer, then a FIN: a lingering close reads what the client still sends.
+
+    gevent answered, then reset the connection (unread bytes at close): on a real network the reset can
+    destroy the answer before the client reads it.
+    """
     answer, ending = _send_while_reading(server.port, head)
     assert answer.startswith(b"HTTP/1.1 %d " % status), answer[:200]
     assert ending == "closed", ending
