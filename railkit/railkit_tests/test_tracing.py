@@ -26,12 +26,17 @@ BATCH = 24
 # Builds the fixture app as gunicorn's master does, then says what that left behind in the process.
 BUILD_APP = """
 import json, sys, threading
+# redis-py 8 imports OpenTelemetry's API and SDK itself when they are installed (its own observability):
+# what counts is what the platform adds on top.
+import redis
+already = {name for name in sys.modules if name.startswith("opentelemetry")}
 before = threading.active_count()
 from railkit_tests.fixture_app import create_app
 app = create_app()
 trace = sys.modules.get("opentelemetry.trace")
+added = sorted(name for name in sys.modules if name.startswith("opentelemetry") and name not in already)
 print(json.dumps({
-    "opentelemetry_imported": sorted(name for name in sys.modules if name.startswith("opentelemetry"))[:3],
+    "opentelemetry_imported": added[:3],
     "new_threads": threading.active_count() - before,
     "provider": type(trace.get_tracer_provider()).__name__ if trace else None,
     "instrumented": bool(getattr(app, "_is_instrumented_by_opentelemetry", False)),
@@ -156,7 +161,9 @@ def test_the_master_builds_the_app_instrumented_with_no_provider_and_no_thread()
 def test_without_the_endpoint_nothing_of_opentelemetry_is_imported():
     """Unset, tracing costs nothing: no module, no middleware, whatever the project was generated with."""
     built = build_app({"OTEL_EXPORTER_OTLP_ENDPOINT": None})["result"]
-    assert built == {"opentelemetry_imported": [], "new_threads": 0, "provider": None, "instrumented": False}
+    # No provider set: none at all, or the API's placeholder where redis-py imported the API itself.
+    assert built.pop("provider") in (None, "ProxyTracerProvider")
+    assert built == {"opentelemetry_imported": [], "new_threads": 0, "instrumented": False}
 
 
 @UNTRACED
