@@ -36,5 +36,6 @@ def test_the_platform_suite_passes_on(cookies, variant):
     result = cookies.bake(extra_context=context)
     assert result.exception is None, result.exception
     outcome = run_platform_tests(result.project_path, *options)
-    assert outcome.returncode == 0, outcome.stdout[-20000:] + outcome.stderr[-5000:]
+    failures = outcome.stdout.find("= FAILURES =")
+    assert outcome.returncode == 0, outcome.stdout[failures:][:30000] + outcome.stdout[-3000:] + outcome.stderr[-5000:]
     assert " passed" in outcome.stdout and not SKIPS.search(outcome.stdout), outcome.stdout[-3000:]
