@@ -7,12 +7,10 @@ platform's own variables do (settings.load_settings_or_exit). Called while the a
 gunicorn's master does before it forks, it refuses the start before any worker runs.
 """
 
-import logging
 import os
-import sys
 from collections.abc import Iterable, Mapping
 
-from .settings import EXIT_BAD_CONFIG, FALSE_WORDS, TRUE_WORDS, SettingError
+from .settings import FALSE_WORDS, TRUE_WORDS, SettingError, refuse_start
 
 __all__ = ["setting"]
 
@@ -46,7 +44,7 @@ def setting(
             return default
         return _parse(name, raw, type, allowed, minimum, maximum)
     except SettingError as error:
-        _refuse(error, secret)
+        refuse_start(error, hide_value=secret)
 
 
 def _parse(name: str, raw: str, kind: type, choices: tuple | None, minimum, maximum):
@@ -78,15 +76,3 @@ def _range_text(minimum, maximum) -> str:
     if minimum is not None:
         return f" of at least {minimum}"
     return f" of at most {maximum}" if maximum is not None else ""
-
-
-def _refuse(error: SettingError, secret: bool):
-    from .logs import configure_logging
-
-    configure_logging("info")
-    shown = "(hidden)" if secret else error.value
-    message = str(error).replace(repr(error.value), "(hidden)", 1) if secret else str(error)
-    logging.getLogger(__name__).error(
-        "Refusing to start: %s", message, extra={"variable": error.variable, "value": shown}
-    )
-    sys.exit(EXIT_BAD_CONFIG)
