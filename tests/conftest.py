@@ -3,8 +3,6 @@
 
 # Node-id fragments of the longest tests, longest first (each platform suite takes minutes).
 LONGEST_FIRST = (
-    "test_platform.py::test_the_platform_suite_passes_on[gevent-postgres]",
-    "test_platform.py::test_the_platform_suite_passes_on[gthread]",
     "test_platform.py::",
     "test_bench.py::test_smoke",
     "test_make.py::test_make_run",

@@ -4,6 +4,9 @@ The default project (gthread, Python 3.14) runs all of it; the others leave out 
 depend on the worker class. The gevent project runs on Python 3.15 with Postgres and traces, so
 the database's tests meet gevent's patched sockets and the tracing tests meet both; a gthread
 project with traces runs the tracing tests.
+
+A variant's suite is dealt into shards (the suite's `--shard K/N`) that `make test`'s workers run side by
+side: the suite mostly waits on deadlines and drains, so the shares finish in a fraction of its time.
 """
 
 import pytest
@@ -30,12 +33,17 @@ VARIANTS = {
 }
 
 
-@pytest.mark.parametrize("variant", VARIANTS)
-def test_the_platform_suite_passes_on(cookies, variant):
+# Shards per variant, about one per minute of the variant's suite run alone.
+SHARDS = {"gthread": 4, "gevent-postgres": 5, "gthread-tracing": 1, "sync": 3}
+RUNS = [(variant, f"{shard}/{SHARDS[variant]}") for variant in VARIANTS for shard in range(1, SHARDS[variant] + 1)]
+
+
+@pytest.mark.parametrize(("variant", "shard"), RUNS, ids=[f"{variant}-{shard}" for variant, shard in RUNS])
+def test_the_platform_suite_passes_on(cookies, variant, shard):
     context, options = VARIANTS[variant]
     result = cookies.bake(extra_context=context)
     assert result.exception is None, result.exception
-    outcome = run_platform_tests(result.project_path, *options)
+    outcome = run_platform_tests(result.project_path, *options, "--shard", shard)
     failures = outcome.stdout.find("= FAILURES =")
     assert outcome.returncode == 0, outcome.stdout[failures:][:30000] + outcome.stdout[-3000:] + outcome.stderr[-5000:]
     assert " passed" in outcome.stdout and not SKIPS.search(outcome.stdout), outcome.stdout[-3000:]

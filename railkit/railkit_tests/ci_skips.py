@@ -1,6 +1,6 @@
 """In CI a skipped test fails: what it needs (redis-server, nginx, prometheus) must be installed there.
 
-Loaded by pyproject.toml's pytest options; active only when CI is set, as GitHub Actions sets it.
+Loaded by the template's runner (tests/support.py); active only when CI is set, as GitHub Actions sets it.
 """
 
 import os
