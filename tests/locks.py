@@ -17,12 +17,14 @@ from cookiecutter.main import cookiecutter
 ROOT = Path(__file__).resolve().parent.parent
 LOCKS = ROOT / "templates" / "locks"
 # One lock per variant the template renders (cookiecutter.json's __lock), with the answers that render
-# it: gevent adds its own dependencies, and so does the database.
+# it: gevent adds its own dependencies, and so do granian and the database.
 VARIANTS = {
     "default": {"worker_class": "gthread"},
     "gevent": {"worker_class": "gevent"},
     "default-postgres": {"worker_class": "gthread", "database": "postgres"},
     "gevent-postgres": {"worker_class": "gevent", "database": "postgres"},
+    "default-granian": {"worker_class": "gthread", "server": "granian"},
+    "default-granian-postgres": {"worker_class": "gthread", "server": "granian", "database": "postgres"},
 }
 OFFERED_PYTHONS = json.loads((ROOT / "cookiecutter.json").read_text())["python_version"]
 # Pythons not offered yet, each with the locked package that publishes no wheel for it (test_locks.py
@@ -46,9 +48,10 @@ PROJECT_LOCKS = {
 TOOLING_LOCK = ["requirements.in", "-o", "requirements.txt"]
 
 
-def variant_for(worker_class: str, database: str = "none") -> str:
+def variant_for(worker_class: str, database: str = "none", server: str = "gunicorn") -> str:
     """The lock a project with these answers gets (as cookiecutter.json's __lock computes it)."""
-    return ("gevent" if worker_class == "gevent" else "default") + ("-postgres" if database == "postgres" else "")
+    granian = "-granian" if server == "granian" else ""
+    return ("gevent" if worker_class == "gevent" else "default") + granian + ("-postgres" if database == "postgres" else "")
 
 
 def compile_lock(folder: Path, arguments: list[str], upgrade: bool) -> None:
