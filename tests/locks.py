@@ -50,8 +50,8 @@ TOOLING_LOCK = ["requirements.in", "-o", "requirements.txt"]
 
 def variant_for(worker_class: str, database: str = "none", server: str = "gunicorn") -> str:
     """The lock a project with these answers gets (as cookiecutter.json's __lock computes it)."""
-    granian = "-granian" if server == "granian" else ""
-    return ("gevent" if worker_class == "gevent" else "default") + granian + ("-postgres" if database == "postgres" else "")
+    base = "gevent" if worker_class == "gevent" else "default"
+    return base + ("-granian" if server == "granian" else "") + ("-postgres" if database == "postgres" else "")
 
 
 def compile_lock(folder: Path, arguments: list[str], upgrade: bool) -> None:
