@@ -8,7 +8,9 @@ Fixtures: `app` -> `client` for the fast tests, `serve` for real gunicorn cluste
 
 In CI a skipped test fails (ci_skips.py, loaded by the runner). A test of
 one worker class's behaviour is marked `worker_class(...)` and is deselected,
-not skipped, in projects of another class.
+not skipped, in projects of another class; so is a test of one server's
+behaviour, marked `server(...)`, in projects of the other (GUNICORN_ONLY
+marks the tests of gunicorn's own machinery, written before granian was offered).
 """
 
 from pathlib import Path
@@ -37,6 +39,44 @@ SAME_FOR_EVERY_WORKER_CLASS = {
     "test_sizing",
 }
 
+# Tests of what only gunicorn does, by module (None: all of it) and test name: its configuration file, its
+# internals, its worker classes' own readers and writers, its signals and command-line options. A granian
+# project runs its own tests of the same promises (test_granian*.py), and the README says where they differ.
+GUNICORN_ONLY = {
+    "test_gunicorn_compat": None,
+    "test_gunicorn_conf": None,
+    "test_owner_hooks": None,
+    "test_fallbacks": None,
+    "test_connections": None,
+    "test_framing": None,
+    "test_cluster": {
+        "test_a_stop_while_a_worker_boots_stops_it_once_booted",
+        "test_sigterm_also_serves_connections_still_queued",
+        "test_master_keeps_reaping_and_replacing_while_it_drains",
+    },
+    "test_hostile": {
+        "test_slow_and_silent_clients_do_not_starve_health",
+        "test_slow_head_gets_a_408_problem_within_the_deadline",
+        "test_slow_body_gets_a_408_problem_not_a_worker_abort",
+        "test_log_flood_is_summed_within_railways_rate_and_lifecycle_lines_stay",
+    },
+    "test_http": {
+        "test_request_line_too_long_is_a_414_problem",
+        "test_too_many_headers_is_a_431_problem",
+        "test_header_too_large_is_a_431_problem",
+        "test_malformed_request_line_is_a_400_problem",
+        "test_keep_alive_connection_is_closed_after_its_quota",
+        "test_a_kept_alive_head_that_arrives_in_parts_is_served",
+        "test_kept_alive_connections_take_turns",
+        "test_a_head_trickling_in_right_after_an_answer_gets_a_408_within_the_deadline",
+    },
+    "test_answers": {
+        "test_a_declared_body_the_app_does_not_read_closes_the_connection_with_one_answer",
+        "test_a_client_that_reads_nothing_is_cut_after_the_write_deadline",
+        "test_no_100_continue_for_a_body_that_is_refused",
+    },
+}
+
 # The database's tests need its packages and a Postgres server: only projects generated with Postgres run them.
 if not project.HAS_DATABASE:
     collect_ignore_glob = ["test_database*.py", "fixture_db_app.py"]
@@ -45,17 +85,24 @@ if not project.HAS_DATABASE:
 def pytest_configure(config):
     config.addinivalue_line("markers", "worker_class(*names): a behaviour of these worker classes only")
     config.addinivalue_line("markers", "same_for_every_worker_class: run in one worker class's project only")
-    config.addinivalue_line("markers", "cluster: starts real gunicorn processes (slower)")
+    config.addinivalue_line("markers", "server(*names): a behaviour of these HTTP servers only (gunicorn, granian)")
+    config.addinivalue_line("markers", "cluster: starts real server processes (slower)")
 
 
 def pytest_collection_modifyitems(config, items):
-    """Leave out the tests of another worker class's behaviour: this project runs one class."""
+    """Leave out the tests of another worker class's or server's behaviour: this project runs one of each."""
     kept, other = [], []
     for item in items:
-        if item.module.__name__.rpartition(".")[2] in SAME_FOR_EVERY_WORKER_CLASS:
+        module = item.module.__name__.rpartition(".")[2]
+        if module in SAME_FOR_EVERY_WORKER_CLASS:
             item.add_marker("same_for_every_worker_class")
-        marker = item.get_closest_marker("worker_class")
-        (other if marker and project.WORKER_CLASS not in marker.args else kept).append(item)
+        if module in GUNICORN_ONLY and (GUNICORN_ONLY[module] is None or item.originalname in GUNICORN_ONLY[module]):
+            item.add_marker(pytest.mark.server("gunicorn"))
+        worker_class, server = item.get_closest_marker("worker_class"), item.get_closest_marker("server")
+        elsewhere = (worker_class and project.WORKER_CLASS not in worker_class.args) or (
+            server and project.SERVER not in server.args
+        )
+        (other if elsewhere else kept).append(item)
     if other:
         config.hook.pytest_deselected(items=other)
         items[:] = kept
@@ -77,7 +124,7 @@ def client(app):
 
 @pytest.fixture
 def serve():
-    """Start real gunicorn servers from the project root; all are stopped afterwards."""
+    """Start real servers (this project's: gunicorn or granian) from the project root; all are stopped afterwards."""
     started = []
 
     def start(env=None, app=FIXTURE_APP, command=None, wait=True, port=None):

@@ -10,6 +10,7 @@ import json
 import os
 import sys
 
+from .. import project
 from ..settings import load_settings_or_exit
 from .python_support import refuse_unsupported_python
 from .runtime import find_live_board, live_ports
@@ -19,6 +20,10 @@ from .status import as_json, read_rows, render
 def serve(gunicorn_args: list[str]) -> None:
     refuse_unsupported_python()
     load_settings_or_exit()
+    if project.SERVER == "granian":
+        from ..granian.serve import serve as serve_with_granian
+
+        serve_with_granian(gunicorn_args)
     # gunicorn runs in this process (no second interpreter to start), and
     # reads its arguments, like its own entry point, from sys.argv.
     from gunicorn.app.wsgiapp import run

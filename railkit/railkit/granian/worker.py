@@ -1,0 +1,87 @@
+"""A granian worker's own start, once forked: its slot on the board, its signals, its app wrapped.
+
+granian calls the platform's loader in each new worker (the app was loaded in
+the master, and the worker shares its memory); the loader runs start() and
+returns the app to serve. granian sets the worker's SIGTERM and SIGINT
+handlers only after that, so a stop that arrives while the worker boots is
+kept (at_fork) and raised again once granian listens for it.
+"""
+
+import faulthandler
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+
+from ..cluster import board as scoreboard
+from ..cluster.diagnostics import install_exception_logging
+from .stacks import log_stacks
+from .wsgi import TrackedApp
+
+log = logging.getLogger(__name__)
+
+# Signals that stop a worker; granian sets its own handlers for these after the loader.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+# The master's signals that mean nothing to a worker (a group-wide SIGHUP must not end it).
+IGNORED_SIGNALS = (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU)
+# How long a worker waits for granian's handlers before raising a stop it got while booting.
+HANDLERS_DEADLINE = 30.0
+# The exit status of a worker aborted by the master (as after SIGABRT's own default, without a core file).
+ABORTED_EXIT = 128 + signal.SIGABRT
+
+# The board slot the master gives the next worker it forks, set just before the fork.
+_next_slot: int | None = None
+# A stop signal that came before granian's handlers were set (0: none).
+_stop_while_booting = 0
+
+
+def assign_slot(slot: int) -> None:
+    """In the master, right before a fork: the forked worker takes `slot`."""
+    global _next_slot
+    _next_slot = slot
+
+
+def at_fork() -> None:
+    """In the new worker, before anything else: the master's signal plumbing is not its own."""
+    signal.set_wakeup_fd(-1)
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, _keep_stop)
+    for signum in IGNORED_SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
+    for signum in (signal.SIGCHLD, signal.SIGQUIT):
+        signal.signal(signum, signal.SIG_DFL)
+
+
+def _keep_stop(signum, _frame) -> None:
+    global _stop_while_booting
+    _stop_while_booting = signum
+
+
+def start(app, board: scoreboard.Board) -> TrackedApp:
+    """Claim the slot, make failures loud and logged, and return the app this worker serves."""
+    slot, pid = _next_slot, os.getpid()
+    faulthandler.enable()
+    install_exception_logging()
+    signal.signal(signal.SIGABRT, lambda *_: _abort(slot, pid))
+    board.claim(slot, pid)
+    log.info("Worker %s started (pid %s)", slot + 1, pid, extra={"worker": slot + 1, "worker_pid": pid})
+    threading.Thread(target=_raise_kept_stop, name="railkit-boot-stop", daemon=True).start()
+    return TrackedApp(app, board, slot)
+
+
+def _raise_kept_stop() -> None:
+    """Once granian has set its stop handlers, raise the stop that came before them, if one did."""
+    deadline = time.monotonic() + HANDLERS_DEADLINE
+    while signal.getsignal(signal.SIGTERM) is _keep_stop and time.monotonic() < deadline:
+        time.sleep(0.01)
+    if _stop_while_booting:
+        os.kill(os.getpid(), _stop_while_booting)
+
+
+def _abort(slot: int, pid: int) -> None:
+    """SIGABRT from the master's watchdog: log every stack, then exit at once (the stuck request cannot end)."""
+    log_stacks(f"Worker {slot + 1} (pid {pid}) aborted", {"worker": slot + 1, "worker_pid": pid})
+    sys.stdout.flush()
+    os._exit(ABORTED_EXIT)

@@ -1,0 +1,97 @@
+"""The app as a granian worker serves it: each request on the board, `Connection: close` once stopping.
+
+gunicorn's server hooks (pre_request, post_request) do this for the gunicorn
+cluster; granian has none, so the worker wraps the app. A request is in flight
+from the app's call until granian closes its answer (after the last byte, or
+when the client is gone); only the app's own work counts toward
+REQUEST_TIMEOUT (cluster/inflight.py).
+"""
+
+import itertools
+import re
+
+from ..cluster.board import Board
+from ..cluster.inflight import MAX_PATH_CHARS, InFlight, TimedApp, request_key_holder
+from ..request_ids import INCOMING_HEADERS, VALID_ID
+
+# Under load, the worker writes its request count to the board once per this many requests (as gunicorn's hooks).
+COUNT_EVERY = 32
+# The headers that may carry the request's id, as the WSGI environ names them.
+ID_KEYS = tuple("HTTP_" + name.upper().replace("-", "_") for name in INCOMING_HEADERS)
+UNPRINTABLE = re.compile(r"[^\x21-\x7e]")
+
+
+def describe(environ: dict) -> str:
+    """A request as `METHOD path request-id` (the id as the client sent it, or -), for the watchdog's lines."""
+    request_id = next((environ[key] for key in ID_KEYS if VALID_ID.match(environ.get(key) or "")), "-")
+    path = UNPRINTABLE.sub("?", environ.get("PATH_INFO") or "")[:MAX_PATH_CHARS]
+    return f"{environ.get('REQUEST_METHOD', '-')} {path} {request_id}"
+
+
+class TrackedApp:
+    """A worker's WSGI app: each request tracked on the board, each answer closing its connection once stopping."""
+
+    def __init__(self, app, board: Board, slot: int):
+        self.board = board
+        self.slot = slot
+        self.in_flight = InFlight(lambda since, label: board.set_busy(slot, since, label))
+        self.set_key, current_key = request_key_holder()
+        self.app = TimedApp(app, self.in_flight, current_key)
+        self.keys = itertools.count(1)
+        self.served = itertools.count(1)
+
+    def __call__(self, environ, start_response):
+        key = next(self.keys)
+        self.in_flight.begin(key, describe(environ))
+        self.board.set_in_flight(self.slot, len(self.in_flight))
+        if self.board.stopping_since():
+            start_response = _closing(start_response)
+        self.set_key(key)
+        try:
+            body = self.app(environ, start_response)
+        except BaseException:
+            self.finish(key)
+            raise
+        finally:
+            self.set_key(None)
+        return Answer(body, lambda: self.finish(key))
+
+    def finish(self, key: int) -> None:
+        """The request is over: off the board's requests in flight, and counted."""
+        self.in_flight.end(key)
+        self.board.set_in_flight(self.slot, len(self.in_flight))
+        served = next(self.served)
+        # Exact at rest, at most COUNT_EVERY behind under load (the board is memory every process shares).
+        if not self.in_flight or served % COUNT_EVERY == 0:
+            self.board.set_requests(self.slot, served)
+
+
+def _closing(start_response):
+    """start_response adding `Connection: close`: the lame duck's proxies reconnect elsewhere (granian obeys it)."""
+
+    def start(status, headers, exc_info=None):
+        if not any(name.lower() == "connection" for name, _ in headers):
+            headers = [*headers, ("Connection", "close")]
+        return start_response(status, headers, exc_info)
+
+    return start
+
+
+class Answer:
+    """An answer's body, and what to do once granian has sent it (or given up on the client) and closed it."""
+
+    __slots__ = ("body", "on_close")
+
+    def __init__(self, body, on_close):
+        self.body = body
+        self.on_close = on_close
+
+    def __iter__(self):
+        return iter(self.body)
+
+    def close(self):
+        try:
+            if hasattr(self.body, "close"):
+                self.body.close()
+        finally:
+            self.on_close()
