@@ -36,7 +36,8 @@ def _raw(server, data: bytes) -> tuple[int, dict, bytes]:
     """Send bytes no HTTP library would, and parse the answer."""
     head, _, body = server.exchange(data).partition(b"\r\n\r\n")
     status_line, *header_lines = head.decode("latin-1").split("\r\n")
-    headers = dict(line.split(": ", 1) for line in header_lines)
+    # Header names are case-insensitive (granian sends them in lower case): parsed as an HTTP client would.
+    headers = email.message_from_string("\r\n".join(header_lines))
     return int(status_line.split()[1]), headers, body
 
 

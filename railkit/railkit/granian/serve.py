@@ -85,7 +85,11 @@ def run(app, settings: Settings, size: ClusterSize, board: scoreboard.Board, lis
         return Supervisor(settings, size.workers, board, listener, fork)
 
     server = PlatformServer(listener, make_supervisor, **granian_options(settings, size))
-    server.serve(target_loader=lambda: worker.start(app, board), wrap_loader=False)
+    server.serve(
+        spawn_target=worker.with_exit_duties(compat.wsgi_worker_target()),
+        target_loader=lambda: worker.start(app, board, size.threads, max_body_bytes(app, settings)),
+        wrap_loader=False,
+    )
     listener.close()
     return server.exit_code
 
@@ -116,6 +120,12 @@ def granian_options(settings: Settings, size: ClusterSize) -> dict:
         # The app logs its requests itself, with their request id and within Railway's line rate.
         "log_access": False,
     }
+
+
+def max_body_bytes(app, settings: Settings) -> int:
+    """The largest body the app takes: its MAX_CONTENT_LENGTH (railkit.init_app sets the plan's), else the plan's."""
+    limit = getattr(app, "config", {}).get("MAX_CONTENT_LENGTH")
+    return int(limit) if limit else settings.plan.max_body_mb * 2**20
 
 
 def load_app(target: str):

@@ -78,8 +78,9 @@ class Worker:
     max_requests: int = 0
     # Set by the watchdog (gunicorn_compat.mark_aborted) when it aborts the worker.
     aborted: bool = False
-    # Why the supervisor asked it to stop, if it did (RETIRED_FOR).
+    # Why the supervisor asked it to stop, if it did (RETIRED_FOR), and by when it must be gone (monotonic).
     retiring: str | None = None
+    retire_by: float = 0.0
     killed: bool = False
 
 
@@ -179,6 +180,7 @@ class Supervisor:
         if self.phase == "serving":
             self._retire_after_max_requests()
         now = time.monotonic()
+        self._kill_overdue_retirees(now)
         if self.left_early and self.phase in ("lame duck", "draining") and not self.workers:
             log.info(
                 "Stopping now: every worker stopped on the stop signal (sent to the whole process group)",
@@ -272,9 +274,21 @@ class Supervisor:
                 self._retire(worker, "requests")
 
     def _retire(self, worker: Worker, why: str) -> None:
-        """Ask a worker to finish what it holds and exit; its replacement is forked at once."""
+        """Ask a worker to finish what it holds and exit within GRACEFUL_TIMEOUT; its replacement is forked at once."""
         worker.retiring = why
+        worker.retire_by = time.monotonic() + self.settings.graceful_timeout
         _signal(worker.pid, signal.SIGTERM)
+
+    def _kill_overdue_retirees(self, now: float) -> None:
+        for worker in self.workers.values():
+            if worker.retiring and not worker.killed and now > worker.retire_by:
+                log.error(
+                    "Worker pid %s did not exit within %ss of being asked to: killing it",
+                    worker.pid,
+                    self.settings.graceful_timeout,
+                )
+                worker.killed = True
+                _signal(worker.pid, signal.SIGKILL)
 
     # -- signals --------------------------------------------------------------
 

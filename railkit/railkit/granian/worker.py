@@ -1,13 +1,20 @@
-"""A granian worker's own start, once forked: its slot on the board, its signals, its app wrapped.
+"""A granian worker's own start and end, once forked: its slot on the board, its signals, its app wrapped.
 
 granian calls the platform's loader in each new worker (the app was loaded in
 the master, and the worker shares its memory); the loader runs start() and
 returns the app to serve. granian sets the worker's SIGTERM and SIGINT
 handlers only after that, so a stop that arrives while the worker boots is
-kept (at_fork) and raised again once granian listens for it.
+kept (at_fork) and raised again once granian listens for it. A worker
+process ends with multiprocessing's os._exit(), which skips what an
+interpreter's exit does: after a graceful stop the worker does it itself
+(exit_duties), so the app's atexit handlers run and its buffered files reach the disk.
 """
 
+import atexit
+import contextlib
 import faulthandler
+import gc
+import io
 import logging
 import os
 import signal
@@ -59,7 +66,7 @@ def _keep_stop(signum, _frame) -> None:
     _stop_while_booting = signum
 
 
-def start(app, board: scoreboard.Board) -> TrackedApp:
+def start(app, board: scoreboard.Board, threads: int, max_body_bytes: int) -> TrackedApp:
     """Claim the slot, make failures loud and logged, and return the app this worker serves."""
     slot, pid = _next_slot, os.getpid()
     faulthandler.enable()
@@ -68,7 +75,32 @@ def start(app, board: scoreboard.Board) -> TrackedApp:
     board.claim(slot, pid)
     log.info("Worker %s started (pid %s)", slot + 1, pid, extra={"worker": slot + 1, "worker_pid": pid})
     threading.Thread(target=_raise_kept_stop, name="railkit-boot-stop", daemon=True).start()
-    return TrackedApp(app, board, slot)
+    return TrackedApp(app, board, slot, threads, max_body_bytes)
+
+
+def with_exit_duties(target):
+    """granian's worker entry point, followed by what the interpreter's exit would do (os._exit skips it)."""
+
+    def run(*args, **kwargs):
+        try:
+            return target(*args, **kwargs)
+        finally:
+            exit_duties()
+
+    return run
+
+
+def exit_duties() -> None:
+    """Run the atexit handlers (weakref finalizers, logging's flush, the app's own), then flush every open file."""
+    # atexit has no public way to run its handlers before the process ends; this is the one CPython uses.
+    atexit._run_exitfuncs()
+    # The app's import-time objects were frozen before the fork (cluster/preload.py): get_objects skips those.
+    gc.unfreeze()
+    for stream in gc.get_objects():
+        if isinstance(stream, io.IOBase):
+            with contextlib.suppress(Exception):  # closed, detached, or not for writing: nothing to flush
+                if not stream.closed and stream.writable():
+                    stream.flush()
 
 
 def _raise_kept_stop() -> None:

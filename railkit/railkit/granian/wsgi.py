@@ -1,10 +1,10 @@
-"""The app as a granian worker serves it: each request on the board, `Connection: close` once stopping.
+"""The app as a granian worker serves it: heads and bodies checked, requests on the board, closing once stopping.
 
-gunicorn's server hooks (pre_request, post_request) do this for the gunicorn
-cluster; granian has none, so the worker wraps the app. A request is in flight
-from the app's call until granian closes its answer (after the last byte, or
-when the client is gone); only the app's own work counts toward
-REQUEST_TIMEOUT (cluster/inflight.py).
+gunicorn's worker classes and server hooks do this for the gunicorn cluster;
+granian has neither, so the worker wraps the app. A request is in flight from
+its arrival until granian closes its answer (after the last byte, or when the
+client is gone); only the app's own work counts toward REQUEST_TIMEOUT
+(cluster/inflight.py), not the wait for a body (bodies.py) nor the download.
 """
 
 import itertools
@@ -13,6 +13,9 @@ import re
 from ..cluster.board import Board
 from ..cluster.inflight import MAX_PATH_CHARS, InFlight, TimedApp, request_key_holder
 from ..request_ids import INCOMING_HEADERS, VALID_ID
+from .bodies import BodyGate, gate_input
+from .heads import head_problem
+from .refusals import refuse
 
 # Under load, the worker writes its request count to the board once per this many requests (as gunicorn's hooks).
 COUNT_EVERY = 32
@@ -31,8 +34,9 @@ def describe(environ: dict) -> str:
 class TrackedApp:
     """A worker's WSGI app: each request tracked on the board, each answer closing its connection once stopping."""
 
-    def __init__(self, app, board: Board, slot: int):
+    def __init__(self, app, board: Board, slot: int, threads: int, max_body_bytes: int):
         self.board = board
+        self.bodies = BodyGate(threads, max_body_bytes)
         self.slot = slot
         self.in_flight = InFlight(lambda since, label: board.set_busy(slot, since, label))
         self.set_key, current_key = request_key_holder()
@@ -41,11 +45,15 @@ class TrackedApp:
         self.served = itertools.count(1)
 
     def __call__(self, environ, start_response):
+        problem = head_problem(environ)
+        if problem:
+            return refuse(environ, start_response, *problem)
         key = next(self.keys)
         self.in_flight.begin(key, describe(environ))
         self.board.set_in_flight(self.slot, len(self.in_flight))
         if self.board.stopping_since():
             start_response = _closing(start_response)
+        gate_input(environ, self.bodies)
         self.set_key(key)
         try:
             body = self.app(environ, start_response)
@@ -57,7 +65,7 @@ class TrackedApp:
         return Answer(body, lambda: self.finish(key))
 
     def finish(self, key: int) -> None:
-        """The request is over: off the board's requests in flight, and counted."""
+        """The answer is out: the request off the board's requests in flight, and counted."""
         self.in_flight.end(key)
         self.board.set_in_flight(self.slot, len(self.in_flight))
         served = next(self.served)

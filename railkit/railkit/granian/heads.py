@@ -1,0 +1,25 @@
+"""The request head's limits under granian, as gunicorn's: a request line or a header too long is refused.
+
+granian (hyper) refuses more than 100 headers (431) and a head larger than its
+buffer (431, cluster's MAX_BUFFERED_HEAD), with an empty body. Within those,
+it passes any length of request line and header; gunicorn's limits, which
+Railway's edge allows for (32 KB of headers in all), are checked here before
+the app runs, and refused as problems.
+"""
+
+from ..cluster import limits
+
+
+def head_problem(environ: dict) -> tuple[int, str] | None:
+    """(status, detail) when the head is past gunicorn's limits, else None."""
+    target = environ.get("RAW_URI") or (environ.get("PATH_INFO", "") + "?" + environ.get("QUERY_STRING", ""))
+    # "METHOD target HTTP/1.1": the method, two spaces and the version around the target.
+    line = len(environ.get("REQUEST_METHOD", "")) + len(target) + len(" HTTP/1.1") + 1
+    if line > limits.LIMIT_REQUEST_LINE:
+        return 414, f"The request line is {line} bytes; this service reads at most {limits.LIMIT_REQUEST_LINE}"
+    for key, value in environ.items():
+        # "Name: value", as the header arrived (the name's length is the same with dashes).
+        if key.startswith("HTTP_") and len(key) - 3 + len(value) > limits.LIMIT_REQUEST_FIELD_SIZE:
+            name = key[5:].replace("_", "-").title()
+            return 431, f"The header {name} is over {limits.LIMIT_REQUEST_FIELD_SIZE} bytes"
+    return None
