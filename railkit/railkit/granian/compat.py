@@ -18,7 +18,7 @@ import sys
 from dataclasses import dataclass
 
 import granian
-from granian import _granian
+from granian import _granian, _signals
 from granian.server import common, mp
 
 from ..settings import EXIT_BAD_CONFIG
@@ -46,7 +46,7 @@ class Internal:
             found = tuple(inspect.signature(target).parameters)
             if found[: len(self.parameters)] != self.parameters:
                 return f"{self.name} takes ({', '.join(found)}), expected ({', '.join(self.parameters)})"
-        code = getattr(target, "__code__", None)
+        code = getattr(inspect.unwrap(target), "__code__", None)
         absent = [name for name in self.uses if code is None or name not in code.co_names]
         if absent:
             return f"{self.name} no longer uses {', '.join(absent)}"
@@ -59,7 +59,9 @@ INTERNALS = (
     Internal("AbstractServer._serve", common.AbstractServer, "_serve", ("self", "spawn_target", "target_loader")),
     # One worker process, built with every option the server was given, started by start().
     Internal("MPServer._spawn_worker", mp.MPServer, "_spawn_worker", ("self", "idx", "target", "callback_loader")),
-    Internal("MPServer._spawn_wsgi_worker", mp.MPServer, "_spawn_wsgi_worker"),
+    # A WSGI worker's entry point; it sets its stop handlers with set_sync_signals, which the platform replaces.
+    Internal("MPServer._spawn_wsgi_worker", mp.MPServer, "_spawn_wsgi_worker", uses=("set_sync_signals",)),
+    Internal("granian._signals.set_sync_signals", _signals, "set_sync_signals", ()),
     # start() also starts a thread per worker that only waits for it (the supervisor reaps instead).
     Internal("AbstractWorker.start", common.AbstractWorker, "start", ("self",), uses=("_watch",)),
     Internal("AbstractWorker._watch", common.AbstractWorker, "_watch", ("self",)),
@@ -104,6 +106,16 @@ def share_listener(server, listener: socket.socket, backlog: int) -> None:
     server._shd = _granian.SocketHolder(listener.fileno(), False, backlog)
     server._sfd = listener.fileno()
     server._sso = listener
+
+
+def replace_worker_stop_handlers(set_handlers) -> None:
+    """Have each WSGI worker set its stop handlers with `set_handlers()` (returning granian's WorkerSignal)."""
+    _signals.set_sync_signals = set_handlers
+
+
+def new_stop_event():
+    """The event a granian worker stops on: its set() starts the worker's graceful stop."""
+    return _granian.WorkerSignal()
 
 
 def wsgi_worker_target():

@@ -3,8 +3,12 @@
 granian calls the platform's loader in each new worker (the app was loaded in
 the master, and the worker shares its memory); the loader runs start() and
 returns the app to serve. granian sets the worker's SIGTERM and SIGINT
-handlers only after that, so a stop that arrives while the worker boots is
-kept (at_fork) and raised again once granian listens for it. A worker
+handlers only after that (with the platform's set_stop_handlers), so a stop
+that arrives while the worker boots is kept (at_fork) and raised again then.
+A worker stopped alone (retired, recycled) first answers RETIRE_NOTICE_SECONDS
+with `Connection: close`: granian's graceful stop closes idle kept-alive
+connections at once, and a client sending on one just then would meet a closed
+connection (gunicorn 27.0.1's gthread worker gives them 2 s the same way). A worker
 process ends with multiprocessing's os._exit(), which skips what an
 interpreter's exit does: after a graceful stop the worker does it itself
 (exit_duties), so the app's atexit handlers run and its buffered files reach the disk.
@@ -24,6 +28,7 @@ import time
 
 from ..cluster import board as scoreboard
 from ..cluster.diagnostics import install_exception_logging
+from . import compat
 from .stacks import log_stacks
 from .wsgi import TrackedApp
 
@@ -37,11 +42,46 @@ IGNORED_SIGNALS = (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU)
 HANDLERS_DEADLINE = 30.0
 # The exit status of a worker aborted by the master (as after SIGABRT's own default, without a core file).
 ABORTED_EXIT = 128 + signal.SIGABRT
+# How long a worker stopped alone answers with `Connection: close` before it stops taking requests.
+RETIRE_NOTICE_SECONDS = 2.0
 
 # The board slot the master gives the next worker it forks, set just before the fork.
 _next_slot: int | None = None
 # A stop signal that came before granian's handlers were set (0: none).
 _stop_while_booting = 0
+# Set once this worker was told to stop alone: its answers close their connections.
+_closing = threading.Event()
+
+
+def closing() -> bool:
+    """Whether this worker is about to stop alone (its answers say `Connection: close`)."""
+    return _closing.is_set()
+
+
+def set_stop_handlers():
+    """granian's set_sync_signals for the platform's workers: SIGINT stops at once, SIGTERM after a notice.
+
+    Returns the event granian's worker stops on. The notice is skipped when the
+    whole cluster stops: its lame duck has already told every client.
+    """
+    stop = compat.new_stop_event()
+
+    def handle_int(_signum, _frame):
+        stop.set()
+
+    def handle_term(_signum, _frame):
+        board = scoreboard.current()
+        if _closing.is_set() or (board is not None and board.stopping_since()):
+            stop.set()
+            return
+        _closing.set()
+        notice = threading.Timer(RETIRE_NOTICE_SECONDS, stop.set)
+        notice.daemon = True
+        notice.start()
+
+    signal.signal(signal.SIGINT, handle_int)
+    signal.signal(signal.SIGTERM, handle_term)
+    return stop
 
 
 def assign_slot(slot: int) -> None:
@@ -75,7 +115,7 @@ def start(app, board: scoreboard.Board, threads: int, max_body_bytes: int) -> Tr
     board.claim(slot, pid)
     log.info("Worker %s started (pid %s)", slot + 1, pid, extra={"worker": slot + 1, "worker_pid": pid})
     threading.Thread(target=_raise_kept_stop, name="railkit-boot-stop", daemon=True).start()
-    return TrackedApp(app, board, slot, threads, max_body_bytes)
+    return TrackedApp(app, board, slot, threads, max_body_bytes, closing)
 
 
 def with_exit_duties(target):

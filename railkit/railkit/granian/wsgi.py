@@ -34,8 +34,10 @@ def describe(environ: dict) -> str:
 class TrackedApp:
     """A worker's WSGI app: each request tracked on the board, each answer closing its connection once stopping."""
 
-    def __init__(self, app, board: Board, slot: int, threads: int, max_body_bytes: int):
+    def __init__(self, app, board: Board, slot: int, threads: int, max_body_bytes: int, closing=lambda: False):
         self.board = board
+        # Whether this worker is about to stop alone (worker.closing).
+        self.closing = closing
         self.bodies = BodyGate(threads, max_body_bytes)
         self.slot = slot
         self.in_flight = InFlight(lambda since, label: board.set_busy(slot, since, label))
@@ -51,7 +53,7 @@ class TrackedApp:
         key = next(self.keys)
         self.in_flight.begin(key, describe(environ))
         self.board.set_in_flight(self.slot, len(self.in_flight))
-        if self.board.stopping_since():
+        if self.board.stopping_since() or self.closing():
             start_response = _closing(start_response)
         gate_input(environ, self.bodies)
         self.set_key(key)
