@@ -24,6 +24,8 @@ SUPPORTED_COMBINATIONS = [
     {"railway_plan": "free", "use_redis": False, "use_docker": False},
     {"railway_plan": "trial", "use_redis": False},
     {"railway_plan": "hobby", "database": "postgres"},
+    {"railway_plan": "hobby", "server": "granian"},
+    {"railway_plan": "trial", "server": "granian", "worker_class": "sync", "database": "postgres"},
     {"project_name": 'Ünïcode "Quoted" \\ Name', "project": "odd-name", "package": "odd_name"},
 ]
 UNSUPPORTED_COMBINATIONS = [
@@ -31,6 +33,7 @@ UNSUPPORTED_COMBINATIONS = [
     ({"package": "flask"}, "ERROR: package 'flask' would shadow"),
     ({"package": "not-an-identifier"}, "ERROR: package 'not-an-identifier' is not a valid Python import name"),
     ({"railway_plan": "hobby", "use_redis": False}, "ERROR: use_redis 'no' leaves the hobby plan's 2 replicas"),
+    ({"server": "granian", "worker_class": "gevent"}, "ERROR: server 'granian' cannot serve gevent workers"),
 ]
 LEFTOVER = re.compile(r"{{(\s?cookiecutter)[.](.*?)}}|{%|%}")
 
@@ -106,6 +109,13 @@ def test_the_free_plan_gets_no_redis_service(cookies):
         assert "REDIS_URL" not in (project / name).read_text(), name
     assert json.loads((project / "railkit.json").read_text())["use_redis"] is False
     assert "REDIS_URL" in (bake_ok(cookies, {"railway_plan": "trial"}) / ".railway" / "railway.ts").read_text()
+
+
+def test_granian_only_required_by_granian_projects(cookies):
+    project = bake_ok(cookies, {"server": "granian"})
+    assert "granian==" in (project / "requirements.txt").read_text()
+    assert json.loads((project / "railkit.json").read_text())["server"] == "granian"
+    assert "granian" not in (bake_ok(cookies, {}) / "requirements.txt").read_text()
 
 
 def test_gevent_only_required_by_gevent_projects(cookies):

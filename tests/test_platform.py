@@ -2,6 +2,7 @@
 
 The default project (gthread) runs all of it; the others leave out what does not depend on the
 worker class. The gevent project has Postgres, so the database's tests meet gevent's patched sockets.
+The granian project runs its server's own tests and every test that starts a real cluster.
 """
 
 import pytest
@@ -18,6 +19,8 @@ VARIANTS = {
         {"railway_plan": "trial", "worker_class": "sync", "python_version": "3.11"},
         ("-m", "not same_for_every_worker_class"),
     ),
+    # The server's own tests and every test of a running cluster (the request layers are the same code).
+    "granian": ({"server": "granian"}, ("-m", "not same_for_every_worker_class or cluster")),
 }
 
 
