@@ -28,7 +28,7 @@ from ..cluster.preload import limit_malloc_arenas, prepare_to_fork
 from ..cluster.rate_limit_scope import log_rate_limit_scope
 from ..cluster.sizing import ClusterSize, size_cluster
 from ..settings import Settings, load_settings_or_exit
-from . import compat, log_config, worker
+from . import compat, joined, log_config, worker
 from .listener import Listener, open_listener
 from .server import PlatformServer
 from .supervisor import Supervisor
@@ -71,6 +71,7 @@ def serve(args: list[str]) -> NoReturn:
     open_files.log_limit(files_before, files_after, limits.WORKER_CONNECTIONS)
     log_rate_limit_scope(settings, size.workers)
     app = load_app(target)
+    joined.on_starting(settings, size)
     prepare_to_fork()
     log.info("Listening on port %s", settings.port, extra={"port": settings.port, "addresses": listener.addresses})
     sys.exit(run(app, settings, size, board, listener))

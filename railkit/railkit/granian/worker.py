@@ -28,7 +28,7 @@ import time
 
 from ..cluster import board as scoreboard
 from ..cluster.diagnostics import install_exception_logging
-from . import compat
+from . import compat, joined
 from .stacks import log_stacks
 from .wsgi import TrackedApp
 
@@ -111,6 +111,7 @@ def start(app, board: scoreboard.Board, threads: int, max_body_bytes: int) -> Tr
     slot, pid = _next_slot, os.getpid()
     faulthandler.enable()
     install_exception_logging()
+    joined.post_fork()
     signal.signal(signal.SIGABRT, lambda *_: _abort(slot, pid))
     board.claim(slot, pid)
     log.info("Worker %s started (pid %s)", slot + 1, pid, extra={"worker": slot + 1, "worker_pid": pid})
@@ -131,7 +132,9 @@ def with_exit_duties(target):
 
 
 def exit_duties() -> None:
-    """Run the atexit handlers (weakref finalizers, logging's flush, the app's own), then flush every open file."""
+    """The platform's worker_exit work, the atexit handlers (weakref finalizers, logging's flush, the app's own),
+    then a flush of every open file."""
+    joined.worker_exit()
     # atexit has no public way to run its handlers before the process ends; this is the one CPython uses.
     atexit._run_exitfuncs()
     # The app's import-time objects were frozen before the fork (cluster/preload.py): get_objects skips those.
