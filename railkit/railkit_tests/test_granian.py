@@ -16,6 +16,7 @@ import time
 
 import pytest
 
+from railkit.cluster import limits
 from railkit.settings import EXIT_BAD_CONFIG
 
 from .servers import CLUSTER_COMMAND, FIXTURE_APP, PROJECT_ROOT, message_starts, wait_until
@@ -151,3 +152,29 @@ def test_a_local_proxy_is_trusted_and_its_ipv4_client_logged(serve):
     for server, client in ((trusting, "203.0.113.9"), (wary, "127.0.0.1")):
         logged = server.wait_for_log(lambda line: line.get("path") == "/" and "client_ip" in line)
         assert logged["client_ip"] == client
+
+
+def test_gunicorns_options_are_refused_in_one_json_line(serve):
+    """`serve main:app --workers 3` would mean something to gunicorn; granian would ignore it silently."""
+    server = serve({}, command=[*CLUSTER_COMMAND, "serve", FIXTURE_APP, "--workers", "3"], wait=False)
+    assert server.wait_exit() == EXIT_BAD_CONFIG
+    [refusal] = [log for log in server.logs if log["level"] == "error"]
+    assert refusal["arguments"] == [FIXTURE_APP, "--workers", "3"]
+    assert "granian" in refusal["message"]
+
+
+def test_a_worker_is_retired_after_max_requests_while_its_replacement_serves(serve):
+    """gunicorn's max_requests, kept by the supervisor: about 10,000 requests, then a graceful replacement."""
+    server = serve({"WEB_CONCURRENCY": "1", "RATE_LIMIT": "off"})
+    [first] = server.wait_for_workers(1)
+    load = FreshConnections(server.port, clients=16)
+    try:
+        retired = server.wait_for_log(lambda log: "retired" in log.get("message", ""), timeout=180)
+    finally:
+        ok, failed = load.stop()
+    assert retired["worker_pid"] == first and retired["status"] == "exit code 0"
+    assert "max_requests" in retired["message"]
+    assert ok >= limits.MAX_REQUESTS
+    assert len(failed) <= 1, failed
+    [second] = server.wait_for_workers(1, without=first)
+    assert server.wait_for_log(message_starts("Worker 2 started"))["worker_pid"] == second

@@ -27,7 +27,7 @@ from ..cluster.diagnostics import install_exception_logging
 from ..cluster.preload import limit_malloc_arenas, prepare_to_fork
 from ..cluster.rate_limit_scope import log_rate_limit_scope
 from ..cluster.sizing import ClusterSize, size_cluster
-from ..settings import Settings, load_settings_or_exit
+from ..settings import EXIT_BAD_CONFIG, Settings, load_settings_or_exit
 from . import compat, joined, log_config, worker
 from .listener import Listener, open_listener
 from .server import PlatformServer
@@ -53,7 +53,7 @@ def serve(args: list[str]) -> NoReturn:
     settings = load_settings_or_exit()
     log_config.configure(settings.log_level)
     compat.refuse_unless_compatible()
-    target = args[0] if args else DEFAULT_APP
+    target = app_named_by(args)
     size = size_cluster(settings)
     listener = open_listener(settings.port, limits.BACKLOG)
     limit_malloc_arenas()
@@ -122,6 +122,21 @@ def granian_options(settings: Settings, size: ClusterSize) -> dict:
         # The app logs its requests itself, with their request id and within Railway's line rate.
         "log_access": False,
     }
+
+
+def app_named_by(args: list[str]) -> str:
+    """The one argument granian's start takes, the app; gunicorn's options are refused in one line (exit 78)."""
+    if not args:
+        return DEFAULT_APP
+    if len(args) == 1 and not args[0].startswith("-"):
+        return args[0]
+    log.error(
+        "Refusing to start: this project serves with granian, which takes only the app (module:name), not %s; "
+        "the environment sets the rest (WEB_CONCURRENCY, GRACEFUL_TIMEOUT, ...)",
+        " ".join(args),
+        extra={"arguments": args},
+    )
+    sys.exit(EXIT_BAD_CONFIG)
 
 
 def max_body_bytes(app, settings: Settings) -> int:
