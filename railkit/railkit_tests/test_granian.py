@@ -8,6 +8,7 @@ differently, or only because the platform makes it.
 
 import http.client
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -178,3 +179,15 @@ def test_a_worker_is_retired_after_max_requests_while_its_replacement_serves(ser
     assert len(failed) <= 1, failed
     [second] = server.wait_for_workers(1, without=first)
     assert server.wait_for_log(message_starts("Worker 2 started"))["worker_pid"] == second
+
+
+@pytest.mark.parametrize("signum", [signal.SIGUSR1, signal.SIGUSR2], ids=["SIGUSR1", "SIGUSR2"])
+def test_gunicorns_other_signals_leave_the_cluster_serving(serve, signum):
+    """Their default action ends a process: sent to the group, they would have killed the master and every worker."""
+    server = serve({"WEB_CONCURRENCY": "2"})
+    before = server.wait_for_workers(2)
+    os.killpg(server.process.pid, signum)
+    time.sleep(1)
+    assert server.process.poll() is None
+    assert server.worker_pids() == before
+    assert server.request("/health")[0] == 200

@@ -60,6 +60,8 @@ HANDLED_SIGNALS = (
     signal.SIGHUP,
     signal.SIGTTIN,
     signal.SIGTTOU,
+    signal.SIGUSR1,
+    signal.SIGUSR2,
     signal.SIGCHLD,
 )
 # Why the supervisor asked a worker to stop, in the death line's words.
@@ -326,6 +328,13 @@ class Supervisor:
         serving = sorted(self.serving(), key=lambda worker: worker.started)
         if len(serving) > self.configured:
             self._retire(serving[-1], "fewer")
+
+    def handle_usr1(self) -> None:
+        """SIGUSR1 (gunicorn: reopen log files): the logs go to stdout, nothing to reopen."""
+
+    def handle_usr2(self) -> None:
+        """SIGUSR2 (gunicorn: a binary upgrade): granian has none; left to its default, it would kill the master."""
+        log.warning("SIGUSR2 ignored: a granian cluster has no binary upgrade (redeploy instead)")
 
     def handle_chld(self) -> None:
         """A worker died: the pass reaps it."""

@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 # Signals that stop a worker; granian sets its own handlers for these after the loader.
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 # The master's signals that mean nothing to a worker (a group-wide SIGHUP must not end it).
-IGNORED_SIGNALS = (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU)
+IGNORED_SIGNALS = (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU, signal.SIGUSR1, signal.SIGUSR2)
 # How long a worker waits for granian's handlers before raising a stop it got while booting.
 HANDLERS_DEADLINE = 30.0
 # The exit status of a worker aborted by the master (as after SIGABRT's own default, without a core file).
