@@ -191,3 +191,20 @@ def test_gunicorns_other_signals_leave_the_cluster_serving(serve, signum):
     assert server.process.poll() is None
     assert server.worker_pids() == before
     assert server.request("/health")[0] == 200
+
+
+def test_a_granian_project_without_granian_installed_is_refused_in_one_json_line():
+    """A venv made from another lock (or by hand) lacks granian: one line naming the fix, not an import traceback."""
+    script = (
+        "import importlib.util, sys\n"
+        "importlib.util.find_spec = lambda name, package=None: None  # as if granian were not installed\n"
+        "from railkit.cluster.__main__ import main\n"
+        "sys.exit(main(['serve']))\n"
+    )
+    finished = subprocess.run(
+        [sys.executable, "-c", script], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert finished.returncode == EXIT_BAD_CONFIG, finished.stdout + finished.stderr
+    [refusal] = [json.loads(line) for line in finished.stdout.splitlines()]
+    assert "granian is not installed" in refusal["message"]
+    assert "Traceback" not in finished.stderr

@@ -21,9 +21,9 @@ def serve(gunicorn_args: list[str]) -> None:
     refuse_unsupported_python()
     load_settings_or_exit()
     if project.SERVER == "granian":
-        from ..granian.serve import serve as serve_with_granian
+        from ..granian.start import start
 
-        serve_with_granian(gunicorn_args)
+        start(gunicorn_args)
     # gunicorn runs in this process (no second interpreter to start), and
     # reads its arguments, like its own entry point, from sys.argv.
     from gunicorn.app.wsgiapp import run

@@ -50,47 +50,55 @@ class Listener:
         self.sock.close()
 
 
-def _new_socket() -> tuple[socket.socket, str]:
-    """A dual-stack [::] socket (IPv4 clients too, whatever net.ipv6.bindv6only says), else IPv4."""
-    try:
-        sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
-    except OSError:
-        return socket.socket(socket.AF_INET, socket.SOCK_STREAM), "0.0.0.0"
-    try:
+def _new_socket(family: int) -> socket.socket:
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    # Accepted connections inherit it: small answers leave at once, as granian's own socket does.
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    if family == socket.AF_INET6:
+        # Dual-stack: IPv4 clients too, whatever net.ipv6.bindv6only says.
         sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+    return sock
+
+
+def _bound(port: int) -> tuple[socket.socket, str]:
+    """A socket bound to PORT on every interface: [::] for IPv6 and IPv4, else 0.0.0.0 where the host has no IPv6."""
+    try:
+        sock = _new_socket(socket.AF_INET6)
+    except OSError:
+        sock = None
+    if sock is not None:
+        try:
+            sock.bind(("::", port))
+            return sock, "::"
+        except OSError as error:
+            sock.close()
+            if error.errno != errno.EADDRNOTAVAIL:  # IPv6 switched off on this host: IPv4 alone
+                raise
+    sock = _new_socket(socket.AF_INET)
+    try:
+        sock.bind(("0.0.0.0", port))
     except OSError:
         sock.close()
-        return socket.socket(socket.AF_INET, socket.SOCK_STREAM), "0.0.0.0"
-    return sock, "::"
+        raise
+    return sock, "0.0.0.0"
 
 
 def open_listener(port: int, backlog: int) -> Listener:
     """Listen on PORT on every interface; stop the start with one JSON line if another process holds it."""
-    sock, host = _new_socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    # Accepted connections inherit it: small answers leave at once, as granian's own socket does.
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     try:
-        sock.bind((host, port))
+        sock, _ = _bound(port)
     except OSError as error:
-        sock.close()
-        if error.errno == errno.EADDRNOTAVAIL and host == "::":
-            # IPv6 is switched off on this host: IPv4 alone.
-            sock, host = socket.socket(socket.AF_INET, socket.SOCK_STREAM), "0.0.0.0"
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            sock.bind((host, port))
-        elif error.errno == errno.EADDRINUSE:
-            address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-            log.error(
-                "Refusing to start: PORT=%s is taken, another process listens on %s",
-                port,
-                address,
-                extra={"variable": "PORT", "value": str(port), "address": address},
-            )
-            sys.exit(EXIT_BAD_CONFIG)
-        else:
+        if error.errno != errno.EADDRINUSE:
             raise
+        address = f"[::]:{port}" if socket.has_ipv6 else f"0.0.0.0:{port}"
+        log.error(
+            "Refusing to start: PORT=%s is taken, another process listens on %s",
+            port,
+            address,
+            extra={"variable": "PORT", "value": str(port), "address": address},
+        )
+        sys.exit(EXIT_BAD_CONFIG)
     sock.listen(backlog)
     sock.set_inheritable(True)
     return Listener(sock)

@@ -156,8 +156,9 @@ class Supervisor:
         except BlockingIOError:
             return
         for number in queued:
-            name = signal.Signals(number).name.removeprefix("SIG").lower()
-            getattr(self, f"handle_{name}", lambda: None)()
+            with contextlib.suppress(ValueError):  # only HANDLED_SIGNALS have handlers that queue
+                name = signal.Signals(number).name.removeprefix("SIG").lower()
+                getattr(self, f"handle_{name}", lambda: None)()
 
     def seconds_to_next_deadline(self) -> float:
         now = time.monotonic()
