@@ -138,7 +138,8 @@ def test_workers_replaced_under_load_keep_the_queue_of_new_connections(serve):
     assert len(failed) <= 1 + ok // 10_000, f"{len(failed)} of {ok + len(failed)} failed: {sorted(set(failed))}"
     assert not [failure for failure in failed if "Refused" in failure], failed
     assert len(replaced) == 8, "every worker was replaced three times"
-    retired = [log for log in server.logs if "retired" in log.get("message", "")]
+    # (A worker may also reach max_requests under this load: its retirement says so.)
+    retired = [log for log in server.logs if "retired" in log.get("message", "") and "SIGHUP" in log["message"]]
     assert len(retired) == 6, retired
 
 

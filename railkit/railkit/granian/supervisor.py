@@ -6,25 +6,16 @@ pass. It wakes on a signal, on a worker's death (SIGCHLD) or at its next
 deadline, and never sleeps inside a step. Each pass it reaps dead workers
 (saying why each died, backing off when they die young, giving up after too
 many: cluster/lifecycle.py), runs the watchdog (memory, stuck requests:
-cluster/watchdog.py), retires a worker that served its MAX_REQUESTS, and forks
-what is missing. A retiring worker finishes its requests while its
-replacement already serves: every worker accepts from one socket, so nothing
-queued is lost.
-
-Stopping, on SIGTERM (SIGINT or a second SIGTERM skips the lame duck):
-1. lame duck (SHUTDOWN_DELAY s): serve on, with `Connection: close` on every
-   answer and /health/ready failing, so proxies move away;
-2. drain: new connection attempts are dropped (cluster/drain.py) while the
-   workers accept every queued one;
-3. the workers are told to stop and finish what they hold in the rest of
-   GRACEFUL_TIMEOUT; any still running then is killed, and the log says so once.
-A worker that stops on a stop signal of its own (sent to the whole process
-group) is not replaced; once none is left, the master stops at once.
+cluster/watchdog.py), retires a worker that served its MAX_REQUESTS, moves a
+stop along (stopping.py) and forks what is missing. A retiring worker
+finishes its requests while its replacement already serves: every worker
+accepts from one socket, so nothing queued is lost. A worker that stops on a
+stop signal of its own (sent to the whole process group) is not replaced;
+once none is left, the master stops at once.
 """
 
 import contextlib
 import logging
-import math
 import os
 import random
 import select
@@ -33,12 +24,13 @@ import time
 from dataclasses import dataclass
 
 from ..cluster import board as scoreboard
-from ..cluster import drain, limits, metrics
+from ..cluster import limits, metrics
 from ..cluster.lifecycle import CrashGuard, Death, log_death
 from ..cluster.watchdog import WorkerWatchdog
 from ..settings import Settings
 from . import worker as worker_start
 from .listener import Listener
+from .stopping import Stop
 
 log = logging.getLogger(__name__)
 
@@ -47,11 +39,6 @@ EXIT_GAVE_UP = 1
 # The loop never sleeps longer than this between passes, nor shorter.
 MAX_WAIT_SECONDS = 1.0
 MIN_WAIT_SECONDS = 0.005
-# How often the loop looks at the accept queue while the workers empty it.
-DRAIN_POLL_SECONDS = 0.02
-# After the queue is empty, the workers read what they just accepted before they are told to stop:
-# a connection granian accepted but has not read yet counts as idle, and a stop closes idle connections.
-DRAIN_SETTLE_SECONDS = 0.2
 # Signals the loop handles; each is dispatched to handle_<name>.
 HANDLED_SIGNALS = (
     signal.SIGTERM,
@@ -111,11 +98,8 @@ class Supervisor:
         self.workers: dict[int, Worker] = {}
         self.crashes = CrashGuard()
         self.watchdog = WorkerWatchdog(board, settings.worker_max_memory_mb, settings.graceful_timeout)
-        self.phase = "serving"
-        self.lame_duck_until = self.drain_until = self.settled_at = self.stop_deadline = 0.0
-        self.queued_at_drain = 0
+        self.stop = Stop(settings, board, listener)
         self.left_early = 0
-        self.forced: set[int] = set()
         self.exit_code = 0
         self.wakeup_read, self.wakeup_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
 
@@ -125,7 +109,7 @@ class Supervisor:
         """Fork the workers, keep them, stop them; the master's exit status."""
         self._install_signals()
         self.spawn_missing()
-        while self.phase != "stopped":
+        while self.stop.phase != "stopped":
             self._wait(self.seconds_to_next_deadline())
             self.handle_signals()
             self.reap()
@@ -161,17 +145,13 @@ class Supervisor:
                 getattr(self, f"handle_{name}", lambda: None)()
 
     def seconds_to_next_deadline(self) -> float:
-        now = time.monotonic()
         due = [MAX_WAIT_SECONDS]
         backoff = self.crashes.seconds_until_spawn()
         if backoff > 0:
             due.append(backoff)
-        if self.phase == "lame duck":
-            due.append(self.lame_duck_until - now)
-        elif self.phase == "draining":
-            due.append(DRAIN_POLL_SECONDS)
-        elif self.phase == "stopping":
-            due.append(self.stop_deadline - now)
+        stop = self.stop.seconds_to_deadline()
+        if stop is not None:
+            due.append(stop)
         return max(MIN_WAIT_SECONDS, min(due))
 
     # -- each pass ------------------------------------------------------------
@@ -180,22 +160,10 @@ class Supervisor:
         """Run the watchdog, retire workers past their request count, fold dead workers' metrics; move a stop along."""
         self.watchdog.check(self.workers, self.settings.request_timeout)
         metrics.fold_dead_workers(alive=self.workers)
-        if self.phase == "serving":
+        if self.stop.phase == "serving":
             self._retire_after_max_requests()
-        now = time.monotonic()
-        self._kill_overdue_retirees(now)
-        if self.left_early and self.phase in ("lame duck", "draining") and not self.workers:
-            log.info(
-                "Stopping now: every worker stopped on the stop signal (sent to the whole process group)",
-                extra={"workers_left_early": self.left_early},
-            )
-            self.phase = "stopped"
-        elif self.phase == "lame duck" and now >= self.lame_duck_until:
-            self._start_drain(now)
-        elif self.phase == "draining":
-            self._drain(now)
-        elif self.phase == "stopping":
-            self._finish_stop(now)
+        self._kill_overdue_retirees(time.monotonic())
+        self.stop.advance(self.workers, self.left_early)
 
     def serving(self) -> list[Worker]:
         """Workers not asked to stop: the ones that count toward the configured number."""
@@ -204,7 +172,7 @@ class Supervisor:
 
     def spawn_missing(self) -> None:
         """Fork workers until the configured number serve, unless stopping or backing off."""
-        if self.phase not in ("serving", "lame duck", "draining") or self.left_early:
+        if self.stop.workers_told or self.left_early:
             return
         while len(self.serving()) < self.configured and self.crashes.seconds_until_spawn() <= 0:
             slot = self.board.free_slot({worker.slot for worker in self.workers.values()})
@@ -234,8 +202,8 @@ class Supervisor:
             lifetime=time.time() - worker.started,
             timed_out=worker.aborted or stopped_for == "stuck",
             over_memory=stopped_for == "memory",
-            shutting_down=self.phase in ("stopping", "stopped"),
-            stopping=self.phase in ("lame duck", "draining"),
+            shutting_down=self.stop.workers_told,
+            stopping=self.stop.winding_down,
         )
         metrics.forget_worker(worker.pid)
         metrics.record_death(death)
@@ -252,7 +220,7 @@ class Supervisor:
         log_death(worker.slot + 1, worker.pid, death)
         if death.shutting_down:
             if status == "SIGKILL":
-                self.forced.add(worker.pid)
+                self.stop.forced.add(worker.pid)
             return
         if death.kind == "early":
             self.left_early += 1
@@ -297,17 +265,17 @@ class Supervisor:
 
     def handle_term(self) -> None:
         """SIGTERM: the lame duck first; a second one skips the rest of it."""
-        self._stop(skip_delay=self.phase == "lame duck")
+        self.stop.begin(skip_delay=self.stop.phase == "lame duck", workers=self.workers)
 
     def handle_int(self) -> None:
         """SIGINT (Ctrl-C): stop without the lame duck, the drain kept."""
-        self._stop(skip_delay=True)
+        self.stop.begin(skip_delay=True, workers=self.workers)
 
     handle_quit = handle_int
 
     def handle_hup(self) -> None:
         """SIGHUP: replace every worker (the app stays as the master loaded it)."""
-        if self.phase != "serving":
+        if self.stop.phase != "serving":
             return
         log.info("Replacing the %s workers (SIGHUP); the app is not loaded again", len(self.serving()))
         for worker in self.serving():
@@ -340,100 +308,11 @@ class Supervisor:
     def handle_chld(self) -> None:
         """A worker died: the pass reaps it."""
 
-    # -- stopping -------------------------------------------------------------
-
-    def _stop(self, skip_delay: bool) -> None:
-        now = time.monotonic()
-        if self.phase == "serving":
-            self.board.set_stopping(time.time())
-            delay = self.settings.shutdown_delay
-            if delay and not skip_delay:
-                self.phase = "lame duck"
-                self.lame_duck_until = now + delay
-                log.info(
-                    "Stopping: serving %ss more with Connection: close and /health/ready failing, "
-                    "so proxies move away (SHUTDOWN_DELAY)",
-                    delay,
-                    extra={"phase": "lame duck", "shutdown_delay_s": delay},
-                )
-                return
-            self._start_drain(now)
-        elif self.phase == "lame duck":
-            log.info("Stopping now: a second signal skips the rest of SHUTDOWN_DELAY")
-            self._start_drain(now)
-
-    def _start_drain(self, now: float) -> None:
-        """Drop new connection attempts; the workers keep accepting the queued ones."""
-        self.phase = "draining"
-        self.drain_until = now + self.settings.graceful_timeout
-        if not drain.refuse_new_connections([self.listener]):
-            log.warning("New connections cannot be refused on this platform: stopping without the drain")
-            self._tell_workers_to_stop(now)
-            return
-        self.queued_at_drain = drain.backlog([self.listener])
-        self.settled_at = 0.0
-
-    def _drain(self, now: float) -> None:
-        left_over = drain.backlog([self.listener])
-        if left_over and now < self.drain_until:
-            self.settled_at = 0.0
-            return
-        if left_over:
-            log.warning("%s queued connections were not accepted before the graceful timeout", left_over)
-        elif not self.settled_at:
-            self.settled_at = now + DRAIN_SETTLE_SECONDS
-            return
-        elif now < self.settled_at and now < self.drain_until:
-            return
-        self._tell_workers_to_stop(now)
-
-    def _tell_workers_to_stop(self, now: float) -> None:
-        """Hand over to the workers' graceful stop with what is left of GRACEFUL_TIMEOUT."""
-        left = max(1, math.ceil((self.drain_until or now + self.settings.graceful_timeout) - now))
-        self.phase = "stopping"
-        self.stop_deadline = now + left
-        extra = {"graceful_timeout_s": self.settings.graceful_timeout}
-        if self.queued_at_drain:
-            log.info(
-                "Stopping: new connections refused, %s queued ones handed to workers; %ss left for requests in flight",
-                self.queued_at_drain,
-                left,
-                extra={**extra, "queued": self.queued_at_drain},
-            )
-        else:
-            log.info("Stopping: %ss left for requests in flight", left, extra=extra)
-        self.board.set_workers_stopped(time.time())
-        for worker in self.workers.values():
-            _signal(worker.pid, signal.SIGTERM)
-
-    def _finish_stop(self, now: float) -> None:
-        if not self.workers:
-            self._say_who_was_forced()
-            self.phase = "stopped"
-        elif now >= self.stop_deadline:
-            for worker in self.workers.values():
-                if not worker.killed:
-                    worker.killed = True
-                    self.forced.add(worker.pid)
-                    _signal(worker.pid, signal.SIGKILL)
-
-    def _say_who_was_forced(self) -> None:
-        if self.forced:
-            log.warning(
-                "Killed %s %s still busy when GRACEFUL_TIMEOUT=%ss ran out",
-                len(self.forced),
-                "worker" if len(self.forced) == 1 else "workers",
-                self.settings.graceful_timeout,
-                extra={"forced": True, "worker_pids": sorted(self.forced)},
-            )
-
     def _give_up(self, reason: str) -> None:
         """Stop the cluster loudly: its exit status tells the platform's restart policy."""
         log.error("Stopping the cluster: %s", reason)
         self.exit_code = EXIT_GAVE_UP
-        self.board.set_stopping(time.time())
-        self.drain_until = time.monotonic() + self.settings.graceful_timeout
-        self._tell_workers_to_stop(time.monotonic())
+        self.stop.give_up(self.workers)
 
 
 def _queued(_signum, _frame) -> None:
