@@ -181,3 +181,15 @@ def test_a_slow_upload_holds_one_reader_and_is_served_when_it_ends(serve):
         answer = sock.recv(65536)
     assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
     assert not [log for log in server.logs if "aborting it" in log.get("message", "")]
+
+
+def test_a_client_still_sending_a_body_refused_for_its_size_reads_its_413(serve):
+    """granian closes a connection whose body was not read: a 20 MB upload refused unread ended in a reset, 20 of 20.
+
+    The worker reads and drops a body refused for its size once the 413 is out, as gunicorn lingers.
+    """
+    server = serve({"WEB_CONCURRENCY": "1", "RAILWAY_PLAN": "free", "RATE_LIMIT": "off"})
+    body = b"{" + b" " * (20 * 2**20) + b"}"  # the free plan takes 1 MB
+    statuses = [server.request("/echo", "POST", body, {"Content-Type": "application/json"})[0] for _ in range(5)]
+    assert statuses == [413] * 5
+    assert server.request("/health")[0] == 200

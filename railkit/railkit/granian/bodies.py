@@ -10,7 +10,10 @@ LARGE_BODY_BYTES, as in a gthread worker: the other half of the threads
 always serve requests without a body, /health among them. The app's first
 read takes the whole body, which it then reads from memory; a refusal
 reaches it as the ClientError the web layer answers as a problem
-(web/bodies.py). A body the app never reads costs nothing.
+(web/bodies.py). A body the app never reads costs nothing, unless the app
+refused it for its size (413): then the worker reads and drops it once the
+answer is out, up to LINGER_MAX_BYTES, on one of the same readers, so a client
+still sending it reads its 413 instead of a reset (gunicorn's lingering close).
 """
 
 import io
@@ -63,14 +66,29 @@ class BodyGate:
             raise BodyTooLarge(f"The body is over {self.max_bytes} bytes, the most this service accepts")
         return b"".join(parts)
 
+    def drop(self, stream, length: int) -> None:
+        """Read and forget a refused body of `length` bytes, on a free reader (none free: it is left unread)."""
+        if not self.readers.acquire(blocking=False):
+            return
+        try:
+            left = length
+            while left > 0:
+                part = stream.read(min(READ_SIZE, left))
+                if not part:
+                    return
+                left -= len(part)
+        finally:
+            self.readers.release()
+
 
 class GatedInput:
     """The request's wsgi.input: the first read takes the whole body through the gate, the rest come from memory."""
 
-    def __init__(self, stream, gate: BodyGate, length: int):
+    def __init__(self, stream, gate: BodyGate, length: int, expects_continue: bool = False):
         self.stream = stream
         self.gate = gate
         self.length = length
+        self.expects_continue = expects_continue
         self.body: io.BytesIO | None = None
 
     def _body(self) -> io.BytesIO:
@@ -90,13 +108,23 @@ class GatedInput:
     def __iter__(self):
         return iter(self._body())
 
+    def drop_if_refused(self, status: int) -> None:
+        """Once a 413 is out: read and forget the body the app refused unread (its client may still be sending it)."""
+        declared = 0 < self.length <= limits.LINGER_MAX_BYTES
+        if status == 413 and self.body is None and declared and not self.expects_continue:
+            self.gate.drop(self.stream, self.length)
 
-def gate_input(environ: dict, gate: BodyGate) -> None:
-    """Put the gate in front of the request's body, if it declares one."""
+
+def gate_input(environ: dict, gate: BodyGate) -> GatedInput | None:
+    """Put the gate in front of the request's body, if it declares one; the gated body, or None."""
     chunked = "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
     try:
         length = max(0, int(environ.get("CONTENT_LENGTH") or 0))
     except ValueError:
         length = 0
-    if length or chunked:
-        environ["wsgi.input"] = GatedInput(environ["wsgi.input"], gate, 0 if chunked else length)
+    if not length and not chunked:
+        return None
+    expects_continue = "100-continue" in environ.get("HTTP_EXPECT", "").lower()
+    gated = GatedInput(environ["wsgi.input"], gate, 0 if chunked else length, expects_continue)
+    environ["wsgi.input"] = gated
+    return gated

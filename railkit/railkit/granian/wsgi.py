@@ -55,7 +55,10 @@ class TrackedApp:
         self.board.set_in_flight(self.slot, len(self.in_flight))
         if self.board.stopping_since() or self.closing():
             start_response = _closing(start_response)
-        gate_input(environ, self.bodies)
+        gated = gate_input(environ, self.bodies)
+        answered = []
+        if gated is not None:
+            start_response = _noting_status(start_response, answered)
         self.set_key(key)
         try:
             body = self.app(environ, start_response)
@@ -64,16 +67,28 @@ class TrackedApp:
             raise
         finally:
             self.set_key(None)
-        return Answer(body, lambda: self.finish(key))
+        return Answer(body, lambda: self.finish(key, gated, answered))
 
-    def finish(self, key: int) -> None:
-        """The answer is out: the request off the board's requests in flight, and counted."""
+    def finish(self, key: int, gated=None, answered=()) -> None:
+        """The answer is out: a refused body dropped, the request off the board's requests in flight, and counted."""
+        if gated is not None and answered:
+            gated.drop_if_refused(answered[-1])
         self.in_flight.end(key)
         self.board.set_in_flight(self.slot, len(self.in_flight))
         served = next(self.served)
         # Exact at rest, at most COUNT_EVERY behind under load (the board is memory every process shares).
         if not self.in_flight or served % COUNT_EVERY == 0:
             self.board.set_requests(self.slot, served)
+
+
+def _noting_status(start_response, answered: list):
+    """start_response that notes the answer's status code in `answered`."""
+
+    def start(status, headers, exc_info=None):
+        answered.append(int(status[:3]))
+        return start_response(status, headers, exc_info)
+
+    return start
 
 
 def _closing(start_response):
