@@ -115,12 +115,12 @@ class FreshConnections:
         return self.ok, self.failed
 
 
-def test_workers_replaced_under_load_keep_the_queue_of_new_connections(serve):
+def test_workers_replaced_under_load_lose_no_new_connection(serve):
     """granian alone binds a socket per worker, whose queue is reset when that worker stops (net.ipv4.tcp_migrate_req,
     which a Railway container cannot set, would move it): 57 of 9,573 requests on fresh connections failed through
     three replacements of both workers. Under the platform every worker accepts from one socket, whose queue outlives
-    any of them. What remains is granian's own: a stopping worker closes a connection it accepted an instant before
-    and has not read yet (1 in about 40,000 here), a race the drain avoids when the whole cluster stops.
+    any of them; and a worker stopped alone stops accepting before granian's stop, which closes a connection accepted
+    an instant before it and not read yet (up to 6 of 27,361 failed that way before it did).
     """
     server = serve({"WEB_CONCURRENCY": "2", "RATE_LIMIT": "off"})
     first = server.wait_for_workers(2)
@@ -135,8 +135,8 @@ def test_workers_replaced_under_load_keep_the_queue_of_new_connections(serve):
             time.sleep(0.5)
     finally:
         ok, failed = load.stop()
-    assert len(failed) <= 1 + ok // 10_000, f"{len(failed)} of {ok + len(failed)} failed: {sorted(set(failed))}"
-    assert not [failure for failure in failed if "Refused" in failure], failed
+    print(f"{ok} answered, {len(failed)} failed through three replacements of both workers")
+    assert failed == [], f"{len(failed)} of {ok + len(failed)} failed: {sorted(set(failed))}"
     assert len(replaced) == 8, "every worker was replaced three times"
     # (A worker may also reach max_requests under this load: its retirement says so.)
     retired = [log for log in server.logs if "retired" in log.get("message", "") and "SIGHUP" in log["message"]]
@@ -171,15 +171,16 @@ def test_a_worker_is_retired_after_max_requests_while_its_replacement_serves(ser
     [first] = server.wait_for_workers(1)
     load = FreshConnections(server.port, clients=16)
     try:
-        retired = server.wait_for_log(lambda log: "retired" in log.get("message", ""), timeout=180)
+        # Forked as soon as the first is asked to retire; the load stops there, before it nears its own count.
+        replacement = server.wait_for_log(message_starts("Worker 2 started"), timeout=180)
     finally:
         ok, failed = load.stop()
+    retired = server.wait_for_log(lambda log: "retired" in log.get("message", ""))
     assert retired["worker_pid"] == first and retired["status"] == "exit code 0"
     assert "max_requests" in retired["message"]
     assert ok >= limits.MAX_REQUESTS
-    assert len(failed) <= 1, failed
-    [second] = server.wait_for_workers(1, without=first)
-    assert server.wait_for_log(message_starts("Worker 2 started"))["worker_pid"] == second
+    assert failed == [], failed
+    assert server.wait_for_workers(1, without=first) == {replacement["worker_pid"]}
 
 
 @pytest.mark.parametrize("signum", [signal.SIGUSR1, signal.SIGUSR2], ids=["SIGUSR1", "SIGUSR2"])

@@ -86,6 +86,7 @@ def run(app, settings: Settings, size: ClusterSize, board: scoreboard.Board, lis
         return Supervisor(settings, size.workers, board, listener, fork)
 
     compat.replace_worker_stop_handlers(worker.set_stop_handlers)
+    worker.share_listener(listener.sock.fileno())
     server = PlatformServer(listener, make_supervisor, **granian_options(settings, size))
     server.serve(
         spawn_target=worker.with_exit_duties(compat.wsgi_worker_target()),

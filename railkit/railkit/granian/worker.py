@@ -5,10 +5,12 @@ the master, and the worker shares its memory); the loader runs start() and
 returns the app to serve. granian sets the worker's SIGTERM and SIGINT
 handlers only after that (with the platform's set_stop_handlers), so a stop
 that arrives while the worker boots is kept (at_fork) and raised again then.
-A worker stopped alone (retired, recycled) first answers RETIRE_NOTICE_SECONDS
-with `Connection: close`: granian's graceful stop closes idle kept-alive
-connections at once, and a client sending on one just then would meet a closed
-connection (gunicorn 27.0.1's gthread worker gives them 2 s the same way). A worker
+A worker stopped alone (retired, recycled) first stops accepting and answers
+RETIRE_NOTICE_SECONDS with `Connection: close`: granian's graceful stop closes
+at once every connection it has not read a request from, both a kept-alive
+one between requests and one it accepted an instant before, and their clients
+would meet a closed connection (gunicorn 27.0.1's gthread worker gives its
+kept-alive clients 2 s the same way). A worker
 process ends with multiprocessing's os._exit(), which skips what an
 interpreter's exit does: after a graceful stop the worker does it itself
 (exit_duties), so the app's atexit handlers run and its buffered files reach the disk.
@@ -22,6 +24,7 @@ import io
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -47,6 +50,8 @@ RETIRE_NOTICE_SECONDS = 2.0
 
 # The board slot the master gives the next worker it forks, set just before the fork.
 _next_slot: int | None = None
+# The shared listener's descriptor, as every worker inherits it (set in the master before any fork).
+_listener_fd: int | None = None
 # A stop signal that came before granian's handlers were set (0: none).
 _stop_while_booting = 0
 # Set once this worker was told to stop alone: its answers close their connections.
@@ -75,6 +80,7 @@ def set_stop_handlers():
             stop.set()
             return
         _closing.set()
+        stop_accepting()
         notice = threading.Timer(RETIRE_NOTICE_SECONDS, stop.set)
         notice.daemon = True
         notice.start()
@@ -82,6 +88,27 @@ def set_stop_handlers():
     signal.signal(signal.SIGINT, handle_int)
     signal.signal(signal.SIGTERM, handle_term)
     return stop
+
+
+def share_listener(fd: int) -> None:
+    """In the master, before any fork: the descriptor of the socket every worker accepts from."""
+    global _listener_fd
+    _listener_fd = fd
+
+
+def stop_accepting() -> None:
+    """Point this worker's copy of the shared listener's descriptor at a socket nobody connects to.
+
+    granian keeps calling accept() on that descriptor, and finds nothing: the
+    other workers take every new connection, and this one serves those it has.
+    """
+    if _listener_fd is None:
+        return
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as unreached:
+        unreached.bind(("127.0.0.1", 0))
+        unreached.listen(1)
+        unreached.setblocking(False)
+        os.dup2(unreached.fileno(), _listener_fd)
 
 
 def assign_slot(slot: int) -> None:
