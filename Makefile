@@ -1,4 +1,4 @@
-# Two commands do everything on a fresh machine: `make run` and `make test`.
+# Two commands do everything on a fresh machine: `make run` and `make test` (two pytest workers).
 # `make bench` measures the generated project against plain gunicorn.
 # `make lock` refreshes every lock; `make test-newest` tries the newest releases, unlocked.
 # `make starter` renders the committed starter/ (a one-click deployable project).
@@ -27,8 +27,8 @@ $(BIN)/python: tests/requirements.txt
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --require-hashes -r tests/requirements.txt
 	touch $@
 
-# redis-server (shared rate limits), postgresql (the database variant's tests start their own server),
-# nginx and prometheus (what the cluster sits behind and is scraped by),
+# redis-server (shared rate limits), postgresql and pgbouncer (the database variant's tests start their
+# own server, and Railway's pooler in front of it), nginx and prometheus (what the cluster sits behind and is scraped by),
 # wrk (load) and npm (Railway's SDK), from Debian's packages when missing.
 system-packages:
 	@missing=""; \
@@ -38,6 +38,7 @@ system-packages:
 	command -v wrk >/dev/null || missing="$$missing wrk"; \
 	command -v npm >/dev/null || missing="$$missing nodejs npm"; \
 	ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	command -v pgbouncer >/dev/null || [ -x /usr/sbin/pgbouncer ] || missing="$$missing pgbouncer"; \
 	if [ -n "$$missing" ]; then \
 		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 			echo "Installing$$missing"; \
@@ -69,7 +70,7 @@ run: $(BIN)/python pythons | $(RUN_PROJECT)
 
 test: $(BIN)/python system-packages pythons lint
 	@if command -v npm >/dev/null; then $(MAKE) --no-print-directory $(SDK); fi
-	$(BIN)/python -m pytest tests
+	$(BIN)/python -m pytest tests -n 2
 
 # The suite's generated projects with the newest release of every dependency, unlocked (their
 # requirements*.in, upgraded): a release that breaks the template is known the day it ships.

@@ -11,8 +11,9 @@ ANSWERS_JSON = r"""{{ cookiecutter | tojson }}"""
 PLANS = ("free", "trial", "hobby", "pro", "enterprise")
 WORKER_CLASSES = ("gthread", "gevent", "sync")
 SERVERS = ("gunicorn", "granian")
-PYTHON_VERSIONS = ("3.11", "3.12", "3.13", "3.14")
+PYTHON_VERSIONS = ("3.11", "3.12", "3.13", "3.14", "3.15")
 DATABASES = ("none", "postgres")
+TRACING = ("no", "yes")
 # A Railway service name and a folder name: lowercase words joined by dashes.
 PROJECT_PATTERN = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
 PROJECT_MAX_LENGTH = 63
@@ -28,6 +29,7 @@ TAKEN_NAMES = {
     "typing_extensions", "redis", "async_timeout", "prometheus_client", "sentry_sdk", "certifi", "urllib3",
     "gevent", "greenlet", "zope", "cffi", "pycparser",
     "sqlalchemy", "psycopg", "psycopg_binary", "alembic", "mako", "tzdata",
+    "opentelemetry", "google", "requests", "charset_normalizer", "idna",
     "pytest", "_pytest", "py", "pluggy", "iniconfig", "pygments", "colorama", "ruff", "uv", "_cffi_backend",
     "main", "tests", "test", "app", "railkit", "migrations",
 }  # fmt: skip
@@ -66,6 +68,7 @@ def problems(answers: dict) -> list[str]:
         ("worker_class", WORKER_CLASSES),
         ("python_version", PYTHON_VERSIONS),
         ("database", DATABASES),
+        ("use_tracing", TRACING),
     ):
         if answers.get(variable) not in choices:
             refuse(variable, "is not offered", f"choose one of {', '.join(choices)}")

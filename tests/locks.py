@@ -17,19 +17,31 @@ from cookiecutter.main import cookiecutter
 ROOT = Path(__file__).resolve().parent.parent
 LOCKS = ROOT / "templates" / "locks"
 # One lock per variant the template renders (cookiecutter.json's __lock), with the answers that render
-# it: gevent adds its own dependencies, and so do granian and the database.
+# it: gevent adds its own dependencies, and so do granian, the database and tracing.
 VARIANTS = {
     "default": {"worker_class": "gthread"},
     "gevent": {"worker_class": "gevent"},
     "default-postgres": {"worker_class": "gthread", "database": "postgres"},
     "gevent-postgres": {"worker_class": "gevent", "database": "postgres"},
+    "default-tracing": {"worker_class": "gthread", "use_tracing": "yes"},
+    "gevent-tracing": {"worker_class": "gevent", "use_tracing": "yes"},
+    "default-postgres-tracing": {"worker_class": "gthread", "database": "postgres", "use_tracing": "yes"},
+    "gevent-postgres-tracing": {"worker_class": "gevent", "database": "postgres", "use_tracing": "yes"},
     "default-granian": {"worker_class": "gthread", "server": "granian"},
     "default-granian-postgres": {"worker_class": "gthread", "server": "granian", "database": "postgres"},
+    "default-granian-tracing": {"worker_class": "gthread", "server": "granian", "use_tracing": "yes"},
+    "default-granian-postgres-tracing": {
+        "worker_class": "gthread",
+        "server": "granian",
+        "database": "postgres",
+        "use_tracing": "yes",
+    },
 }
 OFFERED_PYTHONS = json.loads((ROOT / "cookiecutter.json").read_text())["python_version"]
-# Pythons not offered yet, each with the locked package that publishes no wheel for it (test_locks.py
-# watches them: the day the package ships its wheels, the test says to offer that Python).
-WAITING_PYTHONS = {"3.15": "orjson"}
+# The oldest glibc (manylinux_2_X) whose wheels install every lock on a Python, and the locked package that
+# raises it for one Python; the README's "Python versions" table states the same. Below it, pip builds from source.
+GLIBC_FLOOR = "2.28"  # gevent's wheels, and psycopg-binary's for aarch64
+PYTHON_GLIBC = {"3.15": ("2.39", "orjson")}  # orjson 3.13.0's cp315 wheels are manylinux_2_39 only
 
 
 def version_key(version: str) -> tuple[int, ...]:
@@ -48,10 +60,19 @@ PROJECT_LOCKS = {
 TOOLING_LOCK = ["requirements.in", "-o", "requirements.txt"]
 
 
-def variant_for(worker_class: str, database: str = "none", server: str = "gunicorn") -> str:
+def glibc_floor(python: str) -> str:
+    """The oldest glibc on which every lock installs from wheels alone on `python`."""
+    return PYTHON_GLIBC.get(python, (GLIBC_FLOOR, None))[0]
+
+
+def variant_for(worker_class: str, database: str = "none", use_tracing: str = "no", server: str = "gunicorn") -> str:
     """The lock a project with these answers gets (as cookiecutter.json's __lock computes it)."""
-    base = "gevent" if worker_class == "gevent" else "default"
-    return base + ("-granian" if server == "granian" else "") + ("-postgres" if database == "postgres" else "")
+    return (
+        ("gevent" if worker_class == "gevent" else "default")
+        + ("-granian" if server == "granian" else "")
+        + ("-postgres" if database == "postgres" else "")
+        + ("-tracing" if use_tracing == "yes" else "")
+    )
 
 
 def compile_lock(folder: Path, arguments: list[str], upgrade: bool) -> None:

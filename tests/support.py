@@ -56,14 +56,18 @@ def project_venv(project: Path) -> Path:
     requirements = "".join((project / name).read_text() for name in names)
     if NEWEST:
         requirements += time.strftime("newest %Y-%m-%d")
-        install = ["--upgrade", "--upgrade-strategy", "eager", "-r", "requirements-dev.in"]
+        install = ["--upgrade", "-r", "requirements-dev.in"]
     else:
         install = ["--require-hashes", "-r", "requirements-dev.txt"]
-    return _cached_venv(project, "py", requirements, install)
+    return _cached_venv(project, "py", requirements, install, installer="uv")
 
 
-def _cached_venv(project: Path, prefix: str, requirements: str, install: list[str]) -> Path:
-    """A venv for the project's .python-version, `pip install <install>`, cached by interpreter and requirements."""
+def _cached_venv(project: Path, prefix: str, requirements: str, install: list[str], installer="pip") -> Path:
+    """A venv for the project's .python-version with `<installer> install <install>`, cached by Python and lock.
+
+    uv installs the same locked, hash-checked wheels as pip, in seconds instead of a minute (a
+    clean `make test` makes about ten venvs); pip stays where the test is how pip installs.
+    """
     version = (project / ".python-version").read_text().strip()
     key = hashlib.sha256(f"{version}\n{requirements}".encode()).hexdigest()[:12]
     venv = CACHE / "venvs" / f"{prefix}{version}-{key}"
@@ -72,9 +76,16 @@ def _cached_venv(project: Path, prefix: str, requirements: str, install: list[st
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not (venv / "complete").exists():
             shutil.rmtree(venv, ignore_errors=True)
-            subprocess.run([python_for(version), "-m", "venv", str(venv)], check=True)
-            pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
-            subprocess.run([*pip, *install], check=True, cwd=project)
+            if installer == "uv":
+                uv = str(TOOLS / "uv")
+                interpreter = python_for(version)
+                subprocess.run([uv, "venv", "--quiet", "--python", interpreter, str(venv)], check=True)
+                command = [uv, "pip", "install", "--quiet", "--python", str(venv / "bin" / "python")]
+            else:
+                subprocess.run([python_for(version), "-m", "venv", str(venv)], check=True)
+                python = str(venv / "bin" / "python")
+                command = [python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
+            subprocess.run([*command, *install], check=True, cwd=project)
             (venv / "complete").touch()
     return venv
 

@@ -87,9 +87,8 @@ def test_smoke_bench_run_measures_everything(tmp_path):
         assert by_server["cluster (gthread)"]["vs_bare"][0] > 0
     if "skipped" not in results["database"]:
         database = results["database"]["servers"]
-        assert set(database) == {"bare gunicorn", "cluster (gthread)", "cluster (granian)"} | (
-            contenders & {"node (express cluster)"}
-        )
+        expected = {"bare gunicorn", "cluster (gthread)", "cluster via PgBouncer", "cluster (granian)"}
+        assert set(database) == expected | (contenders & {"node (express cluster)"})
         assert all(run["requests"] > 0 and run["us_per_request"] > 0 for run in database.values())
         assert database["cluster (gthread)"]["vs_bare"][0] > 0
     assert results["sizing"]["rows"][0]["cpu_rps"] > 0 and results["sizing"]["rows"][0]["io_rps"] > 0
@@ -103,6 +102,9 @@ def test_smoke_bench_run_measures_everything(tmp_path):
     assert set(layers) == {"bare Flask", *(f"+ {name}" for name in layer_names), "generated app"}
     assert all(micros > 0 for micros in layers.values())
     assert results["metrics"]["on_rps"] > 0 and results["metrics"]["off_rps"] > 0
+    tracing = results["tracing"]["runs"]
+    assert set(tracing) == {"off", "every request", "1% sampled"}
+    assert all(run["rps"] > 0 and run["us_per_request"] > 0 for run in tracing.values())
     assert set(results["attacks"]) == {
         "slow headers",
         "silent connections",

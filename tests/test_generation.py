@@ -9,13 +9,17 @@ from pathlib import Path
 import pytest
 from cookiecutter.exceptions import FailedHookException
 
-from .support import PLAN_NAMES, ROOT, TOOLS, run_project_tests
+from . import locks
+from .support import PLAN_NAMES, ROOT, TEMPLATE, TOOLS, run_project_tests
 
 WORKER_CLASSES = ("gthread", "gevent", "sync")
-PYTHONS = ("3.11", "3.12", "3.13", "3.14")
+PYTHONS = tuple(sorted(TEMPLATE["python_version"], key=locks.version_key))
+# The glibc of each Debian release an image may be based on, and the suite the Dockerfile names.
+DEBIAN_GLIBC = {"bookworm": "2.36", "trixie": "2.41"}
+DOCKER_BASE = re.compile(r"^FROM python:(?P<python>[\d.]+)-slim-(?P<suite>\w+)$", re.MULTILINE)
 
 # Every plan with every worker class; the Python versions rotate through them so
-# each is used by several projects.
+# each is used by several projects (each with every worker class, while there are as many plans).
 SUPPORTED_COMBINATIONS = [
     {"railway_plan": plan, "worker_class": worker_class, "python_version": PYTHONS[(p + w) % len(PYTHONS)]}
     for p, plan in enumerate(PLAN_NAMES)
@@ -24,7 +28,9 @@ SUPPORTED_COMBINATIONS = [
     {"railway_plan": "free", "use_redis": False, "use_docker": False},
     {"railway_plan": "trial", "use_redis": False},
     {"railway_plan": "hobby", "database": "postgres"},
-    {"railway_plan": "hobby", "server": "granian"},
+    {"railway_plan": "pro", "worker_class": "gevent", "database": "postgres", "python_version": "3.15"},
+    {"railway_plan": "pro", "worker_class": "gevent", "use_tracing": "yes"},
+    {"railway_plan": "hobby", "server": "granian", "use_tracing": "yes"},
     {"railway_plan": "trial", "server": "granian", "worker_class": "sync", "database": "postgres"},
     {"project_name": 'Ünïcode "Quoted" \\ Name', "project": "odd-name", "package": "odd_name"},
 ]
@@ -90,10 +96,18 @@ def test_project_generation(cookies, context):
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_python_version_is_written_for_railpack(cookies):
-    project = bake_ok(cookies, {"python_version": "3.12"})
-    assert (project / ".python-version").read_text().strip() == "3.12"
-    assert 'requires-python = ">=3.12"' in (project / "pyproject.toml").read_text()
+@pytest.mark.parametrize("python", PYTHONS)
+def test_each_python_is_pinned_alike_everywhere(cookies, python):
+    """Railpack, the package metadata, ruff and the Dockerfile name one Python, on a glibc its wheels install on."""
+    project = bake_ok(cookies, {"python_version": python})
+    assert (project / ".python-version").read_text().strip() == python
+    pyproject = (project / "pyproject.toml").read_text()
+    assert f'requires-python = ">={python}"' in pyproject
+    assert f'target-version = "py{python.replace(".", "")}"' in pyproject
+    base = DOCKER_BASE.search((project / "docker" / "Dockerfile").read_text())
+    assert base and base["python"] == python, "the image is not the pinned Python's"
+    glibc = DEBIAN_GLIBC[base["suite"]]
+    assert locks.version_key(glibc) >= locks.version_key(locks.glibc_floor(python)), (base["suite"], glibc)
 
 
 def test_docker_files_only_when_asked(cookies):
@@ -109,6 +123,19 @@ def test_the_free_plan_gets_no_redis_service(cookies):
         assert "REDIS_URL" not in (project / name).read_text(), name
     assert json.loads((project / "railkit.json").read_text())["use_redis"] is False
     assert "REDIS_URL" in (bake_ok(cookies, {"railway_plan": "trial"}) / ".railway" / "railway.ts").read_text()
+
+
+def test_opentelemetry_only_in_projects_generated_with_traces(cookies):
+    """use_tracing=no: no OpenTelemetry package, in the inputs or the locks; yes: the SDK, the exporter, Flask's."""
+    untraced = bake_ok(cookies, {"database": "postgres"})
+    for name in ("requirements.in", "requirements.txt", "requirements-dev.txt"):
+        assert "opentelemetry" not in (untraced / name).read_text(), name
+    assert json.loads((untraced / "railkit.json").read_text())["use_tracing"] is False
+    traced = bake_ok(cookies, {"database": "postgres", "use_tracing": "yes"})
+    lock = (traced / "requirements.txt").read_text()
+    for package in ("sdk", "exporter-otlp-proto-http", "instrumentation-flask", "instrumentation-psycopg", "proto"):
+        assert f"\nopentelemetry-{package}==" in lock, package
+    assert json.loads((traced / "railkit.json").read_text())["use_tracing"] is True
 
 
 def test_granian_only_required_by_granian_projects(cookies):

@@ -4,11 +4,14 @@ import copy
 import re
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 import pytest
 
 from hooks import post_gen_project, pre_gen_project
 
+from . import locks
 from .support import PLANS, ROOT, TEMPLATE
 
 GOOD = {
@@ -21,6 +24,7 @@ GOOD = {
     "python_version": "3.13",
     "use_redis": True,
     "use_docker": True,
+    "use_tracing": "no",
     "database": "none",
     "github_repository": "",
     "_plans": PLANS,
@@ -32,7 +36,15 @@ def test_good_answers_pass():
 
 
 # Locked distributions whose import name is not their name with dashes as underscores.
-IMPORT_NAMES = {"python-json-logger": "pythonjsonlogger", "zope-event": "zope", "zope-interface": "zope"}
+IMPORT_NAMES = {
+    "python-json-logger": "pythonjsonlogger",
+    "zope-event": "zope",
+    "zope-interface": "zope",
+    "protobuf": "google",
+    "googleapis-common-protos": "google",
+}
+# Every OpenTelemetry distribution installs into the one namespace package `opentelemetry`.
+NAMESPACE_PREFIXES = {"opentelemetry-": "opentelemetry"}
 
 
 def test_no_locked_package_can_be_shadowed_by_the_projects_package():
@@ -42,7 +54,11 @@ def test_no_locked_package_can_be_shadowed_by_the_projects_package():
         for line in lock.read_text().splitlines()
         if "==" in line and not line.startswith((" ", "#"))
     }
-    imports = {IMPORT_NAMES.get(name, name.replace("-", "_")) for name in locked}
+    imports = {
+        next((space for prefix, space in NAMESPACE_PREFIXES.items() if name.startswith(prefix)), None)
+        or IMPORT_NAMES.get(name, name.replace("-", "_"))
+        for name in locked
+    }
     assert imports - pre_gen_project.TAKEN_NAMES == set()
 
 
@@ -182,6 +198,32 @@ def test_next_steps_name_the_project_and_its_commands():
     assert "DATABASE_URL" not in steps
     with_postgres = post_gen_project.next_steps({**GOOD, "database": "postgres"})
     assert "export DATABASE_URL=" in with_postgres and "python -m railkit.db migrate" in with_postgres
+
+
+@pytest.mark.parametrize("python", TEMPLATE["python_version"])
+def test_next_steps_say_what_to_do_without_the_pinned_python(python):
+    """`pythonX.Y -m venv` fails where that Python is missing: uv and pyenv get it, each named with the version."""
+    steps = post_gen_project.next_steps({**GOOD, "python_version": python})
+    assert f"python{python} -m venv .venv" in steps
+    assert f"uv venv --seed --python {python} .venv" in steps
+    assert f"pyenv install {python}" in steps
+    floor = locks.glibc_floor(python)
+    assert (f"glibc {floor}" in steps) == (floor != locks.GLIBC_FLOOR), "a newer glibc is named where one is needed"
+
+
+def test_the_hook_knows_which_pythons_need_a_newer_glibc():
+    newer = {python: glibc for python, (glibc, _) in locks.PYTHON_GLIBC.items()}
+    assert newer == post_gen_project.NEWER_GLIBC
+
+
+def test_cruft_comparison_renders_are_recognised(tmp_path):
+    """cruft update and diff render the template into tempfile's folders, running the hooks there: no next steps."""
+    with tempfile.TemporaryDirectory() as cruft_folder:
+        project = Path(cruft_folder) / "my-service"
+        assert post_gen_project.rendered_for_comparison({**GOOD, "_commit": "abc"}, project)
+        assert not post_gen_project.rendered_for_comparison(GOOD, project), "plain cookiecutter: no cruft commit"
+    # cruft create and cookiecutter write where the user asked, here a folder of pytest's.
+    assert not post_gen_project.rendered_for_comparison({**GOOD, "_commit": "abc"}, tmp_path / "my-service")
 
 
 @pytest.mark.parametrize("plan", ["free", "trial", "hobby", "pro"])

@@ -9,7 +9,11 @@ import pytest
 from . import locks
 from .support import ROOT, TEMPLATE, TOOLS
 
-PLATFORMS = ("x86_64-manylinux_2_28", "aarch64-manylinux_2_28")
+# Railway and most hosts: Linux on both architectures, at the oldest glibc each Python promises (locks.glibc_floor).
+ARCHITECTURES = ("x86_64", "aarch64")
+# uv's manylinux platforms: the one just below a floor is where its package's wheels stop.
+UV_GLIBCS = ("2.17", "2.28", *(f"2.{minor}" for minor in range(31, 41)))
+TEMPLATE_FOLDER = ROOT / "{{cookiecutter.project}}"
 LOCK_FILES = sorted(locks.LOCKS.glob("*/requirements*.txt"))
 # What Railway installs: the dev locks add only tools that publish wheels for any Python.
 RUNTIME_LOCKS = sorted(locks.LOCKS.glob("*/requirements.txt"))
@@ -35,11 +39,12 @@ def test_tooling_lock_is_fresh(tmp_path):
 
 
 def test_every_lock_is_used():
-    """Each committed lock is what some worker class and database render; none is left over."""
+    """Each committed lock is what some worker class, server, database and tracing answer render; none is left over."""
     used = {
-        locks.variant_for(worker_class, database, server)
+        locks.variant_for(worker_class, database, use_tracing, server)
         for worker_class in TEMPLATE["worker_class"]
         for database in TEMPLATE["database"]
+        for use_tracing in TEMPLATE["use_tracing"]
         for server in TEMPLATE["server"]
         if not (server == "granian" and worker_class == "gevent")  # refused by the pre-generation hook
     }
@@ -71,34 +76,85 @@ def _dry_run(lock, python: str, platform: str, target) -> subprocess.CompletedPr
     )
 
 
-@pytest.mark.parametrize("platform", PLATFORMS)
+def _platform(architecture: str, glibc: str) -> str:
+    return f"{architecture}-manylinux_{glibc.replace('.', '_')}"
+
+
+def _pins(lock) -> list[str]:
+    """Each requirement of a lock with its hashes and comments, in order."""
+    return re.split(r"\n(?=\S)", lock.read_text())
+
+
+def _install(lock, python: str, platform: str, target) -> subprocess.CompletedProcess:
+    """uv installing `lock` from wheels into `target`, as on `platform` with `python`: each file's hash is checked."""
+    return subprocess.run(
+        [
+            str(TOOLS / "uv"),
+            "pip",
+            "install",
+            "--no-deps",
+            "--target",
+            str(target),
+            "--require-hashes",
+            "--only-binary",
+            ":all:",
+            "--python-platform",
+            platform,
+            "--python-version",
+            python,
+            "-r",
+            str(lock),
+        ],
+        capture_output=True,
+        text=True,
+    )
+
+
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
 @pytest.mark.parametrize("python", TEMPLATE["python_version"])
 @pytest.mark.parametrize("lock", LOCK_FILES, ids=lambda path: f"{path.parent.name}/{path.name}")
-def test_lock_installs_from_wheels_on_each_python_and_platform(lock, python, platform, tmp_path):
-    """Every pin has a hash and a wheel for Linux x86_64 and aarch64 on each Python offered."""
-    resolved = _dry_run(lock, python, platform, tmp_path)
+def test_lock_installs_from_wheels_on_each_python_and_platform(lock, python, architecture, tmp_path):
+    """Every pin has a hash and a wheel for Linux x86_64 and aarch64 on each Python offered, from its glibc floor up."""
+    resolved = _dry_run(lock, python, _platform(architecture, locks.glibc_floor(python)), tmp_path)
     assert resolved.returncode == 0, resolved.stderr
     assert "Would install" in resolved.stderr
 
 
-@pytest.mark.parametrize("platform", PLATFORMS)
-@pytest.mark.parametrize(("python", "package"), locks.WAITING_PYTHONS.items())
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+@pytest.mark.parametrize(("python", "floor"), locks.PYTHON_GLIBC.items())
 @pytest.mark.parametrize("lock", RUNTIME_LOCKS, ids=lambda path: path.parent.name)
-def test_python_not_offered_yet_waits_for_a_wheel(lock, python, package, platform, tmp_path):
-    """A Python left out of python_version is out because one locked package has no wheel for it, and only that."""
-    assert python not in TEMPLATE["python_version"]
-    resolved = _dry_run(lock, python, platform, tmp_path)
+def test_below_a_pythons_glibc_floor_one_named_package_lacks_a_wheel(lock, python, floor, architecture, tmp_path):
+    """Where a Python needs a newer glibc than the others, one locked package is why, and only that one.
+
+    Its wheels' hashes are in the lock (installed for real, so uv checks them); just below the floor the
+    lock needs a source build of that package, and of nothing else.
+    """
+    glibc, package = floor
+    pin = [pin for pin in _pins(lock) if pin.startswith(f"{package}==")]
+    assert pin, f"{lock.parent.name}'s lock has no {package}: drop {python} from locks.PYTHON_GLIBC"
+    only = tmp_path / "only.txt"
+    only.write_text(pin[0] + "\n")
+    installed = _install(only, python, _platform(architecture, glibc), tmp_path / "target")
+    assert installed.returncode == 0, installed.stderr
+    below = _platform(architecture, UV_GLIBCS[UV_GLIBCS.index(glibc) - 1])
+    resolved = _dry_run(lock, python, below, tmp_path)
     assert resolved.returncode != 0, (
-        f"every pin of {lock.parent.name}'s lock now has a wheel for Python {python}: offer it "
-        f"(cookiecutter.json's python_version, the pre-generation hook) and drop it from locks.WAITING_PYTHONS"
+        f"{package} now has Python {python} wheels for glibc older than {glibc} ({below}): lower its floor "
+        f"in locks.PYTHON_GLIBC and in the README's Python table"
     )
     assert f"Because {package}==" in resolved.stderr, resolved.stderr
-    # Without that one package, everything else installs: nothing else is waited for.
-    pins = re.split(r"\n(?=\S)", lock.read_text())
     without = tmp_path / "without.txt"
-    without.write_text("\n".join(pin for pin in pins if not pin.startswith(f"{package}==")))
-    rest = _dry_run(without, python, platform, tmp_path)
+    without.write_text("\n".join(pin for pin in _pins(lock) if not pin.startswith(f"{package}==")))
+    rest = _dry_run(without, python, below, tmp_path)
     assert rest.returncode == 0, rest.stderr
+
+
+def test_readme_states_each_pythons_glibc_floor():
+    """Both READMEs' Python tables give each offered Python the glibc its locks need."""
+    for readme in (ROOT / "README.md", TEMPLATE_FOLDER / "README.md"):
+        for python in TEMPLATE["python_version"]:
+            [row] = re.findall(rf"^\| {re.escape(python)} \|.*$", readme.read_text(), re.MULTILINE)
+            assert f"glibc {locks.glibc_floor(python)}" in row, (readme, row)
 
 
 def test_railway_sdk_versions_are_exact():

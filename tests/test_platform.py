@@ -1,8 +1,10 @@
 """The platform's own suite (railkit/railkit_tests), run once per project variant whose platform behaviour differs.
 
-The default project (gthread) runs all of it; the others leave out what does not depend on the
-worker class. The gevent project has Postgres, so the database's tests meet gevent's patched sockets.
-The granian project runs its server's own tests and every test that starts a real cluster.
+The default project (gthread, Python 3.14) runs all of it; the others leave out what does not
+depend on the worker class. The gevent project runs on Python 3.15 with Postgres and traces, so
+the database's tests meet gevent's patched sockets and the tracing tests meet both; a gthread
+project with traces runs the tracing tests. The granian project runs its server's own tests and
+the rest that depends on the server.
 """
 
 import pytest
@@ -12,15 +14,23 @@ from .support import SKIPS, run_platform_tests
 VARIANTS = {
     "gthread": ({}, ()),
     "gevent-postgres": (
-        {"railway_plan": "pro", "worker_class": "gevent", "python_version": "3.14", "database": "postgres"},
+        {
+            "railway_plan": "pro",
+            "worker_class": "gevent",
+            "python_version": "3.15",
+            "database": "postgres",
+            "use_tracing": "yes",
+        },
         ("-m", "not same_for_every_worker_class"),
     ),
+    "gthread-tracing": ({"use_tracing": "yes"}, ("-m", "use_tracing")),
     "sync": (
         {"railway_plan": "trial", "worker_class": "sync", "python_version": "3.11"},
         ("-m", "not same_for_every_worker_class"),
     ),
-    # The server's own tests and every test of a running cluster (the request layers are the same code).
-    "granian": ({"server": "granian"}, ("-m", "not same_for_every_worker_class or cluster")),
+    # What depends on the server: its own tests, the hostile clients, the real clusters (the request layers
+    # are the same WSGI code on both servers).
+    "granian": ({"server": "granian"}, ("-m", "not same_for_every_worker_class")),
 }
 
 
@@ -30,5 +40,6 @@ def test_the_platform_suite_passes_on(cookies, variant):
     result = cookies.bake(extra_context=context)
     assert result.exception is None, result.exception
     outcome = run_platform_tests(result.project_path, *options)
-    assert outcome.returncode == 0, outcome.stdout[-20000:] + outcome.stderr[-5000:]
+    failures = outcome.stdout.find("= FAILURES =")
+    assert outcome.returncode == 0, outcome.stdout[failures:][:30000] + outcome.stdout[-3000:] + outcome.stderr[-5000:]
     assert " passed" in outcome.stdout and not SKIPS.search(outcome.stdout), outcome.stdout[-3000:]

@@ -29,6 +29,9 @@ CAPPED_PLANS = ("free", "trial")
 SOURCE_REPOSITORY = "acme/shop/services/api"
 # The Redis service's one name: railway.ts declares it, the template's REDIS_URL refers to it.
 REDIS = TEMPLATE["_railway_template"]["redis_service"]
+POSTGRES = TEMPLATE["_railway_template"]["postgres_service"]
+# Plans whose railway.ts is also checked with Postgres: one replica, several, several regions.
+DATABASE_PLANS = ("free", "hobby", "pro")
 
 
 @pytest.fixture(scope="module")
@@ -48,6 +51,14 @@ def railway_configs(cookies_session):
             target.parent.mkdir(parents=True)
             shutil.copy(result.project_path / ".railway" / "railway.ts", target)
             configs[(plan, use_redis)] = (target, result.project_path)
+    # Projects with Postgres: railway.ts hands the database's URLs and the replica count to the service.
+    for plan in DATABASE_PLANS:
+        result = cookies_session.bake(extra_context={"railway_plan": plan, "database": "postgres"})
+        assert result.exception is None, result.exception
+        target = WORK / f"{plan}-postgres" / "railway.ts"
+        target.parent.mkdir(parents=True)
+        shutil.copy(result.project_path / ".railway" / "railway.ts", target)
+        configs[(plan, "postgres")] = (target, result.project_path)
     # A project that names its GitHub repository, in a folder of it (as starter/ does).
     result = cookies_session.bake(extra_context={"github_repository": SOURCE_REPOSITORY})
     assert result.exception is None, result.exception
@@ -252,3 +263,120 @@ def test_one_replica_plans_say_so_plainly(cookies):
     assert "at most 1 replica of" in railway_ts and "1 replicas" not in railway_ts
     assert "replicas: 1," in railway_ts and "production ?" not in railway_ts
     assert "redis(" not in railway_ts
+
+
+def _database_variables(web: dict) -> dict:
+    variables = web["variables"]
+    references = {name: (value["resource"], value["output"]) for name, value in variables.items() if "output" in value}
+    return {"references": references, "replicas": _literal(web, "DATABASE_REPLICAS")}
+
+
+@pytest.mark.parametrize("plan", DATABASE_PLANS)
+def test_railway_ts_gives_the_service_both_database_urls_and_its_replica_count(railway_configs, plan):
+    """DATABASE_URL (PgBouncer's once it is on), DATABASE_UNPOOLED_URL (Postgres's), and the replicas it runs."""
+    config, _ = railway_configs[(plan, "postgres")]
+    for environment, state in evaluate(config).items():
+        web = _web(state)
+        [database] = [resource for resource in state["resources"] if resource.get("engine") == "postgres"]
+        assert database["name"] == POSTGRES
+        found = _database_variables(web)
+        assert found["references"]["DATABASE_URL"] == (database["address"], "DATABASE_URL")
+        assert found["references"]["DATABASE_UNPOOLED_URL"] == (database["address"], "DATABASE_UNPOOLED_URL")
+        assert found["replicas"] == str(_replicas(web["deploy"])), environment
+
+
+def _budgeted_replicas(project: Path, variables: dict) -> int:
+    """The replica count the project's connection budget uses (railkit.db.cluster_link.plan) for these variables."""
+    program = (
+        "import json, sys\n"
+        "from railkit.settings import Settings\n"
+        "from railkit.db.budget import replicas_of\n"
+        "from railkit.db.config import read_database_settings\n"
+        "env = json.loads(sys.argv[1])\n"
+        "settings = Settings.from_env(env)\n"
+        "print(read_database_settings(settings, env).replicas or replicas_of(settings.plan))\n"
+    )
+    env = {**variables, "DATABASE_URL": "postgresql://u@postgres.railway.internal:5432/railway"}
+    python = project_venv(project) / "bin" / "python"
+    found = subprocess.run(
+        [str(python), "-c", program, json.dumps(env)], cwd=project, capture_output=True, text=True, check=True
+    )
+    return int(found.stdout)
+
+
+def test_one_edit_of_the_replicas_moves_railway_and_the_budget_together(railway_configs):
+    """An owner raises production's replicas to 6 in railway.ts: Railway runs 6, and the budget counts 6."""
+    config, project = railway_configs[("hobby", "postgres")]
+    source = config.read_text()
+    assert source.count("const replicas = production ? 2 : 1;") == 1, "one place says how many"
+    edited = WORK / "hobby-postgres-6-replicas" / "railway.ts"  # beside node_modules: the SDK resolves from there
+    edited.parent.mkdir(exist_ok=True)
+    edited.write_text(source.replace("const replicas = production ? 2 : 1;", "const replicas = production ? 6 : 1;"))
+    for path, expected in ((config, {"production": 2, "staging": 1}), (edited, {"production": 6, "staging": 1})):
+        for environment, state in evaluate(path).items():
+            web = _web(state)
+            literals = {name: value["value"] for name, value in web["variables"].items() if value["type"] == "literal"}
+            assert _replicas(web["deploy"]) == expected[environment]
+            assert _budgeted_replicas(project, literals) == expected[environment], (path, environment)
+
+
+def _budget(project: Path, variables: dict, workers: int, max_connections: int) -> dict:
+    """The web service's connection budget (railkit.db's own arithmetic) for these variables, as a dict."""
+    program = (
+        "import dataclasses, json, sys\n"
+        "from railkit.settings import Settings\n"
+        "from railkit.db.budget import ServerLimits, plan_budget, replicas_of\n"
+        "from railkit.db.config import read_database_settings\n"
+        "env, workers, usable = json.loads(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])\n"
+        "settings = Settings.from_env(env)\n"
+        "db = read_database_settings(settings, env)\n"
+        "budget = plan_budget(usable=ServerLimits(usable, 'test'), workers=workers, concurrency=32,\n"
+        "    replicas=db.replicas or replicas_of(settings.plan), reserved=db.reserved, others=db.others)\n"
+        "print(json.dumps({**dataclasses.asdict(budget), 'service_total': budget.service_total}))\n"
+    )
+    env = {**variables, "DATABASE_URL": "postgresql://u@postgres.railway.internal:5432/railway"}
+    python = project_venv(project) / "bin" / "python"
+    found = subprocess.run(
+        [str(python), "-c", program, json.dumps(env), str(workers), str(max_connections)],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return json.loads(found.stdout)
+
+
+def test_a_second_service_gets_its_own_start_command_and_a_declared_share_of_the_database(railway_configs):
+    """WORKER = true: a worker service from the same code, and the web service's budget leaves room for it."""
+    config, project = railway_configs[("hobby", "postgres")]
+    source = config.read_text()
+    assert source.count("const WORKER = false;") == 1
+    states = {"off": evaluate(config)}
+    chosen = WORK / "hobby-postgres-worker" / "railway.ts"
+    chosen.parent.mkdir(exist_ok=True)
+    chosen.write_text(source.replace("const WORKER = false;", "const WORKER = true;"))
+    checked = subprocess.run(
+        [str(SDK / "node_modules" / ".bin" / "tsc"), "--noEmit", "--strict", "--target", "ES2022", "--module",
+         "NodeNext", "--moduleResolution", "NodeNext", "--types", "", str(chosen)],
+        capture_output=True, text=True, cwd=SDK,
+    )  # fmt: skip
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    states["on"] = evaluate(chosen)
+    for environment in ("production", "staging"):
+        off, on = states["off"][environment], states["on"][environment]
+        assert [resource["name"] for resource in off["resources"] if resource["type"] == "service"] == ["my-service"]
+        services = {resource["name"]: resource for resource in on["resources"] if resource["type"] == "service"}
+        web, worker = services["my-service"], services["my-service-worker"]
+        assert worker["deploy"]["startCommand"] == "python -m my_service.worker"
+        assert "healthcheckPath" not in worker["deploy"] and "preDeploy" not in json.dumps(worker["deploy"])
+        worker_pool = int(_literal(worker, "DATABASE_POOL_SIZE"))
+        share = _replicas(worker["deploy"]) * worker_pool * 2  # old and new deployment, during a deploy
+        assert _literal(web, "DATABASE_OTHER_CONNECTIONS") == str(share) and share > 0
+        assert _literal(_web(off), "DATABASE_OTHER_CONNECTIONS") == "0"
+        for name in ("DATABASE_URL", "DATABASE_UNPOOLED_URL"):
+            assert worker["variables"][name] == web["variables"][name]
+        # The web service's pools, the worker's share and the 3 reserved fit in Postgres's default 100.
+        literals = {name: value["value"] for name, value in web["variables"].items() if value["type"] == "literal"}
+        budget = _budget(project, literals, workers=5, max_connections=100)
+        assert budget["others"] == share
+        assert budget["service_total"] + share + budget["reserved"] <= 100

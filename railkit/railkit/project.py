@@ -32,5 +32,7 @@ SERVER: str = _ANSWERS.get("server", "gunicorn")
 HAS_REDIS: bool = bool(_ANSWERS["use_redis"])
 # Whether the project was generated with Postgres (railkit.db, its migrations and tests).
 HAS_DATABASE: bool = _ANSWERS.get("database", "none") == "postgres"
+# Whether the project was generated with OpenTelemetry's packages (use_tracing: railkit.tracing).
+HAS_TRACING: bool = _ANSWERS.get("use_tracing") is True
 # Railway's plans as data, keyed by name (cookiecutter.json's _plans).
 PLANS_TABLE: dict = _ANSWERS["plans"]

@@ -11,6 +11,7 @@ import os
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import NoReturn
 from urllib.parse import urlsplit
 
 from limits import parse_many
@@ -297,12 +298,17 @@ def load_settings_or_exit(environ: Mapping[str, str] = os.environ) -> Settings:
     try:
         return Settings.from_env(environ)
     except SettingError as error:
-        from .logs import configure_logging
+        refuse_start(error)
 
-        configure_logging("info")
-        logging.getLogger(__name__).error(
-            "Refusing to start: %s",
-            error,
-            extra={"variable": error.variable, "value": error.value},
-        )
-        sys.exit(EXIT_BAD_CONFIG)
+
+def refuse_start(error: SettingError, *, hide_value: bool = False) -> NoReturn:
+    """Stop the start with one JSON line naming the variable, and exit 78; `hide_value` keeps a secret out of it."""
+    from .logs import configure_logging
+
+    configure_logging("info")
+    shown = "(hidden)" if hide_value else error.value
+    message = str(error).replace(repr(error.value), shown, 1) if hide_value else str(error)
+    logging.getLogger(__name__).error(
+        "Refusing to start: %s", message, extra={"variable": error.variable, "value": shown}
+    )
+    sys.exit(EXIT_BAD_CONFIG)

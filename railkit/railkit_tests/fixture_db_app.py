@@ -30,9 +30,32 @@ def sleep():
     return {"slept": seconds, "worker_pid": os.getpid()}
 
 
+@bp.post("/rows")
+def create_row():
+    """Insert a row of fixture_rows (the test creates the table), commit, and read it back: two transactions."""
+    name = request.get_json()["name"]
+    row_id = session.execute(text("INSERT INTO fixture_rows (name) VALUES (:name) RETURNING id"), {"name": name})
+    row_id = row_id.scalar()
+    session.commit()
+    found = session.execute(text("SELECT id, name FROM fixture_rows WHERE id = :id"), {"id": row_id}).one()
+    return {"id": found.id, "name": found.name}, 201
+
+
+@bp.get("/setting")
+def setting():
+    """A server setting as this request's transaction sees it (SHOW)."""
+    name = request.args["name"]
+    if not name.replace("_", "").isalpha():
+        return {"error": "a setting's name"}, 400
+    return {"value": session.execute(text(f"SHOW {name}")).scalar()}
+
+
 def create_app(test_config: dict | None = None) -> Flask:
-    """The fixture app, with the database."""
+    """The fixture app, with the database; FIXTURE_QUERY_IN_CREATE_APP=1 queries it there, as owners sometimes do."""
     app = fixture_app.create_app(test_config)
     railkit.db.init_app(app)
     app.register_blueprint(bp)
+    if os.environ.get("FIXTURE_QUERY_IN_CREATE_APP"):
+        with railkit.db.engine().connect() as connection:
+            connection.execute(text("SELECT 1"))
     return app

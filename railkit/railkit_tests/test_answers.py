@@ -6,6 +6,7 @@ client that read nothing of a large answer held its thread for as long as
 it liked; every chunked body queued as if it were large.
 """
 
+import contextlib
 import json
 import re
 import socket
@@ -23,6 +24,7 @@ from .servers import SUITE
 pytestmark = pytest.mark.cluster
 
 BIG_ANSWER_APP = "railkit_tests.big_answer_app:create_app()"
+DOWNLOAD_APP = "railkit_tests.download_app:create_app()"
 AVAILABILITY = 0.99
 ATTACK_SECONDS = 10
 
@@ -131,6 +133,51 @@ def test_a_client_that_reads_nothing_is_cut_after_the_write_deadline(serve):
         except ConnectionResetError:
             pass
     assert received < 8 * 2**20, "the whole answer was sent: nothing cut the client"
+
+
+@pytest.mark.parametrize("path", ["/big?mb=8", "/file?mb=64"], ids=["bytes", "file"])
+def test_a_client_that_reads_nothing_of_a_file_is_cut_after_the_write_deadline_too(serve, path):
+    """An answer the client does not read is cut at the deadline, bytes or a file.
+
+    gunicorn sends a file (Flask's send_file) with sock.sendfile, which the write deadline did not cover:
+    a client that never read held its thread for as long as it stayed connected.
+    """
+    command = [sys.executable, "-m", "gunicorn", "-c", str(SUITE / "short_write_deadline.conf.py"), DOWNLOAD_APP]
+    server = serve({"WEB_CONCURRENCY": "1"}, command=command)
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect(("127.0.0.1", server.port))
+        sock.sendall(b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % path.encode())
+        server.wait_for_log(lambda log: "read nothing for 2s" in log.get("message", ""), timeout=20)
+        sock.settimeout(5)
+        received = 0
+        with contextlib.suppress(ConnectionResetError):
+            while chunk := sock.recv(65536):
+                received += len(chunk)
+    assert received < 8 * 2**20, "the whole answer was sent: nothing cut the client"
+    assert server.request("/health")[0] == 200
+
+
+def test_a_file_is_sent_whole_or_in_the_range_asked_for(serve):
+    server = serve({"WEB_CONCURRENCY": "1"}, app=DOWNLOAD_APP)
+    status, _, body = server.request("/file?mb=8")
+    assert status == 200 and body == b"x" * 8 * 2**20
+    status, headers, body = server.request("/file?mb=8", headers={"Range": "bytes=1000-1999"})
+    assert status == 206 and headers["Content-Range"] == f"bytes 1000-1999/{8 * 2**20}" and body == b"x" * 1000
+
+
+@pytest.mark.worker_class("gthread", "gevent")
+def test_slow_readers_of_files_do_not_starve_health(serve):
+    """File downloads nobody reads count among the stalled writers: past the worker's share, the longest is cut."""
+    server = serve({"RATE_LIMIT": "off"}, app=DOWNLOAD_APP)
+    assert server.request("/file?mb=64")[0] == 200  # each worker makes its file on its first download
+    with SlowReaders(server.port, path="/file?mb=64", per_second=20) as readers:
+        time.sleep(2)
+        availability = probe_health(server.port, ATTACK_SECONDS)
+    print(f"{readers.opened} slow readers of files: {availability}")
+    assert readers.opened >= 100
+    assert availability.share >= AVAILABILITY, str(availability)
+    assert server.wait_for_log(lambda log: "others stalled too" in log.get("message", ""))
 
 
 def _slow_with_empty_chunked_body(port: int) -> dict:

@@ -6,6 +6,8 @@ or a low open-files limit), so a few hundred clients stand for thousands.
 
 import contextlib
 import os
+import selectors
+import signal
 import socket
 import sys
 import time
@@ -21,6 +23,10 @@ from .servers import message_starts, wait_until
 pytestmark = [pytest.mark.cluster, pytest.mark.worker_class("gthread", "gevent")]
 
 BIG_ANSWER_APP = "railkit_tests.big_answer_app:create_app()"
+FAULTY = "railkit_tests.faulty_app:app"
+# A burst of new connections, each asking once and staying open: enough that a worker's share counts.
+CONNECTIONS = 150
+BURST_SECONDS = 10
 
 
 def _gunicorn(*options: str, limit_files: int | None = None, app: str = BIG_ANSWER_APP) -> list[str]:
@@ -164,3 +170,63 @@ def test_the_master_raises_the_soft_open_files_limit_to_the_hard_one(serve):
     with open(f"/proc/{pid}/limits") as worker_limits:
         (row,) = [row for row in worker_limits if row.startswith("Max open files")]
     assert row.split()[3:5] == ["4096", "4096"], row
+
+
+def _burst(port: int, connections: int, seconds: float) -> int:
+    """Open `connections` at once, each asking once and then staying open: how many were answered within `seconds`."""
+    selector = selectors.DefaultSelector()
+    held = []
+    answered = 0
+    try:
+        for _ in range(connections):
+            sock = socket.socket()
+            sock.setblocking(False)
+            with contextlib.suppress(BlockingIOError):
+                sock.connect(("127.0.0.1", port))
+            selector.register(sock, selectors.EVENT_WRITE, bytearray())
+        deadline = time.monotonic() + seconds
+        while selector.get_map() and time.monotonic() < deadline:
+            for key, events in selector.select(0.1):
+                sock, received = key.fileobj, key.data
+                if events & selectors.EVENT_WRITE:
+                    sock.send(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+                    selector.modify(sock, selectors.EVENT_READ, received)
+                    continue
+                try:
+                    chunk = sock.recv(65536)
+                except OSError:
+                    chunk = b""
+                received += chunk
+                if not chunk or b"\r\n\r\n" in received:
+                    answered += received.startswith(b"HTTP/1.1 200")
+                    selector.unregister(sock)
+                    held.append(sock)  # kept open: its worker goes on counting it
+    finally:
+        for sock in [*held, *(key.fileobj for key in selector.get_map().values())]:
+            sock.close()
+        selector.close()
+    return answered
+
+
+def test_every_worker_takes_its_share_after_a_reload_more_workers_and_a_recycle(serve):
+    """Each burst of new connections is answered whole, whatever slots the workers hold.
+
+    The accept share was reckoned on the first WEB_CONCURRENCY board slots: after SIGHUP the new
+    workers sat above them, beside dead workers' counts, and 34 of 150 new connections were answered.
+    """
+    server = serve({"WEB_CONCURRENCY": "2", "WORKER_MAX_MEMORY_MB": "64", "RATE_LIMIT": "off"}, app=FAULTY)
+    first = server.wait_for_workers(2)
+    answered = {"start": _burst(server.port, CONNECTIONS, BURST_SECONDS)}
+    server.signal(signal.SIGHUP)
+    wait_until(lambda: (pids := server.worker_pids()) and len(pids) == 2 and not pids & first)
+    answered["SIGHUP"] = _burst(server.port, CONNECTIONS, BURST_SECONDS)
+    server.signal(signal.SIGTTIN)
+    server.wait_for_workers(3)
+    answered["SIGTTIN"] = _burst(server.port, CONNECTIONS, BURST_SECONDS)
+    # However the 9 requests are shared among 3 workers, one holds 90 MB or more: past 64 whatever its own size.
+    assert [server.request("/leak?mb=30")[0] for _ in range(9)] == [200] * 9
+    recycled = server.wait_for_log(lambda log: "memory limit" in log.get("cause", ""))
+    server.wait_for_workers(3, without=recycled["worker_pid"])
+    answered["recycle"] = _burst(server.port, CONNECTIONS, BURST_SECONDS)
+    print(f"answered of {CONNECTIONS} within {BURST_SECONDS}s: {answered}")
+    assert answered == dict.fromkeys(answered, CONNECTIONS), answered

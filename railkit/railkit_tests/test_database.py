@@ -7,20 +7,26 @@ throwaway server (railkit.db.testing).
 import concurrent.futures
 import json
 import signal
+import sys
 import threading
 
 import psutil
 import psycopg
 import pytest
+from sqlalchemy import event, exc, text
 
+import railkit.db
 from railkit import project
+from railkit.db import engines
 from railkit.db.budget import BudgetError, ServerLimits, plan_budget, replicas_of, usable_connections
-from railkit.db.config import parse_database_url, read_database_settings
+from railkit.db.config import parse_database_url, read_database_settings, read_migration_settings
+from railkit.db.messages import first_line
 from railkit.db.testing import create_database, postgres  # noqa: F401 (a fixture)
 from railkit.plans import PLANS
 from railkit.settings import SettingError, Settings
 
-from .servers import free_port, message_starts, wait_until
+from . import fixture_db_app
+from .servers import PROJECT_ROOT, free_port, message_starts, wait_until
 
 DB_APP = "railkit_tests.fixture_db_app:create_app()"
 WORKER_NAMES = f"{project.NAME} worker %"
@@ -78,11 +84,71 @@ def test_the_budget_fits_the_service_and_its_deploys_into_the_server():
     )
 
 
+def test_the_budget_leaves_other_services_their_declared_share():
+    """A worker service holds DATABASE_OTHER_CONNECTIONS of the server's connections: the web's pools get the rest."""
+    budget = plan_budget(usable=ServerLimits(100, "t"), workers=5, concurrency=32, replicas=2, reserved=3, others=20)
+    # 5 workers x 2 replicas x 2 deployments share 100 - 3 - 20 = 77.
+    assert budget.per_worker == 3 and budget.service_total + 3 + 20 <= 100
+    assert "20 for other services (DATABASE_OTHER_CONNECTIONS)" in budget.describe()
+    assert budget.fits(5) and not budget.fits(7)
+    with pytest.raises(BudgetError, match="DATABASE_OTHER_CONNECTIONS"):
+        plan_budget(usable=ServerLimits(100, "t"), workers=5, concurrency=32, replicas=2, reserved=3, others=80)
+
+
 def test_a_budget_that_cannot_fit_names_the_variables_to_change():
     with pytest.raises(BudgetError, match="WEB_CONCURRENCY"):
         plan_budget(usable=ServerLimits(100, "t"), workers=17, concurrency=32, replicas=6, reserved=3)
     with pytest.raises(BudgetError, match="DATABASE_POOL_SIZE"):
         plan_budget(usable=ServerLimits(100, "t"), workers=5, concurrency=32, replicas=2, reserved=3, pool_size=20)
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["DATABASE_POOL_SIZE", "DATABASE_POOL_TIMEOUT", "DATABASE_REPLICAS", "DATABASE_STATEMENT_TIMEOUT_MS",
+     "DATABASE_RESERVED_CONNECTIONS", "DATABASE_POOLER", "DATABASE_POOLER_CONNECTIONS", "DATABASE_OTHER_CONNECTIONS",
+     "DATABASE_MIGRATION_LOCK_TIMEOUT", "DATABASE_MIGRATION_RETRIES", "DATABASE_MIGRATION_WAIT"],
+)  # fmt: skip
+def test_an_empty_value_is_refused_as_web_concurrency_is(name):
+    """Set to nothing is a mistake to name, not the default: railkit.settings refuses WEB_CONCURRENCY="" so."""
+    with pytest.raises(SettingError):
+        Settings.from_env({"WEB_CONCURRENCY": ""})
+    environ = {"DATABASE_URL": "postgres://h/d", "DATABASE_UNPOOLED_URL": "postgres://direct/d", name: ""}
+    with pytest.raises(SettingError) as refused:
+        read_database_settings(Settings.from_env({}), environ)
+        read_migration_settings(environ)
+    assert refused.value.variable == name
+
+
+def test_a_drivers_message_in_one_line():
+    """One helper for every log line that quotes the driver: its first line, or the error's name when it is empty."""
+    assert first_line(psycopg.OperationalError("server closed the connection\n\tThis probably means...")) == (
+        "server closed the connection"
+    )
+    assert first_line(psycopg.OperationalError("")) == "OperationalError"
+    assert first_line(psycopg.OperationalError(" \n ")) == "OperationalError"
+    wrapped = exc.OperationalError("SELECT 1", {}, psycopg.errors.AdminShutdown("terminating connection\nDETAIL: x"))
+    assert first_line(wrapped) == "terminating connection"
+
+
+def test_a_failed_rollback_with_an_empty_message_never_raises_from_teardown(postgres, monkeypatch):  # noqa: F811
+    """The request's teardown is documented as never raising: a driver error that says nothing included."""
+    for name in ("REDIS_URL", "RATE_LIMIT", "ENABLE_CLUSTERING", "WEB_CONCURRENCY", "RAILWAY_PLAN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("DATABASE_URL", create_database(postgres, "teardown"))
+    app = fixture_db_app.create_app({"TESTING": True})
+    made = railkit.db.engine()
+
+    def server_gone(_connection):  # what psycopg raises when the socket dies without a word
+        raise exc.OperationalError("ROLLBACK", {}, psycopg.OperationalError(""))
+
+    event.listen(made, "rollback", server_gone)
+    try:
+        with app.app_context():
+            assert railkit.db.session.execute(text("SELECT 1")).scalar() == 1
+        # Left the context: teardown closed the session, whose rollback failed, and said so in a line.
+    finally:
+        event.remove(made, "rollback", server_gone)
+        engines.dispose()
 
 
 def test_what_the_role_may_open():
@@ -283,3 +349,75 @@ def test_gevent_workers_run_1000_queries_of_50ms_at_once_not_one_after_another(s
     assert statuses.count(200) == 1000, {status: statuses.count(status) for status in set(statuses)}
     # Serialised, each worker would have one query running at a time.
     assert peak["active"] >= 20, peak
+
+
+# -- the budget as the worker count changes ------------------------------------------------------------------
+
+# 200 allowed (the test role is a superuser), 3 reserved: 48 per worker x 2 workers x 1 replica x 2 deployments
+# = 192 fits, 3 workers (288) do not.
+TIGHT_BUDGET = {"DATABASE_REPLICAS": "1", "DATABASE_POOL_SIZE": "48"}
+
+
+@pytest.mark.cluster
+def test_ttin_past_the_budget_is_refused_with_one_line_and_ttou_is_taken(serve, postgres):  # noqa: F811
+    url = create_database(postgres, "ttin")
+    server = serve(_env(url, WEB_CONCURRENCY="2", **TIGHT_BUDGET), app=DB_APP)
+    server.wait_for_workers(2)
+    server.signal(signal.SIGTTIN)
+    refusal = server.wait_for_log(message_starts("Refusing 3 workers"))
+    assert refusal["level"] == "error" and refusal["variable"] == "WEB_CONCURRENCY"
+    assert "= 288 connections" in refusal["message"] and "keeping 2" in refusal["message"]
+    # Had the third worker been forked, one TTOU would leave two.
+    server.signal(signal.SIGTTOU)
+    server.wait_for_workers(1)
+    server.wait_for_log(lambda log: message_starts("Database connections: 48 per worker x 1 workers")(log))
+    server.signal(signal.SIGTTIN)
+    server.wait_for_workers(2)
+    assert len([log for log in server.logs if message_starts("Refusing")(log)]) == 1
+    assert server.request("/db/backend")[0] == 200
+
+
+@pytest.mark.cluster
+def test_a_reload_is_budgeted_again_and_refused_when_it_cannot_fit(serve, postgres, tmp_path):  # noqa: F811
+    """SIGHUP re-reads gunicorn.conf.py: its workers get a budget of their own, or the old count stays."""
+    url = create_database(postgres, "reload")
+    count = tmp_path / "workers"
+    count.write_text("2")
+    conf = tmp_path / "gunicorn.conf.py"
+    conf.write_text((PROJECT_ROOT / "gunicorn.conf.py").read_text() + f"\nworkers = int(open({str(count)!r}).read())\n")
+    command = [sys.executable, "-m", "gunicorn", "-c", str(conf), DB_APP]
+    server = serve(_env(url, **TIGHT_BUDGET), command=command)
+    first = server.wait_for_workers(2)
+
+    count.write_text("3")
+    server.signal(signal.SIGHUP)
+    refusal = server.wait_for_log(message_starts("Refusing the reloaded configuration's 3 workers"))
+    assert refusal["level"] == "error" and refusal["kept_workers"] == 2
+    wait_until(lambda: len(pids := server.worker_pids()) == 2 and not pids & first, message="2 new workers")
+
+    count.write_text("1")
+    server.signal(signal.SIGHUP)
+    server.wait_for_log(message_starts("Database connections: 48 per worker x 1 workers"))
+    server.wait_for_workers(1)
+    assert server.request("/db/backend")[0] == 200
+
+
+@pytest.mark.cluster
+def test_the_master_holds_no_connection_after_the_fork_and_names_the_code_that_opened_one(serve, postgres):  # noqa: F811
+    url = create_database(postgres, "master_connection")
+    server = serve(_env(url, WEB_CONCURRENCY="2", FIXTURE_QUERY_IN_CREATE_APP="1"), app=DB_APP)
+    warning = server.wait_for_log(message_starts("The master process opened a database connection"))
+    assert warning["level"] == "warn"
+    assert "fixture_db_app.py" in warning["opened_at"] and "in create_app" in warning["opened_at"]
+    master = server.process.pid
+    wait_until(
+        lambda: not _socket_holders({master}, postgres.port) and not _named(url, master), message="no master backend"
+    )
+    assert set(_load(server, "/db/sleep?seconds=0.05", 20, 4)) == {200}
+    _assert_one_process_per_backend(server, postgres, url)
+
+
+def _named(url: str, pid: int) -> list[str]:
+    with psycopg.connect(url, autocommit=True) as connection:
+        query = "SELECT application_name FROM pg_stat_activity WHERE application_name LIKE %s"
+        return [row[0] for row in connection.execute(query, (f"% {pid}",)).fetchall()]

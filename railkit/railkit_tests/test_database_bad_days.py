@@ -1,5 +1,6 @@
 """Bad days against a real Postgres: workers SIGKILLed under load, Postgres restarted mid-load."""
 
+import http.client
 import os
 import signal
 import threading
@@ -44,7 +45,9 @@ class Load:
             try:
                 status, headers, _ = self.server.request(self.path, timeout=30)
                 self.results.append((time.monotonic(), status, headers.get("Content-Type", "")))
-            except OSError as error:
+            # A worker SIGKILLed mid-answer cuts its body short (IncompleteRead, an HTTPException): a failed
+            # request like any other, counted, and the client goes on.
+            except (OSError, http.client.HTTPException) as error:
                 self.results.append((time.monotonic(), type(error).__name__, ""))
 
     def __enter__(self):

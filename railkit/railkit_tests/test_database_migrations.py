@@ -5,6 +5,8 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 from pathlib import Path
 
 import psycopg
@@ -125,3 +127,252 @@ def test_workers_never_migrate(serve, postgres):  # noqa: F811
     assert server.request("/db/backend")[0] == 200
     with psycopg.connect(url) as connection:
         assert connection.execute("SELECT to_regclass('alembic_version')").fetchone() == (None,)
+
+
+# -- migrations and live traffic -------------------------------------------------------------------------
+
+TABLE_MIGRATION = """
+from alembic import op
+
+revision = "0001"
+down_revision = None
+
+
+def upgrade():
+    op.execute("CREATE TABLE live (id int)")
+    op.execute("INSERT INTO live SELECT generate_series(1, 100)")
+"""
+
+ALTER_MIGRATION = """
+from alembic import op
+
+revision = "0002"
+down_revision = "0001"
+
+
+def upgrade():
+    op.execute("ALTER TABLE live ADD COLUMN note text")
+"""
+
+
+def _live_table(folder: Path, url: str) -> Path:
+    """Migrations whose 0001 (applied here) made the table `live`, and whose 0002 (pending) alters it."""
+    (folder / "versions").mkdir(parents=True)
+    (folder / "env.py").write_text(ENV_PY)
+    (folder / "versions" / "0001_live.py").write_text(TABLE_MIGRATION)
+    ini = folder / "alembic.ini"
+    ini.write_text("[alembic]\nscript_location = .\n")
+    first = _migrate(ini, url)
+    assert first.wait(60) == 0
+    (folder / "versions" / "0002_note.py").write_text(ALTER_MIGRATION)
+    return ini
+
+
+class LiveQueries:
+    """One client querying the table back to back, each query allowed 5 s; every latency and error kept."""
+
+    def __init__(self, url: str):
+        self.url, self.latencies, self.errors = url, [], []
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        with psycopg.connect(self.url, autocommit=True, options="-c statement_timeout=5000") as connection:
+            while not self.stopped.is_set():
+                started = time.monotonic()
+                try:
+                    connection.execute("SELECT count(*) FROM live").fetchone()
+                except psycopg.Error as error:
+                    self.errors.append(str(error).strip())
+                self.latencies.append(time.monotonic() - started)
+                time.sleep(0.02)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *_exc):
+        self.stopped.set()
+        self.thread.join(30)
+
+
+def _columns(url: str) -> tuple[list[str], str]:
+    with psycopg.connect(url) as connection:
+        query = "SELECT column_name FROM information_schema.columns WHERE table_name = 'live' ORDER BY column_name"
+        columns = [row[0] for row in connection.execute(query).fetchall()]
+        return columns, connection.execute("SELECT version_num FROM alembic_version").fetchone()[0]
+
+
+def _migrate_with(ini: Path, url: str, **extra: str) -> subprocess.Popen:
+    env = {"DATABASE_URL": url, "PATH": "/usr/bin:/bin", "PYTHONPATH": str(PROJECT_ROOT), **extra}
+    return subprocess.Popen(
+        [sys.executable, "-m", "railkit.db", "migrate", "--config", str(ini)],
+        cwd=PROJECT_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def test_a_migration_behind_a_long_transaction_gives_up_and_live_queries_keep_answering(postgres, tmp_path):  # noqa: F811
+    """An ALTER TABLE waiting for its lock queues every later query on the table: it waits 1 s at most, 3 times."""
+    url = create_database(postgres, "gives_up")
+    ini = _live_table(tmp_path / "migrations", url)
+    holder = psycopg.connect(url)  # the old deployment's open transaction on the table
+    holder.execute("SELECT count(*) FROM live").fetchone()
+    run = None
+    try:
+        with LiveQueries(url) as live:
+            run = _migrate_with(ini, url, DATABASE_MIGRATION_LOCK_TIMEOUT="1", DATABASE_MIGRATION_RETRIES="2")
+            logs = _logs(run)
+            time.sleep(0.5)
+    finally:
+        if run and run.poll() is None:
+            run.kill()
+        holder.close()
+    assert run.returncode == 1, logs
+    retries = [log for log in logs if message_starts("Migration attempt")(log)]
+    assert [log["attempt"] for log in retries] == [1, 2] and all(log["level"] == "warn" for log in retries)
+    [failure] = [log for log in logs if log["level"] == "error"]
+    assert failure["message"].startswith("Migration gave up: a table lock was not had within ")
+    assert "in 3 attempts" in failure["message"] and "oldest open transaction" in failure["message"]
+    assert "exc_info" not in failure, "one clear line, no traceback"
+    assert live.errors == [] and len(live.latencies) > 20
+    assert max(live.latencies) < 2.5, "a live query waited at most one lock_timeout"
+    assert _columns(url) == (["id"], "0001"), "nothing applied"
+
+
+def test_a_migration_retries_until_the_transaction_ends_then_applies(postgres, tmp_path):  # noqa: F811
+    url = create_database(postgres, "retries")
+    ini = _live_table(tmp_path / "migrations", url)
+    holder = psycopg.connect(url)
+    holder.execute("SELECT count(*) FROM live").fetchone()
+    ending = threading.Timer(2.5, holder.close)
+    ending.start()
+    with LiveQueries(url) as live:
+        run = _migrate_with(ini, url, DATABASE_MIGRATION_LOCK_TIMEOUT="1")
+        logs = _logs(run)
+    ending.join()
+    assert run.returncode == 0, logs
+    assert [log for log in logs if message_starts("Migration attempt 1 waited 1s for a table lock")(log)]
+    assert live.errors == [] and max(live.latencies) < 2.5
+    assert _columns(url) == (["id", "note"], "0002")
+
+
+BROKEN_MIGRATION = """
+import os
+
+import psycopg
+from alembic import op
+
+revision = "0001"
+down_revision = None
+
+
+def upgrade():
+    op.execute("CREATE TABLE broken (id int)")
+    pid = op.get_bind().exec_driver_sql("SELECT pg_backend_pid()").scalar()
+    # The server ends the session (a restart, a failover) just as the migration's own code fails.
+    with psycopg.connect(os.environ["DATABASE_URL"], autocommit=True) as other:
+        other.execute("SELECT pg_terminate_backend(%s)", (pid,))
+    raise LookupError("the migration's own error")
+"""
+
+
+def test_the_error_that_ended_a_migration_is_the_one_reported(postgres, tmp_path):  # noqa: F811
+    """The connection is gone when the migration fails: the report names its error, not the rollback's after it."""
+    url = create_database(postgres, "not_masked")
+    ini = _migrations(tmp_path / "migrations")
+    (tmp_path / "migrations" / "versions" / "0001_runs.py").write_text(BROKEN_MIGRATION)
+    run = _migrate(ini, url)
+    logs = _logs(run)
+    assert run.returncode == 1
+    [failure] = [log for log in logs if log["level"] == "error"]
+    assert failure["message"] == "Migration failed, nothing applied: LookupError: the migration's own error"
+    with psycopg.connect(url) as connection:
+        assert connection.execute("SELECT to_regclass('broken')").fetchone() == (None,)
+
+
+def test_migrate_prints_its_own_lines_only(postgres, tmp_path):  # noqa: F811
+    url = create_database(postgres, "quiet")
+    run = _migrate(_migrations(tmp_path / "migrations"), url)
+    logs = _logs(run)
+    assert run.returncode == 0
+    assert not [log for log in logs if log["message"].startswith("setup plugin")], logs
+
+
+# -- removing the example ------------------------------------------------------------------------------------
+
+ORDERS = '''"""Orders: the owner's first model."""
+
+from sqlalchemy.orm import Mapped, mapped_column
+
+from railkit.db import Model
+
+
+class Order(Model):
+    __tablename__ = "orders"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+'''
+
+
+def _tables(url: str) -> tuple:
+    with psycopg.connect(url) as connection:
+        query = "SELECT to_regclass('items') IS NOT NULL, to_regclass('orders') IS NOT NULL"
+        return connection.execute(query).fetchone()
+
+
+def test_the_example_comes_out_of_a_deployed_database_as_the_readme_says(postgres, tmp_path):  # noqa: F811
+    """The README's steps, on a database that ran the example's migration and on one that never did."""
+    package = json.loads((PROJECT_ROOT / "railkit.json").read_text())["package"]
+    readme = " ".join((PROJECT_ROOT / "README.md").read_text().split())
+    steps = readme.split("**Removing the example**", 1)[1].split(" - **", 1)[0]
+    for named in (
+        f"`{package}/items.py`",
+        "`tests/test_items.py`",
+        "`app.register_blueprint(items.bp)`",
+        f"`from {package} import items`",
+        "**Keep** `migrations/versions/0001_items.py`",
+        "`python -m railkit.db migrate`",
+        'alembic revision --autogenerate -m "drop the example"',
+    ):
+        assert named in steps, named
+    project = tmp_path / "project"
+    shutil.copytree(
+        PROJECT_ROOT, project, ignore=shutil.ignore_patterns(".venv", ".git", "__pycache__", ".*_cache", "build")
+    )
+    tools = Path(sys.executable).parent
+    deployed = create_database(postgres, "example_deployed")
+    env = {"DATABASE_URL": deployed, "PATH": f"{tools}:/usr/bin:/bin"}
+
+    def run(*command: str) -> subprocess.CompletedProcess:
+        done = subprocess.run(command, cwd=project, env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stdout[-5000:] + done.stderr[-5000:]
+        return done
+
+    run(sys.executable, "-m", "railkit.db", "migrate")
+    assert _tables(deployed) == (True, False), "the example was deployed"
+
+    # The README's steps, and the owner's first model beside them.
+    (project / package / "items.py").unlink()
+    (project / "tests" / "test_items.py").unlink()
+    factory = project / package / "__init__.py"
+    code = factory.read_text().replace("import items, ", "import ")
+    factory.write_text("".join(line for line in code.splitlines(True) if "items.bp" not in line))
+    env_py = project / "migrations" / "env.py"
+    env_py.write_text(env_py.read_text().replace(f"from {package} import items", f"from {package} import orders"))
+    (project / package / "orders.py").write_text(ORDERS)
+    run(str(tools / "alembic"), "revision", "--autogenerate", "-m", "drop the example")
+    [script] = (project / "migrations" / "versions").glob("*_drop_the_example.py")
+    text = script.read_text()
+    assert 'op.drop_table("items")' in text and 'op.create_table("orders"' in text, text
+
+    run(sys.executable, "-m", "railkit.db", "migrate")
+    assert _tables(deployed) == (False, True)
+    env["DATABASE_URL"] = never = create_database(postgres, "example_never_deployed")
+    run(sys.executable, "-m", "railkit.db", "migrate")
+    assert _tables(never) == (False, True)
+    # The owner's suite, on their own migrations.
+    run(sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests")

@@ -2,22 +2,27 @@
 
 D2: the memory store's sweep raced a read of the same key (KeyError, the request served uncounted).
 D3: NaN was accepted when a run of 20 digits elsewhere switched parsers; -9223372036854775809 became a float.
-A Redis outage doubled the retry delay once per failing thread, not once.
+A Redis outage doubled the retry delay once per failing thread, not once; after it, every request tried Redis again.
 Runtime-folder cleanup judged folders of other PID namespaces by a pid that means nothing here.
 """
 
 import json
 import logging
 import socket
+import subprocess
 import threading
+import time
 
 import pytest
 
 from railkit.cluster import runtime
 from railkit.cluster.board import Board
-from railkit.web.ratelimit import REDIS_RETRY_SECONDS, WorkerMemoryStorage
+from railkit.web.ratelimit_memory import WorkerMemoryStorage
+from railkit.web.ratelimit_redis import REDIS_RETRY_SECONDS
 
 from .fixture_app import create_app
+from .redis_server import needs_redis, redis_cli
+from .servers import wait_until
 
 # Enough threads and keys that expired keys are swept while other threads read them (2-3 KeyErrors in 4 s before).
 THREADS = 8
@@ -105,7 +110,7 @@ def test_one_redis_outage_doubles_the_retry_delay_once_not_once_per_thread(monke
     monkeypatch.setenv("REDIS_URL", black_hole)
     app = create_app({"TESTING": True})
     limiter = app.extensions["rate_limiter"]
-    caplog.set_level(logging.WARNING, logger="railkit.web.ratelimit")
+    caplog.set_level(logging.WARNING, logger="railkit.web.ratelimit_redis")
     together = threading.Barrier(16)
     statuses = []
 
@@ -120,9 +125,66 @@ def test_one_redis_outage_doubles_the_retry_delay_once_not_once_per_thread(monke
     for thread in threads:
         thread.join()
     assert statuses == [200] * 16, "requests are served while Redis hangs"
-    assert limiter.redis_retry == REDIS_RETRY_SECONDS * 2
+    assert limiter.redis.retry == REDIS_RETRY_SECONDS * 2
     outages = [record for record in caplog.records if "does not answer" in record.getMessage()]
     assert len(outages) == 1, [record.getMessage() for record in outages]
+
+
+@needs_redis
+def test_after_an_outage_one_request_at_a_time_tries_redis_again(monkeypatch, tmp_path, caplog):
+    """A Redis still hanging after the back-off meets one trial request, not all of them; one that is back counts."""
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(128)  # accepts into the kernel's backlog, never answers
+    port = listener.getsockname()[1]
+    monkeypatch.setenv("RATE_LIMIT", "100/minute")
+    monkeypatch.setenv("REDIS_URL", f"redis://127.0.0.1:{port}/0")
+    caplog.set_level(logging.WARNING)
+    app = create_app({"TESTING": True})
+    counter = app.extensions["rate_limiter"].redis
+    assert app.test_client().get("/").status_code == 200  # the outage is declared
+    wait_until(lambda: time.monotonic() >= counter.down_until, message="the back-off")
+    together = threading.Barrier(16)
+    statuses = []
+
+    def request():
+        client = app.test_client()
+        together.wait()
+        statuses.append(client.get("/").status_code)
+
+    threads = [threading.Thread(target=request) for _ in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert statuses == [200] * 16
+    listener.setblocking(False)
+    tried = 0
+    while True:
+        try:
+            listener.accept()[0].close()
+        except BlockingIOError:
+            break
+        tried += 1
+    listener.close()
+    assert tried == 2, "the first request, then one trial, reached the hanging Redis"
+    # Redis is back on that port: the next trial finds it, and requests count there again.
+    redis = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        client = app.test_client()
+        wait_until(lambda: client.get("/") and not counter.down, message="Redis counting again")
+        assert redis_cli(port, "get", "LIMITS:LIMITER/127.0.0.1/fixture.index/100/1/minute") == ["1"]
+        messages = [record.getMessage() for record in caplog.records if record.name.startswith("railkit.web")]
+        assert [message for message in messages if "Redis" in message][-1] == (
+            "Rate limit: Redis answers again; counting there"
+        )
+    finally:
+        redis.kill()
+        redis.wait()
 
 
 def _dead_masters_folder(base, name: str):

@@ -72,3 +72,17 @@ def test_a_client_still_sending_a_refused_body_reads_the_413(server):
     body = b"{" + b" " * (2 * 2**20) + b"}"  # over the free plan's 1 MB
     statuses = [server.request("/echo", "POST", body, {"Content-Type": "application/json"})[0] for _ in range(30)]
     assert statuses == [413] * 30
+
+
+@pytest.mark.parametrize("coding", ["gzip, chunked", "deflate, chunked", "x-custom, chunked", "gzip"])
+def test_a_transfer_coding_other_than_chunked_is_a_501_problem(server, coding):
+    """RFC 9112 section 6.1: a coding the server does not understand is answered 501, as nginx does.
+
+    gunicorn took `gzip, chunked`, undid the chunks and handed the app the gzip bytes as the body.
+    """
+    body = b'{"a": 1}'
+    head = b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: %s\r\n\r\n"
+    answer = server.exchange(head % coding.encode() + b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body), timeout=5)
+    assert answer.startswith(b"HTTP/1.1 501 Not Implemented\r\n"), answer[:300]
+    assert PROBLEM in answer
+    assert json.loads(answer.partition(b"\r\n\r\n")[2])["status"] == 501

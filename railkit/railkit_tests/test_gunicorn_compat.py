@@ -50,6 +50,7 @@ OWNERS = {
     "Parser": "parser.Parser",
     "RequestParser": "parser.RequestParser",
     "SocketUnreader": "unreader.SocketUnreader",
+    "Unreader": "unreader.Unreader",
     "ChunkedReader": "body.ChunkedReader",
     "Body": "body.Body",
     "LengthReader": "body.LengthReader",

@@ -1,10 +1,12 @@
 """Hostile and broken requests over real HTTP to a running cluster: each a clean 4xx problem."""
 
+import contextlib
 import email.utils
 import http.client
 import itertools
 import json
 import socket
+import threading
 import time
 
 import pytest
@@ -65,6 +67,83 @@ def test_too_many_headers_is_a_431_problem(server):
 
 def test_header_too_large_is_a_431_problem(server):
     _problem(_raw(server, b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 9000 + b"\r\n\r\n"), 431)
+
+
+def _headers(count: int, size: int, name: bytes = b"X-Filler") -> bytes:
+    return b"".join(b"%s-%d: %s\r\n" % (name, number, b"a" * size) for number in range(count))
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [_headers(99, 8000), _headers(5, 7000), _headers(5, 7000, name=b"X_Dropped")],
+    ids=["99-headers-of-8000-bytes", "35-kb-in-5-headers", "headers-gunicorn-drops-count-too"],
+)
+def test_headers_over_the_edges_32_kb_in_all_are_a_431_problem(server, headers):
+    """Each header within its limits, the whole more than Railway's edge lets through: 792 KB once got 200."""
+    problem = _problem(_raw(server, b"GET / HTTP/1.1\r\nHost: x\r\n" + headers + b"\r\n"), 431)
+    assert str(limits.LIMIT_REQUEST_HEADER_BYTES) in problem["detail"]
+
+
+def test_headers_just_within_the_edges_32_kb_are_served(server):
+    headers = _headers(4, 7900)  # 31.7 KB, with a long request line
+    status, _, body = _raw(
+        server, b"GET /?" + b"q" * 8000 + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n" + headers + b"\r\n"
+    )
+    assert status == 200, body
+
+
+def _send_while_reading(port: int, data: bytes) -> tuple[bytes, str]:
+    """Send `data` from one thread while reading the answer in another: the answer, and how the server ended it."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+
+        def send():
+            with contextlib.suppress(OSError):
+                sock.sendall(data)
+
+        sender = threading.Thread(target=send, daemon=True)
+        sender.start()
+        answer, ending = b"", "timeout"
+        try:
+            while chunk := sock.recv(65536):
+                answer += chunk
+            ending = "closed"
+        except ConnectionResetError:
+            ending = "reset"
+        except TimeoutError:
+            pass
+        sender.join(10)
+    return answer, ending
+
+
+@pytest.mark.parametrize(
+    ("head", "status"),
+    [
+        (b"GET /" + b"a" * 2**20 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414),
+        (b"GET / HTTP/1.1\r\nHost: x\r\n" + _headers(99, 8000) + b"\r\n", 431),
+    ],
+    ids=["414", "431"],
+)
+def test_a_refused_head_still_on_its_way_is_answered_and_closed_cleanly(server, head, status):
+    """The answer, then a FIN: a lingering close reads what the client still sends.
+
+    gevent answered, then reset the connection (unread bytes at close): on a real network the reset can
+    destroy the answer before the client reads it.
+    """
+    answer, ending = _send_while_reading(server.port, head)
+    assert answer.startswith(b"HTTP/1.1 %d " % status), answer[:200]
+    assert ending == "closed", ending
+
+
+@pytest.mark.worker_class("gthread", "gevent")  # sync closes every connection after its answer
+@pytest.mark.parametrize("connection", ["Upgrade, close", "keep-alive, close", "close , keep-alive", "Close"])
+def test_a_close_token_anywhere_in_connection_closes_it(server, connection):
+    """`Upgrade, close` and `keep-alive, close` were answered `Connection: keep-alive`, the connection kept open."""
+    request = b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: %s\r\n\r\n" % connection.encode()
+    started = time.monotonic()
+    answer = server.exchange(request, timeout=5)
+    assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
+    assert b"\r\nconnection: close\r\n" in answer.lower(), answer[:500]  # granian writes header names lowercase
+    assert time.monotonic() - started < 3, "the server kept the connection open"
 
 
 def test_malformed_request_line_is_a_400_problem(server):

@@ -27,6 +27,7 @@ from railkit.cluster.lifecycle import (
     describe_status,
 )
 from railkit.cluster.sizing import size_cluster
+from railkit.cluster.workers.balance import AcceptShare
 from railkit.settings import SettingError, Settings
 
 from .servers import wait_until
@@ -274,3 +275,17 @@ def test_a_stop_signal_to_the_whole_group_replaces_no_worker_and_finishes_reques
     assert any("process group" in log["cause"] for log in deaths)
     # Nobody is left to serve the rest of the lame duck: the master stops at once.
     assert [log for log in server.logs if log.get("message", "").startswith("Stopping now: every worker stopped")]
+
+
+def test_the_accept_share_counts_live_accepting_workers_whatever_their_slot(tmp_path):
+    """Dead slots never count, nor a stopping worker's; a worker in a high slot (after SIGHUP or SIGTTIN) does."""
+    board = Board.create(tmp_path)
+    for slot, pid in ((0, 11), (1, 12), (5, 13)):
+        board.claim(slot, pid)
+    busy, idle, high = AcceptShare(board, 0), AcceptShare(board, 1), AcceptShare(board, 5)
+    assert not high.over_share(0) and not idle.over_share(0)
+    assert busy.over_share(100)  # mean 33: over 1.2 x 33 + 16
+    board.release(1)  # a dead worker's slot, once reaped
+    high.withdraw()  # a worker stopping (SIGHUP, SIGTTOU, a recycle)
+    assert not busy.over_share(100), "the only accepting worker must accept"
+    assert not AcceptShare(board, 7).over_share(10**6), "an unclaimed slot is no worker"

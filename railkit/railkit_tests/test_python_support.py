@@ -76,3 +76,26 @@ def test_accepted_python_goes_on_silently():
     result = _refuse((3, 15, 0, "final", 0))
     assert result.returncode == 0, result.stderr
     assert result.stdout == "started\n"
+
+
+# A process that ran out of file descriptors, then prints a traceback (as gevent's hub does when accept() fails).
+OUT_OF_DESCRIPTORS = """
+import resource, traceback
+from railkit.cluster import python_support
+{preload}
+resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
+held = []
+try:
+    while True:
+        held.append(open("/dev/null", "rb"))
+except OSError as error:
+    traceback.print_exception(error)
+"""
+
+
+def test_a_process_out_of_descriptors_can_still_print_a_traceback():
+    """No module printing one needs is left to import then: 3.15's traceback imports _colorize on first use."""
+    code = OUT_OF_DESCRIPTORS.format(preload="python_support.preload_error_reporting()")
+    result = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "OSError: [Errno 24] Too many open files" in result.stderr

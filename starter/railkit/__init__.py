@@ -1,22 +1,37 @@
-"""railkit: the platform under this project — a gunicorn cluster for Railway and the layers around every request.
+"""railkit: the platform under this project, a gunicorn cluster for Railway and the layers around every request.
 
-This folder comes from the template, byte for byte: `cruft update` brings new
-versions (see CHANGELOG.md), so edit your own package instead. What a project
-uses of it, all of it documented in the project's README ("The platform"):
-
-- `railkit.init_app(app)`: problem+json errors, JSON bodies, request ids and
-  logs, the client address, rate limits, metrics and /health, for a Flask app;
-- `gunicorn.conf.py` takes the cluster's settings (`railkit.cluster.config.gunicorn_settings()`);
-  server hooks defined there run after the platform's, never instead of them;
-- `railkit.Problem(status, title, **members)`: raise it to answer a problem+json;
-- `railkit.settings.load_settings_or_exit()`: every environment variable, checked;
-- `python -m railkit.cluster serve|status`: start the cluster, or look at it.
-
-Nothing here imports Flask until init_app is called, so gunicorn's master can
-read its configuration before a gevent worker patches the standard library.
+This folder comes from the template, byte for byte: `cruft update` brings new versions (the
+template's railkit/CHANGELOG.md), so edit your own package instead. The names in `__all__` here,
+in `railkit.db`, `railkit.db.testing` and `railkit.cluster.config` are the public API (the
+project's README, "The platform's API"); everything else may change in any release. Nothing here
+imports Flask until it is used, so gunicorn's master can read its configuration before a gevent
+worker patches the standard library.
 """
 
-__version__ = "1.0.0"
+from importlib import import_module
+
+__version__ = "2.0.0"
+
+__all__ = [
+    "Problem",
+    "__version__",
+    "add_readiness_check",
+    "exempt",
+    "in_every_worker",
+    "init_app",
+    "limit",
+    "setting",
+]
+
+# Public names, each imported from its module on first use.
+_PUBLIC = {
+    "Problem": "railkit.web.problems",
+    "add_readiness_check": "railkit.web.health",
+    "exempt": "railkit.web.ratelimit",
+    "limit": "railkit.web.ratelimit",
+    "in_every_worker": "railkit.background",
+    "setting": "railkit.owner_settings",
+}
 
 
 def init_app(app, test_config: dict | None = None):
@@ -27,9 +42,6 @@ def init_app(app, test_config: dict | None = None):
 
 
 def __getattr__(name):
-    # Problem needs Flask: imported on first use, never by gunicorn's master reading its configuration.
-    if name == "Problem":
-        from .web.problems import Problem
-
-        return Problem
-    raise AttributeError(name)
+    if name in _PUBLIC:
+        return getattr(import_module(_PUBLIC[name]), name)
+    raise AttributeError(f"module 'railkit' has no attribute {name!r}")

@@ -1,7 +1,4 @@
-"""Fixtures for your tests: `app` -> `client`, as in Flask's tutorial.
-
-The platform's own tests live in railkit/tests and run on an app of their own.
-"""
+"""Fixtures for your tests: `app` -> `client`, as in Flask's tutorial."""
 
 import pytest
 

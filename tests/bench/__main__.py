@@ -23,7 +23,7 @@ WORKER_CLASSES = ("gthread", "gevent", "sync")
 SERVERS = {"granian": {"worker_class": "gthread", "server": "granian"}}
 SCENARIOS = (
     "throughput", "database", "sizing", "memory", "layers", "metrics", "users", "attacks", "redeploy", "chaos",
-    "graceful_stop", "startup", "flame",
+    "graceful_stop", "startup", "flame", "tracing",
 )  # fmt: skip
 # The Python the memory scenario also measures beside the default (the first choice): the release before it.
 PREVIOUS_PYTHON = TEMPLATE["python_version"][1]
@@ -112,6 +112,8 @@ def main(argv=None) -> int:
             f"bench-gthread-py{slug}",
             {"worker_class": "gthread", "python_version": PREVIOUS_PYTHON},
         )
+    if "tracing" in chosen:
+        wanted[("tracing", "gthread")] = ("bench-gthread-tracing", {"worker_class": "gthread", "use_tracing": "yes"})
     with ThreadPoolExecutor() as pool:
         baked = pool.map(lambda made: generate(made[0], args.out / "projects", **made[1]), wanted.values())
         projects = dict(zip(wanted, baked, strict=True))
@@ -121,6 +123,7 @@ def main(argv=None) -> int:
         node_missing=servers.install_node_cluster(),
         database_projects={key: found for (role, key), found in projects.items() if role == "database"},
         python_projects={key: found for (role, key), found in projects.items() if role == "python"},
+        tracing_project=projects.get(("tracing", "gthread")),
     )
 
     results = {
@@ -145,6 +148,7 @@ def main(argv=None) -> int:
         "graceful_stop": bench.graceful_stop,
         "startup": bench.startup,
         "flame": lambda: _flame(bench, args.out, profile.flame_seconds),
+        "tracing": bench.tracing_cost,
     }
     for name in chosen:
         step_started = time.monotonic()

@@ -1,7 +1,12 @@
-"""The database scenario's Postgres: one throwaway server, a table of rows, and wrk's script asking for them."""
+"""The database scenario's Postgres: one throwaway server, a table of rows, and wrk's script asking for them.
+
+With PgBouncer installed, Railway's pooler stands in front of it too (transaction mode, Railway's 20
+server connections), for a cluster that reaches the rows through it.
+"""
 
 import contextlib
 import importlib.util
+import shutil
 import subprocess
 import tempfile
 from contextlib import contextmanager
@@ -14,6 +19,9 @@ import psutil
 ROWS = 10_000
 # Room for the widest server's pools (the budget gives each cluster at most what this allows) and psql.
 MAX_CONNECTIONS = 200
+# Railway's PgBouncer: server connections per PgBouncer replica, clients it accepts (postgresql-pgbouncer.md).
+PGBOUNCER_POOL_SIZE = 20
+PGBOUNCER_MAX_CLIENTS = 1000
 # Each wrk request is GET /db/<a random id>; Lua's fixed seed asks every server for the same rows in the same order.
 RANDOM_ROW_SCRIPT = """\
 request = function()
@@ -39,9 +47,17 @@ class SeededPostgres:
 
     server: object
     script: str
+    # railkit's ThrowawayPgBouncer in front of the server, or None without PgBouncer.
+    pooler: object | None = None
+
+    def pooled_env(self, env: dict) -> dict | None:
+        """A cluster's variables to reach the rows through PgBouncer, as on Railway once it is on; None without it."""
+        if self.pooler is None:
+            return None
+        return {**env, "DATABASE_URL": self.pooler.url(self.server.url), "DATABASE_UNPOOLED_URL": self.server.url}
 
     def cpu_seconds(self) -> float:
-        """CPU time of the server and its backends so far, those already gone included.
+        """CPU time of the server and its backends so far, those already gone included, and PgBouncer's.
 
         Work done for the measured server, not a disturbance: a run takes it
         out of the other processes' share it is judged quiet by.
@@ -49,7 +65,8 @@ class SeededPostgres:
         pid = int((self.server.data / "postmaster.pid").read_text().split()[0])
         root = psutil.Process(pid)
         total = 0.0
-        for process in [root, *root.children(recursive=True)]:
+        pooler = [psutil.Process(self.pooler.process.pid)] if self.pooler else []
+        for process in [root, *root.children(recursive=True), *pooler]:
             with contextlib.suppress(psutil.Error):  # a backend that just exited
                 times = process.cpu_times()
                 total += times.user + times.system + times.children_user + times.children_system
@@ -61,7 +78,12 @@ def seeded_postgres(project: Path):
     """A throwaway Postgres holding bench_rows, with the Lua script for wrk; removed afterwards."""
     testing = _railkit_db_testing(project)
     server = testing.ThrowawayPostgres(max_connections=MAX_CONNECTIONS).start()
+    pooler = None
     try:
+        if shutil.which("pgbouncer") or Path("/usr/sbin/pgbouncer").exists():
+            pooler = testing.ThrowawayPgBouncer(
+                server, pool_size=PGBOUNCER_POOL_SIZE, max_client_conn=PGBOUNCER_MAX_CLIENTS
+            ).start()
         for statement in SEED_SQL:  # one by one: VACUUM refuses to run inside psql -c's single transaction
             subprocess.run(
                 [str(server.binaries / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", server.url, "-c", statement],
@@ -71,8 +93,10 @@ def seeded_postgres(project: Path):
         with tempfile.NamedTemporaryFile("w", suffix=".lua", prefix="bench-rows-") as script:
             script.write(RANDOM_ROW_SCRIPT % ROWS)
             script.flush()
-            yield SeededPostgres(server, script.name)
+            yield SeededPostgres(server, script.name, pooler)
     finally:
+        if pooler:
+            pooler.remove()
         server.remove()
 
 

@@ -193,6 +193,17 @@ def _metrics(metrics: dict) -> list[str]:
     ]
 
 
+def _tracing(tracing: dict) -> list[str]:
+    if "skipped" in tracing:
+        return [f"traces: skipped: {tracing['skipped']}"]
+    runs = tracing["runs"]
+    lines = [f"traces on {tracing['route']} ({tracing['exports']} exports received):"]
+    for state, run in runs.items():
+        versus = f"  {run['vs_off']:.2f}x off, {run['extra_us_per_request']:+d} us CPU" if "vs_off" in run else ""
+        lines.append(f"  {state:<14} {run['rps']:>7} req/s {run['us_per_request']:>6} us CPU per request{versus}")
+    return lines
+
+
 def _attacks(attacks: dict) -> list[str]:
     lines = [
         f"{'attack':<26} {'/health ok':>10} {'peak PSS':>9} {'cgroup peak':>11} {'OOM kills':>9} "
@@ -281,6 +292,7 @@ SECTIONS = {
     "graceful_stop": _stop,
     "startup": _startup,
     "flame": _flame,
+    "tracing": _tracing,
 }
 
 
@@ -386,6 +398,10 @@ def goals(results: dict) -> str:
         measured = metrics["note"] == "metrics on versus off"
         add("metrics cost on /cpu", "<= 5%", f"{metrics['cost']:+.1%} ({metrics['note']})",
             metrics["cost"] <= 0.05 if measured else None)  # fmt: skip
+    tracing = results.get("tracing", {}).get("runs")
+    if tracing:
+        measured = ", ".join(f"{state} {run['vs_off']:.2f}x off" for state, run in tracing.items() if "vs_off" in run)
+        add("traces cost on /cpu (req/s, traced vs off)", "(for reading)", measured, None)
     for name, row in results.get("users", {}).items():
         add(f"{row['users']} concurrent users: {name}", ">= 99.9% first try, /health >= 99%, 0 crashes",
             f"{row['first_try']:.2%}, /health {row['health_answered']:.1%}, {row['worker_crashes']} crashes",

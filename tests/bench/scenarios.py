@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 
 from . import attacks, database, redeploy, servers, users
 from .load import LoadResult, SteadyClient, wrk
+from .otlp_sink import OtlpSink
 from .profiles import Profile, workers_for
 
 # The plan the default project is generated for (cookiecutter.json's first choice): its replica size and body limit.
@@ -21,13 +22,17 @@ DEFAULT_PLAN = "hobby"
 
 # The switch the metrics layer honours to turn itself off (issue 12: its cost is measured with and without).
 METRICS_OFF = {"METRICS": "off"}
+# The share of traces the tracing scenario's sampled runs keep: what a replica serving thousands of requests
+# a second needs to stay under Railway's 1,000 spans per 10 s.
+TRACES_SAMPLED = "0.01"
 
 
 class Bench:
     """The generated projects under test (worker class -> (project dir, venv, package)) and the profile.
 
     `database_projects`: the same, generated with database=postgres; `python_projects`: Python version -> a
-    gthread project generated for that version, beside the default's.
+    gthread project generated for that version, beside the default's; `tracing_project`: a gthread project
+    generated with use_tracing=yes.
     """
 
     def __init__(
@@ -37,12 +42,14 @@ class Bench:
         node_missing: str | None = None,
         database_projects: dict | None = None,
         python_projects: dict | None = None,
+        tracing_project: tuple | None = None,
     ):
         self.projects = projects
         self.profile = profile
         self.node_missing = node_missing
         self.database_projects = database_projects or {}
         self.python_projects = python_projects or {}
+        self.tracing_project = tracing_project
         self.cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
     @property
@@ -113,6 +120,13 @@ class Bench:
             # One replica: the budget would otherwise share the server's connections among the plan's replicas.
             env = {"DATABASE_URL": postgres.server.url, "DATABASE_REPLICAS": "1"}
             contenders = self._database_contenders(env)
+            pooled = postgres.pooled_env(env)
+            if pooled:  # Railway's PgBouncer in front (transaction mode): the gthread cluster, through it
+                key = "gthread" if "gthread" in self.database_projects else next(iter(self.database_projects))
+                project, venv, package = self.database_projects[key]
+                name = "cluster via PgBouncer"
+                app = servers.DATABASE_APP
+                contenders[name] = lambda: servers.cluster(project, venv, package, name, app=app, **pooled)
             samples = self._alternated_rounds(contenders, "/db/1", connections, self.profile.database_rounds, postgres)
             return {
                 "postgres": database.version(postgres),
@@ -315,6 +329,44 @@ class Bench:
             "metrics_status": served,
             "note": note,
         }
+
+    def tracing_cost(self) -> dict:
+        """/cpu throughput of a project with traces: off (no endpoint), every request traced, and 1% sampled.
+
+        The same project each time, exporting to a local receiver; paired
+        rounds as the metrics cost's, each ratio to the untraced run of its round.
+        """
+        if not self.tracing_project:
+            return {"skipped": "no project generated with use_tracing=yes"}
+        project, venv, package = self.tracing_project
+        with OtlpSink() as sink:
+            traced = {"OTEL_EXPORTER_OTLP_ENDPOINT": sink.endpoint, "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"}
+            sampled = {"OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": TRACES_SAMPLED}
+            states = [("off", {}), ("every request", traced), ("1% sampled", {**traced, **sampled})]
+            samples = {state: [] for state, _ in states}
+            for round_number in range(self.profile.rounds):
+                for state, env in states if round_number % 2 == 0 else states[::-1]:
+                    name = f"cluster (gthread, traces {state})"
+                    run = self._one_run(
+                        lambda name=name, env=env: servers.cluster(project, venv, package, name, **env),
+                        "/cpu",
+                        16,
+                        warmup=self.profile.warmup_seconds,
+                    )
+                    samples[state].append(run)
+            exports, exported_bytes = sink.exports, sink.bytes
+        figures = {}
+        for state, runs in samples.items():
+            figures[state] = {
+                "rps": round(statistics.median(run.rps for run in runs)),
+                "us_per_request": round(statistics.median(run.us_per_request for run in runs)),
+            }
+            if state != "off":
+                pairs = list(zip(runs, samples["off"], strict=True))
+                figures[state]["vs_off"] = round(statistics.median(run.rps / off.rps for run, off in pairs), 3)
+                extra = statistics.median(run.us_per_request - off.us_per_request for run, off in pairs)
+                figures[state]["extra_us_per_request"] = round(extra)
+        return {"route": "/cpu, 16 connections", "runs": figures, "exports": exports, "exported_bytes": exported_bytes}
 
     def _metrics_status(self, env: dict) -> int:
         """What /metrics answers with `env`: 200 when metrics are on."""

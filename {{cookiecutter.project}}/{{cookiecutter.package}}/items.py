@@ -3,9 +3,10 @@
 The pattern: a model (a subclass of railkit.db.Model), a blueprint whose
 views use `session` (the request's own), and a migration in
 migrations/versions/ that creates the table (workers never create tables).
-Deleting this file, its blueprint line in create_app, its import in
-migrations/env.py, its migration and tests/test_items.py leaves the
-platform's suite green.
+To remove it, follow the README's "Removing the example": delete this file,
+its lines in create_app and migrations/env.py and tests/test_items.py, keep
+its migration (deployed databases record it), and autogenerate the one that
+drops the table.
 """
 
 from datetime import datetime

@@ -3,9 +3,10 @@
 The master writes its own facts (and, once SIGTERM arrives, when stopping
 began and when it told the workers to stop) and clears a worker's slot when
 it dies; each worker, once ready to serve, writes its pid, start time, the
-request its app has worked on longest, its request count and how many
-requests it holds into its own slot. The health endpoint reads it without any I/O, and the status command
-reads it from outside the cluster.
+request its app has worked on longest, its request count, how many requests
+it holds and, while it accepts, how many connections into its own slot. The
+health endpoint reads it without any I/O, the status command reads it from
+outside the cluster, and the workers share out accepts by it (workers/balance.py).
 
 The board lives in a private folder made for this one master (runtime.py),
 and is removed with it at exit.
@@ -35,9 +36,10 @@ STOPPING_SINCE_OFFSET = struct.calcsize("<qqd")
 WORKERS_STOPPED_OFFSET = struct.calcsize("<qqdd")
 # worker pid (0 when the slot is free), worker start time, start of the app's
 # longest-running work on a request (microseconds since the epoch, 0 when idle),
-# requests served, requests in flight; then, from the next cache line, that longest request as
+# requests served, requests in flight, connections held while accepting (NOT_ACCEPTING
+# otherwise); then, from the next cache line, that longest request as
 # "METHOD path request-id" (for the watchdog's lines).
-SLOT = struct.Struct("<qdqqq24x256s")
+SLOT = struct.Struct("<qdqqqq16x256s")
 COUNT = struct.Struct("<q")
 LABEL = struct.Struct("<256s")
 # The slot's numbers alone: what listing the workers needs.
@@ -45,6 +47,9 @@ FACTS = struct.Struct("<qdqq")
 BUSY_OFFSET = struct.calcsize("<qd")
 REQUESTS_OFFSET = struct.calcsize("<qdq")
 IN_FLIGHT_OFFSET = struct.calcsize("<qdqq")
+CONNECTIONS_OFFSET = struct.calcsize("<qdqqq")
+# A worker's connection count while it does not accept (stopping, paused): its share is not reckoned.
+NOT_ACCEPTING = -1
 LABEL_OFFSET = CACHE_LINE
 MICROSECONDS = 1_000_000
 # Twice the most workers WEB_CONCURRENCY allows (256): a SIGHUP reload starts
@@ -114,10 +119,10 @@ class Board:
         return TIMESTAMP.unpack_from(self.memory, WORKERS_STOPPED_OFFSET)[0]
 
     def claim(self, index: int, pid: int) -> None:
-        SLOT.pack_into(self.memory, _offset(index), pid, time.time(), 0, 0, 0, b"")
+        SLOT.pack_into(self.memory, _offset(index), pid, time.time(), 0, 0, 0, 0, b"")
 
     def release(self, index: int) -> None:
-        SLOT.pack_into(self.memory, _offset(index), 0, 0.0, 0, 0, 0, b"")
+        SLOT.pack_into(self.memory, _offset(index), 0, 0.0, 0, 0, 0, NOT_ACCEPTING, b"")
 
     # Only the worker owning a slot writes these, so no lock is needed; each
     # number is one aligned 8-byte store, which a reader sees whole or not at all.
@@ -135,6 +140,24 @@ class Board:
     def in_flight(self, index: int) -> int:
         """Requests the worker holds, from its hook before the app to its hook after it."""
         return COUNT.unpack_from(self.memory, _offset(index) + IN_FLIGHT_OFFSET)[0]
+
+    def set_connections(self, index: int, held: int) -> None:
+        COUNT.pack_into(self.memory, _offset(index) + CONNECTIONS_OFFSET, held)
+
+    def accepting_connections(self, below: int) -> list[int]:
+        """The connections each live worker in a slot under `below` holds, for those accepting."""
+        counts = []
+        for index in range(min(below, MAX_SLOTS)):
+            offset = _offset(index)
+            if COUNT.unpack_from(self.memory, offset)[0]:
+                held = COUNT.unpack_from(self.memory, offset + CONNECTIONS_OFFSET)[0]
+                if held != NOT_ACCEPTING:
+                    counts.append(held)
+        return counts
+
+    def slots_in_use(self) -> int:
+        """One past the highest slot a live worker holds (0 when none does)."""
+        return max((slot.index + 1 for slot in self.workers()), default=0)
 
     def busy_since(self, index: int) -> float:
         return COUNT.unpack_from(self.memory, _offset(index) + BUSY_OFFSET)[0] / MICROSECONDS

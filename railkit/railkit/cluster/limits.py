@@ -44,6 +44,10 @@ ACCEPT_PAUSE_SECONDS = 0.5
 LIMIT_REQUEST_LINE = 8190
 LIMIT_REQUEST_FIELDS = 100
 LIMIT_REQUEST_FIELD_SIZE = 8190
+# Every header line together (the request line apart), at most: the edge's 32 KB, and room
+# for the few headers the edge adds itself (X-Forwarded-*, X-Railway-*, X-Request-Start).
+# gunicorn's own bound is LIMIT_REQUEST_FIELDS x LIMIT_REQUEST_FIELD_SIZE, about 800 KB.
+LIMIT_REQUEST_HEADER_BYTES = 33 * 1024
 
 # Slow and silent clients (cluster/workers/). The request line and headers
 # must arrive within this many seconds, counted from the connection's first

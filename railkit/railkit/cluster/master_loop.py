@@ -16,6 +16,8 @@ Stopping, on SIGTERM:
 3. gunicorn's graceful stop: the workers finish what they hold, in the rest
    of GRACEFUL_TIMEOUT.
 Ctrl-C (SIGINT) or a second SIGTERM skips the lame-duck phase.
+While another master shares the sockets (gunicorn's binary upgrade, SIGUSR2)
+there is no drain: the other master goes on accepting.
 
 A stop signal sent to the whole process group (docker stop, a terminal's
 Ctrl-C) reaches the workers too, and each idle one exits at once. While the
@@ -124,6 +126,11 @@ class MasterLoop:
 
     def _start_drain(self, server) -> None:
         """Drop new connection attempts; the workers keep accepting the queued ones."""
+        if compat.shares_listeners(server):
+            # A filter on the sockets would make them drop the other master's connections too, for good.
+            log.info("Stopping without the drain: another master (SIGUSR2's) serves the same sockets")
+            self._finish_drain(server)
+            return
         self.phase = "draining"
         self.draining = drain.refuse_new_connections(compat.listeners(server))
         self.queued_at_drain = drain.backlog(self.draining)

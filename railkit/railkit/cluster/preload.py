@@ -12,17 +12,28 @@ buffered file the app opened at import loses its unflushed writes, finalizers
 of dropped objects never run, and memory a worker drops is never given back.
 """
 
+import atexit
 import codecs
 import contextlib
 import ctypes
 import gc
 import importlib
+import logging
 import os
+import sys
 import threading
+
+from ..settings import EXIT_BAD_CONFIG
+
+log = logging.getLogger(__name__)
 
 # Longest wait for a timer the app armed while loading (s). limits' in-memory
 # storage arms one of 0.01 s; a timer still pending at the deadline is left alone.
 TIMER_DEADLINE = 1.0
+# Threads that survive a fork by design: sentry-sdk's start again in a forked child (os.register_at_fork).
+FORK_AWARE_THREADS = ("sentry-sdk.",)
+# Longest wait for the atexit handlers of a start refused because of a thread (s): the thread may block them.
+REFUSAL_EXIT_DEADLINE = 2.0
 # glibc's mallopt() parameter for the most malloc arenas (malloc.h), and the
 # most a worker needs: its main thread's, and one its request threads share.
 M_ARENA_MAX = -8
@@ -36,6 +47,58 @@ def prepare_to_fork() -> None:
     # The collector never visits frozen objects, so the workers' collections
     # do not write to (and so copy) the pages the app was loaded into.
     gc.freeze()
+    # Nor does the interpreter finalize them at exit: a buffered file the app opened at import would
+    # lose its unflushed writes. Unfrozen at exit, in the master and in every worker (which inherits
+    # the handler); atexit runs it after the handlers registered later, the app's own.
+    atexit.register(gc.unfreeze)
+
+
+def refuse_threads_started_while_loading() -> None:
+    """Stop the start with one line when the app started a thread while gunicorn's master loaded it.
+
+    A fork copies no thread: the thread would run in the master only, never in a worker, a lock
+    it holds at the fork would stay held in every worker (deadlocking the requests that take it),
+    and a non-daemon one would keep the master alive after SIGTERM until Railway kills it.
+    """
+    threads = [
+        thread
+        for thread in threading.enumerate()
+        if thread is not threading.main_thread()
+        and not isinstance(thread, threading.Timer)
+        and not thread.name.startswith(FORK_AWARE_THREADS)
+    ]
+    if not threads:
+        return
+    named = [describe_thread(thread) for thread in threads]
+    log.error(
+        "Refusing to start: the app started %s while gunicorn's master loaded it (%s). A fork copies no "
+        "thread, so it would run in the master only, and a lock it held at the fork would stay held in every "
+        'worker. Start it with @railkit.in_every_worker (README: "Background work"), or load the app in every '
+        "worker instead (preload_app = False in gunicorn.conf.py)",
+        "a thread" if len(threads) == 1 else f"{len(threads)} threads",
+        "; ".join(named),
+        extra={"threads": named, "setting": "preload_app"},
+    )
+    exit_despite_threads(EXIT_BAD_CONFIG)
+
+
+def describe_thread(thread: threading.Thread) -> str:
+    """The thread's name and what it runs (its target, else its class), e.g. `poller (my_app.jobs.poll, daemon)`."""
+    target = getattr(thread, "_target", None)  # CPython's Thread keeps it while the thread runs
+    runs = target or type(thread).run
+    where = f"{getattr(runs, '__module__', '?')}.{getattr(runs, '__qualname__', repr(runs))}"
+    return f"{thread.name} ({where}{', daemon' if thread.daemon else ''})"
+
+
+def exit_despite_threads(status: int) -> None:
+    """Exit now, after the atexit handlers (within a deadline): sys.exit would wait for every non-daemon thread."""
+    handlers = threading.Thread(target=atexit._run_exitfuncs, name="railkit:atexit", daemon=True)
+    handlers.start()
+    handlers.join(REFUSAL_EXIT_DEADLINE)
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(status)
 
 
 def limit_malloc_arenas() -> None:

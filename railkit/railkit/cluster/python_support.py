@@ -1,4 +1,4 @@
-"""The Pythons the cluster refuses to start on, each with one line naming it and what to run instead.
+"""The Pythons the cluster refuses to start on (one line naming each and the fix), and what it imports early.
 
 - 3.14.0 to 3.14.4 shipped an incremental garbage collector that 3.14.5 reverted (python/cpython#142516)
   because of its memory pressure in production: a cluster whose workers are replaced at a memory limit
@@ -8,9 +8,11 @@
   free-threading support turns the GIL back on when imported: the build would gain nothing, untested.
 """
 
+import io
 import logging
 import sys
 import sysconfig
+import traceback
 from collections.abc import Sequence
 
 from ..settings import EXIT_BAD_CONFIG
@@ -53,3 +55,15 @@ def refuse_unsupported_python(version_info: Sequence = sys.version_info, gil_dis
     version = ".".join(str(part) for part in tuple(version_info[:3]))
     logging.getLogger(__name__).error("Refusing to start: %s", problem, extra={"python": version})
     sys.exit(EXIT_BAD_CONFIG)
+
+
+def preload_error_reporting() -> None:
+    """Print one traceback, to nowhere, so that the modules printing one needs are imported before fork.
+
+    3.15's traceback imports _colorize on first use: a worker out of file descriptors cannot open it,
+    and gevent's server, whose error report then fails, stops accepting for good.
+    """
+    try:
+        raise RuntimeError("warming up traceback printing")
+    except RuntimeError as error:
+        traceback.print_exception(error, file=io.StringIO())

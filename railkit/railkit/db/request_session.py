@@ -13,6 +13,7 @@ from sqlalchemy import exc
 from sqlalchemy.orm import Session, scoped_session, sessionmaker
 
 from .engines import engine
+from .messages import first_line
 
 log = logging.getLogger(__name__)
 
@@ -47,4 +48,4 @@ def end_request_session(_error: BaseException | None = None) -> None:
         session.remove()
     except exc.DBAPIError as error:
         session.registry.clear()
-        log.info("Dropped a database connection the server closed: %s", str(error.orig).strip().splitlines()[0])
+        log.info("Dropped a database connection the server closed: %s", first_line(error))

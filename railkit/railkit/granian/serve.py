@@ -21,10 +21,12 @@ from granian.constants import HTTPModes, Interfaces
 from granian.http import HTTP1Settings
 from granian.log import LogLevels
 
+from .. import __version__
 from ..cluster import board as scoreboard
 from ..cluster import limits, metrics, open_files, runtime
 from ..cluster.diagnostics import install_exception_logging
-from ..cluster.preload import limit_malloc_arenas, prepare_to_fork
+from ..cluster.preload import limit_malloc_arenas, prepare_to_fork, refuse_threads_started_while_loading
+from ..cluster.python_support import preload_error_reporting
 from ..cluster.rate_limit_scope import log_rate_limit_scope
 from ..cluster.sizing import ClusterSize, size_cluster
 from ..settings import EXIT_BAD_CONFIG, Settings, load_settings_or_exit
@@ -58,6 +60,7 @@ def serve(args: list[str]) -> NoReturn:
     listener = open_listener(settings.port, limits.BACKLOG)
     limit_malloc_arenas()
     install_exception_logging()
+    preload_error_reporting()
     # Before any worker forks: each inherits the raised limit, and holds as many connections as it allows.
     files_before, files_after = open_files.raise_soft_limit()
     folder = runtime.instance_folder(settings.port)
@@ -72,6 +75,7 @@ def serve(args: list[str]) -> NoReturn:
     log_rate_limit_scope(settings, size.workers)
     app = load_app(target)
     joined.on_starting(settings, size)
+    refuse_threads_started_while_loading()
     prepare_to_fork()
     log.info("Listening on port %s", settings.port, extra={"port": settings.port, "addresses": listener.addresses})
     sys.exit(run(app, settings, size, board, listener))
@@ -89,7 +93,7 @@ def run(app, settings: Settings, size: ClusterSize, board: scoreboard.Board, lis
     worker.share_listener(listener.sock.fileno())
     server = PlatformServer(listener, make_supervisor, **granian_options(settings, size))
     server.serve(
-        spawn_target=worker.with_exit_duties(compat.wsgi_worker_target()),
+        spawn_target=worker.with_exit_duties(compat.wsgi_worker_target(), settings.graceful_timeout),
         target_loader=lambda: worker.start(app, board, size.threads, max_body_bytes(app, settings)),
         wrap_loader=False,
     )
@@ -171,7 +175,7 @@ def log_start_story(settings: Settings, size: ClusterSize) -> None:
         mode,
         os.getpid(),
         granian.__version__,
-        extra={"mode": mode, "server": "granian", "granian": granian.__version__},
+        extra={"mode": mode, "server": "granian", "granian": granian.__version__, "railkit_version": __version__},
     )
     warn_if_python_differs(Path(".python-version"))
     log.info(

@@ -40,6 +40,8 @@ class Stop:
         self.phase = "serving"
         self.lame_duck_until = self.drain_until = self.settled_at = self.deadline = 0.0
         self.queued_at_drain = 0
+        # Whether the drain refuses new connections (not on every platform).
+        self.refusing = False
         # Workers killed at the deadline, or found killed while stopping.
         self.forced: set[int] = set()
 
@@ -113,6 +115,7 @@ class Stop:
         self.drain_until = now + self.settings.graceful_timeout
         self.settled_at = 0.0
         if drain.refuse_new_connections([self.listener]):
+            self.refusing = True
             self.queued_at_drain = drain.backlog([self.listener])
             return
         log.warning("New connections cannot be refused on this platform: stopping without the drain")
@@ -138,7 +141,7 @@ class Stop:
         self.phase = "stopping"
         self.deadline = now + left
         extra = {"graceful_timeout_s": self.settings.graceful_timeout}
-        if self.queued_at_drain:
+        if self.refusing:
             log.info(
                 "Stopping: new connections refused, %s queued ones handed to workers; %ss left for requests in flight",
                 self.queued_at_drain,

@@ -28,6 +28,7 @@ from ..cluster import limits, metrics
 from ..cluster.lifecycle import CrashGuard, Death, log_death
 from ..cluster.watchdog import WorkerWatchdog
 from ..settings import Settings
+from . import joined
 from . import worker as worker_start
 from .listener import Listener
 from .stopping import Stop
@@ -282,8 +283,11 @@ class Supervisor:
             self._retire(worker, "reload")
 
     def handle_ttin(self) -> None:
-        """SIGTTIN: one more worker."""
-        self.configured += 1
+        """SIGTTIN: one more worker, unless the joined work refuses it (its database pool would not fit)."""
+        wanted = joined.nworkers_changed(self.configured + 1, self.configured)
+        if wanted <= self.configured:
+            return
+        self.configured = wanted
         self.board.set_configured(self.configured)
         log.info("Workers: %s (SIGTTIN)", self.configured, extra={"workers": self.configured})
 
@@ -291,7 +295,7 @@ class Supervisor:
         """SIGTTOU: one worker fewer, never none; the newest finishes what it holds and exits."""
         if self.configured <= 1:
             return
-        self.configured -= 1
+        self.configured = joined.nworkers_changed(self.configured - 1, self.configured)
         self.board.set_configured(self.configured)
         log.info("Workers: %s (SIGTTOU)", self.configured, extra={"workers": self.configured})
         serving = sorted(self.serving(), key=lambda worker: worker.started)

@@ -29,6 +29,7 @@ import sys
 import threading
 import time
 
+from .. import background, tracing
 from ..cluster import board as scoreboard
 from ..cluster.diagnostics import install_exception_logging
 from . import compat, joined
@@ -141,26 +142,30 @@ def start(app, board: scoreboard.Board, threads: int, max_body_bytes: int) -> Tr
     joined.post_fork()
     signal.signal(signal.SIGABRT, lambda *_: _abort(slot, pid))
     board.claim(slot, pid)
+    tracing.start_worker()
     log.info("Worker %s started (pid %s)", slot + 1, pid, extra={"worker": slot + 1, "worker_pid": pid})
+    background.start()
     threading.Thread(target=_raise_kept_stop, name="railkit-boot-stop", daemon=True).start()
     return TrackedApp(app, board, slot, threads, max_body_bytes, closing)
 
 
-def with_exit_duties(target):
+def with_exit_duties(target, graceful_timeout: float):
     """granian's worker entry point, followed by what the interpreter's exit would do (os._exit skips it)."""
 
     def run(*args, **kwargs):
         try:
             return target(*args, **kwargs)
         finally:
-            exit_duties()
+            exit_duties(graceful_timeout)
 
     return run
 
 
-def exit_duties() -> None:
-    """The platform's worker_exit work, the atexit handlers (weakref finalizers, logging's flush, the app's own),
-    then a flush of every open file."""
+def exit_duties(graceful_timeout: float) -> None:
+    """The platform's worker_exit work (the owner's background tasks, the last spans, the joined work), the
+    atexit handlers (weakref finalizers, logging's flush, the app's own), then a flush of every open file."""
+    background.stop(graceful_timeout)
+    tracing.stop_worker()
     joined.worker_exit()
     # atexit has no public way to run its handlers before the process ends; this is the one CPython uses.
     atexit._run_exitfuncs()

@@ -14,7 +14,7 @@ from ..cluster.board import Board
 from ..cluster.inflight import MAX_PATH_CHARS, InFlight, TimedApp, request_key_holder
 from ..request_ids import INCOMING_HEADERS, VALID_ID
 from .bodies import BodyGate, gate_input
-from .heads import head_problem
+from .heads import head_problem, tokens
 from .refusals import refuse
 
 # Under load, the worker writes its request count to the board once per this many requests (as gunicorn's hooks).
@@ -53,7 +53,9 @@ class TrackedApp:
         key = next(self.keys)
         self.in_flight.begin(key, describe(environ))
         self.board.set_in_flight(self.slot, len(self.in_flight))
-        if self.board.stopping_since() or self.closing():
+        # A close token anywhere in Connection closes it (hyper keeps `keep-alive, close` open), as the cluster's does.
+        asks_to_close = "close" in tokens(environ.get("HTTP_CONNECTION", ""))
+        if asks_to_close or self.board.stopping_since() or self.closing():
             start_response = _closing(start_response)
         gated = gate_input(environ, self.bodies)
         answered = []

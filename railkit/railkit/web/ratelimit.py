@@ -1,54 +1,35 @@
-"""Per-client rate limits, counted by `limits`, shared through Redis when there is one.
+"""Per-client rate limits: a default for every route (RATE_LIMIT), and a view's own (`railkit.limit`, `railkit.exempt`).
 
-`limits` is the library Flask-Limiter is built on; this module calls it
-directly. Flask-Limiter's per-request machinery (resolving decorated, blueprint
-and default limits, parsing the limit string again, seven context lookups)
-cost more CPU than the route in `make bench`, for the one default limit this
-app sets. A fixed window is counted as limits' FixedWindowRateLimiter counts
-it, one increment per limit; the keys and the Redis store are the library's.
-
-Each route has its own count per client (as Flask-Limiter's default limits).
-A client is its address (the real one: see security.py), except that an IPv6
-client is its prefix (RATE_LIMIT_IPV6_PREFIX, /56 unless set: one subscriber
-owns all of it), and an IPv6 form that carries an IPv4 address (mapped, NAT64,
-6to4, IPv4-compatible, Teredo) is that IPv4 address.
-
-With REDIS_URL every worker of every replica shares one exact count. Without
-it, each of W workers counts in its own memory and holds a share of the limit
-L, ceil(L / W), and a client's requests go to whichever worker accepts its
-connection. So a replica lets a client through at least ceil(L / W) and at
-most W x ceil(L / W) times a window: RATE_LIMIT=2/minute on 5 workers lets
-1 to 5 through, depending on how many workers its connections reach. Clients
-are always shown the configured limit; X-RateLimit-Remaining is this worker's
-remaining share scaled to the replica (W x what is left here, at most L). If
-Redis goes away, requests are still served: the limit falls back to each
-worker's share in memory until Redis answers again. RATE_LIMIT=off turns
-limiting off, and so does testing (TESTING=True) unless the test sets
-RATE_LIMIT or passes RATELIMIT_DEFAULT in its test_config.
+A limit is counted per client and route in fixed windows, in Redis when
+REDIS_URL is set (one exact count for every worker and replica, see
+ratelimit_redis.py), else in each worker's memory (ratelimit_memory.py),
+where each of W workers holds ceil(L / W) of the limit L: a replica lets a
+client through between ceil(L / W) and W x ceil(L / W) times a window,
+depending on which workers its connections reach. If Redis is down the
+limit falls back to each worker's share in memory. A client is its address
+(the real one: see security.py), an IPv6 client its prefix
+(RATE_LIMIT_IPV6_PREFIX), and an IPv6 form of an IPv4 address that address.
+Clients are shown the limit that applied (X-RateLimit-*, Retry-After on 429).
 """
 
 import functools
 import ipaddress
 import logging
 import math
-import threading
 import time
+from typing import NamedTuple
 
-from flask import Blueprint, Flask, Response, g, request
+from flask import Blueprint, Flask, Response, current_app, g, request
 from limits import RateLimitItem, parse_many
-from limits.storage import Storage, storage_from_string
 
 from ..seam import workers_in_replica
 from . import metrics
 from .problems import problem_response
+from .ratelimit_memory import WorkerMemoryStorage
+from .ratelimit_redis import RedisBusy, RedisCounter, RedisUnavailable
 
 log = logging.getLogger(__name__)
 
-# A dead Redis must cost a request milliseconds, not the socket's default wait.
-REDIS_TIMEOUTS = {"socket_connect_timeout": 0.25, "socket_timeout": 0.25}
-# A dead Redis is tried again after this long, doubling up to the cap.
-REDIS_RETRY_SECONDS = 1.0
-REDIS_RETRY_MAX_SECONDS = 30.0
 # How often a worker re-reads the configured worker count that sets its share.
 SHARE_REFRESH_SECONDS = 1.0
 # Distinct client addresses whose key is remembered; parsing an address costs more than counting it.
@@ -57,68 +38,75 @@ KEY_CACHE_SIZE = 4096
 NAT64 = ipaddress.ip_network("64:ff9b::/96")
 # IPv4-compatible addresses (RFC 4291, deprecated): ::a.b.c.d, but not :: and ::1.
 IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
+# Where the decorators leave their marks on a view (or, for exempt, a blueprint).
+LIMITS_MARK = "railkit_rate_limits"
+EXEMPT_MARK = "railkit_rate_limit_exempt"
+# A view's own limit is counted apart from the default, even where both read alike.
+ROUTE_SCOPE = "route"
 
 
-class WorkerMemoryStorage:
-    """Fixed-window counts in this worker's memory: every read, count and sweep under one lock.
+class Rule(NamedTuple):
+    """The limit a route is counted against, and what its keys carry besides the client."""
 
-    limits' MemoryStorage starts a timer thread 10 ms after each count, to
-    sweep expired keys: under load, a new thread every 10 ms in every worker.
-    Its sweep also races a concurrent read of the same key (KeyError, the
-    request served uncounted). Here expired keys are swept inline, at most once
-    a second, under the same lock as the counts. The methods are limits'
-    Storage interface, as far as the limiter uses it.
+    spec: str
+    scope: tuple[str, ...]
+
+
+def parse_limit(spec: str, where: str) -> list[RateLimitItem]:
+    """The limits in `spec`, or a ValueError naming `where` it was written and what a limit looks like."""
+    try:
+        items = parse_many(spec)
+    except ValueError:
+        items = []
+    if not items or any(item.amount < 1 for item in items):
+        raise ValueError(
+            f"{where}: {spec!r} is not a rate limit: use a count per period, e.g. '10/minute', "
+            "or several separated by ';', e.g. '10/second;100/minute'"
+        )
+    return items
+
+
+def limit(spec: str):
+    """Give a view its own limit, in place of the default (RATE_LIMIT): `@railkit.limit("10/minute")`.
+
+    Several are separated by ';'. Counted per client for this route, in the same
+    store as the default. A limit that does not parse is refused here, when the
+    view's module is imported. Put it below or above the route decorator.
     """
+    if not isinstance(spec, str):
+        raise TypeError('railkit.limit takes the limit first: @railkit.limit("10/minute")')
+    parse_limit(spec, f"railkit.limit({spec!r})")
 
-    SWEEP_SECONDS = 1.0
+    def decorate(view):
+        if not callable(view) or isinstance(view, Blueprint):
+            raise TypeError(f"railkit.limit({spec!r}) decorates a view function, not {view!r}")
+        if getattr(view, EXEMPT_MARK, False):
+            raise TypeError(f"{_name(view)}: railkit.limit and railkit.exempt contradict each other: keep one")
+        # The same function Flask registered, marked: either decorator order reaches it.
+        setattr(view, LIMITS_MARK, (*getattr(view, LIMITS_MARK, ()), spec.strip()))
+        return view
 
-    def __init__(self):
-        self.lock = threading.Lock()
-        # key -> [count, when its window ends (epoch seconds)]
-        self.windows: dict[str, list] = {}
-        self.next_sweep = 0.0
+    return decorate
 
-    def incr(self, key: str, expiry: float, amount: int = 1) -> int:
-        """Add `amount` to the key's count in its current window (a new window once the last one ended)."""
-        now = time.time()
-        with self.lock:
-            if now >= self.next_sweep:
-                self._sweep(now)
-            window = self.windows.get(key)
-            if window is None or window[1] <= now:
-                window = self.windows[key] = [0, now + expiry]
-            window[0] += amount
-            return window[0]
 
-    def get(self, key: str) -> int:
-        with self.lock:
-            window = self.windows.get(key)
-            return window[0] if window and window[1] > time.time() else 0
+def exempt(view):
+    """Exempt a view, or every view of a blueprint, from the default limit (RATE_LIMIT): `@railkit.exempt`."""
+    if not (callable(view) or isinstance(view, Blueprint)):
+        raise TypeError("railkit.exempt decorates a view function or marks a blueprint: @railkit.exempt")
+    if getattr(view, LIMITS_MARK, ()):
+        raise TypeError(f"{_name(view)}: railkit.limit and railkit.exempt contradict each other: keep one")
+    setattr(view, EXEMPT_MARK, True)
+    return view
 
-    def get_expiry(self, key: str) -> float:
-        """When the key's window ends (now, if it has no live window)."""
-        now = time.time()
-        with self.lock:
-            window = self.windows.get(key)
-            return window[1] if window and window[1] > now else now
 
-    def check(self) -> bool:
-        return True
+def _name(view) -> str:
+    return getattr(view, "__qualname__", None) or getattr(view, "name", None) or repr(view)
 
-    def reset(self) -> int:
-        with self.lock:
-            cleared = len(self.windows)
-            self.windows.clear()
-            return cleared
 
-    def clear(self, key: str) -> None:
-        with self.lock:
-            self.windows.pop(key, None)
-
-    def _sweep(self, now: float) -> None:
-        self.next_sweep = now + self.SWEEP_SECONDS
-        for key in [key for key, (_, ends) in self.windows.items() if ends <= now]:
-            del self.windows[key]
+@functools.cache
+def shared_items(spec: str) -> tuple[tuple[RateLimitItem, RateLimitItem], ...]:
+    """(the limit counted, the limit shown) for each limit in `spec`: with one shared count, the same."""
+    return tuple((item, item) for item in parse_many(spec))
 
 
 @functools.cache
@@ -155,101 +143,92 @@ def rate_limit_key(address: str, ipv6_prefix: int) -> str:
 
 
 class RateLimit:
-    """Counts each routed request against the limit; answers 429 past it, and says where it stands."""
+    """Counts each routed request against its route's limit; answers 429 past it, and says where it stands."""
 
     def __init__(self, limit: str | None, redis_url: str | None, exempt: list[Blueprint], ipv6_prefix: int = 56):
-        self.limit = limit
+        self.default = limit
         self.exempt = frozenset(blueprint.name for blueprint in exempt)
         self.memory = WorkerMemoryStorage()
-        self.shared: Storage | None = storage_from_string(redis_url, **REDIS_TIMEOUTS) if redis_url else None
-        # The store /health/ready asks about: Redis when there is one.
-        self.storage = self.shared or self.memory
-        self.shared_items = tuple((item, item) for item in parse_many(limit)) if limit else ()
+        self.redis = RedisCounter(redis_url) if redis_url else None
         self.client_key = functools.lru_cache(maxsize=KEY_CACHE_SIZE)(
             functools.partial(rate_limit_key, ipv6_prefix=ipv6_prefix)
         )
-        # Redis's state, changed under the lock. Each outage (and each failed retry) is one
-        # generation: requests that fail together, having tried in the same one, back off once.
-        self.redis_lock = threading.Lock()
-        self.redis_generation = 0
-        self.redis_down_until = 0.0
-        self.redis_retry = REDIS_RETRY_SECONDS
+        # endpoint -> its Rule, or None when nothing limits it; views are decorated before any request.
+        self.rules: dict[str, Rule | None] = {}
         self.share_checked_at = -SHARE_REFRESH_SECONDS
-        self.share: tuple[tuple[RateLimitItem, RateLimitItem], ...] = ()
         self.workers = 1
-
-    def _local_items(self) -> tuple[tuple[RateLimitItem, RateLimitItem], ...]:
-        now = time.monotonic()
-        if now - self.share_checked_at >= SHARE_REFRESH_SECONDS:
-            self.share_checked_at = now
-            self.workers = workers_in_replica()
-            self.share = worker_share(self.limit, self.workers)
-        return self.share
 
     def check(self) -> Response | None:
         """before_request: count this request; a 429 problem once the client is past the limit."""
-        if request.endpoint is None or request.blueprint in self.exempt:
-            return None  # unrouted requests (404, 405) and exempt blueprints are not counted
-        identifiers = (self.client_key(request.remote_addr or ""), request.endpoint)
-        if self.shared is not None and time.monotonic() >= self.redis_down_until:
-            generation = self.redis_generation
-            try:
-                answer = self._count(self.shared, self.shared_items, identifiers, 1)
-            except Exception:
-                self._redis_failed(generation)
-            else:
-                if self.redis_retry != REDIS_RETRY_SECONDS:
-                    self._redis_answered(generation)
-                return answer
+        endpoint = request.endpoint
+        if endpoint is None:
+            return None  # unrouted requests (404, 405) are not counted
         try:
-            return self._count(self.memory, self._local_items(), identifiers, self.workers)
+            rule = self.rules[endpoint]
+        except KeyError:
+            rule = self.rules[endpoint] = self._rule_for(endpoint)
+        if rule is None:
+            return None
+        identifiers = (self.client_key(request.remote_addr or ""), *rule.scope)
+        if self.redis is not None:
+            items = shared_items(rule.spec)
+            try:
+                return self.redis.run(lambda session: self._count(session.count, items, identifiers, 1))
+            except RedisUnavailable:
+                pass  # counted in memory below
+            except RedisBusy:
+                return problem_response(
+                    503, "Too busy to count this request against the rate limit", headers={"Retry-After": "1"}
+                )
+        try:
+            return self._count(self.memory.hit, self._local_items(rule.spec), identifiers, self.workers)
         except Exception:
             log.exception("Rate limit: counting failed; the request is served")
             return None
 
-    def _count(self, storage, items, identifiers, workers: int) -> Response | None:
-        # FixedWindowRateLimiter.hit, then get_window_stats for the limit shown,
-        # minus one call to the store (a Redis round trip): the increment
-        # returns the count. Limits after a breached one are not counted.
-        # `items` pairs the limit counted here with the configured one clients are shown.
-        shown = None  # (counted limit, configured limit, its key, its count): the first, or the one breached
+    def _rule_for(self, endpoint: str) -> Rule | None:
+        view = current_app.view_functions.get(endpoint)
+        specs = getattr(view, LIMITS_MARK, ())
+        if specs:
+            return Rule(";".join(specs), (endpoint, ROUTE_SCOPE))
+        if self.default is None or getattr(view, EXEMPT_MARK, False):
+            return None
+        for name in request.blueprints:
+            if name in self.exempt or getattr(current_app.blueprints.get(name), EXEMPT_MARK, False):
+                return None
+        return Rule(self.default, (endpoint,))
+
+    def _local_items(self, spec: str) -> tuple[tuple[RateLimitItem, RateLimitItem], ...]:
+        now = time.monotonic()
+        if now - self.share_checked_at >= SHARE_REFRESH_SECONDS:
+            self.share_checked_at = now
+            self.workers = workers_in_replica()
+        return worker_share(spec, self.workers)
+
+    @staticmethod
+    def _count(hit, items, identifiers, workers: int) -> Response | None:
+        # FixedWindowRateLimiter.hit, with the window's end from the same call (one Redis round trip).
+        # Limits after a breached one are not counted. `items` pairs the limit counted here with
+        # the configured one clients are shown.
+        # (counted limit, configured limit, its count, when its window ends): the first, or the one breached.
+        shown = None
         for counted, configured in items:
-            key = counted.key_for(*identifiers)
-            count = storage.incr(key, counted.get_expiry(), amount=1)
+            count, resets_at = hit(counted.key_for(*identifiers), counted.get_expiry(), 1)
             if shown is None or count > counted.amount:
-                shown = (counted, configured, key, count)
+                shown = (counted, configured, count, resets_at)
             if count > counted.amount:
                 break
-        counted, configured, key, count = shown
+        counted, configured, count, resets_at = shown
         remaining = min(configured.amount, max(0, counted.amount - count) * workers)
-        g.rate_limit = (configured.amount, remaining, storage.get_expiry(key))
+        g.rate_limit = (configured.amount, remaining, resets_at)
         if count <= counted.amount:
             return None
         metrics.record_rate_limited(configured)
         return problem_response(429, f"Rate limit exceeded: {configured}")
 
-    def _redis_failed(self, generation: int) -> None:
-        """Back off once per outage: the requests that failed together in one generation double the delay once."""
-        with self.redis_lock:
-            if generation != self.redis_generation:
-                return
-            self.redis_generation += 1
-            retry = self.redis_retry
-            self.redis_down_until = time.monotonic() + retry
-            self.redis_retry = min(retry * 2, REDIS_RETRY_MAX_SECONDS)
-        log.warning("Rate limit: Redis does not answer; counting in this worker's memory for %.0fs", retry)
-
-    def _redis_answered(self, generation: int) -> None:
-        with self.redis_lock:
-            # A request that began before the outage was declared says nothing about Redis now.
-            if generation != self.redis_generation or self.redis_retry == REDIS_RETRY_SECONDS:
-                return
-            self.redis_retry = REDIS_RETRY_SECONDS
-        log.warning("Rate limit: Redis answers again; counting there")
-
     @staticmethod
     def add_headers(response: Response) -> Response:
-        """after_request: the configured limit, what is left of it, when it resets; Retry-After on a 429 only."""
+        """after_request: the limit that applied, what is left of it, when it resets; Retry-After on a 429 only."""
         state = g.pop("rate_limit", None)
         if state is None:
             return response
@@ -271,7 +250,7 @@ class RateLimit:
 
 
 def init_app(app: Flask, exempt: list[Blueprint]) -> RateLimit:
-    """Limit every route by client (see rate_limit_key), except `exempt`."""
+    """Limit every route by client (see rate_limit_key), by its own limit or the default, except `exempt`."""
     uri = app.config["RATELIMIT_STORAGE_URI"]
     limiter = RateLimit(
         app.config["RATELIMIT_DEFAULT"],
@@ -280,16 +259,15 @@ def init_app(app: Flask, exempt: list[Blueprint]) -> RateLimit:
         ipv6_prefix=app.config["SETTINGS"].rate_limit_ipv6_prefix,
     )
     app.extensions["rate_limiter"] = limiter
-    # None (RATE_LIMIT=off, or testing): the limiter is built (readiness still asks Redis) but counts nothing.
-    if limiter.limit is not None:
-        app.before_request(limiter.check)
-        app.after_request(limiter.add_headers)
+    # Without a default (RATE_LIMIT=off, or testing) the views' own limits still count.
+    app.before_request(limiter.check)
+    app.after_request(limiter.add_headers)
     return limiter
 
 
-def storage_answers(app: Flask) -> bool:
-    """Whether the limiter's store (Redis, or memory) answers right now."""
-    try:
-        return bool(app.extensions["rate_limiter"].storage.check())
-    except Exception:
-        return False
+def redis_check(app: Flask) -> dict:
+    """The limiter's store for readiness, in health+json's check shape (status pass, warn or fail, and why)."""
+    counter = app.extensions["rate_limiter"].redis
+    if counter is None:
+        return {"componentType": "component", "status": "pass", "output": "counted in each worker's memory"}
+    return counter.check()

@@ -15,15 +15,19 @@ from .python_support import refuse_unsupported_python
 from .runtime import find_live_board, live_ports
 from .status import as_json, read_rows, render
 
+# What sys.argv[0] says this process runs. gunicorn reads its arguments from
+# sys.argv[1:], and its binary upgrade (SIGUSR2) runs `python <sys.argv...>`
+# again: python's `-c` runs `serve` again with gunicorn's arguments after it.
+REEXEC = "-cimport sys; from railkit.cluster.__main__ import serve; serve(sys.argv[1:])"
+
 
 def serve(gunicorn_args: list[str]) -> None:
     refuse_unsupported_python()
     load_settings_or_exit()
-    # gunicorn runs in this process (no second interpreter to start), and
-    # reads its arguments, like its own entry point, from sys.argv.
+    # gunicorn runs in this process (no second interpreter to start).
     from gunicorn.app.wsgiapp import run
 
-    sys.argv = ["gunicorn", *(gunicorn_args or ["main:app"])]
+    sys.argv = [REEXEC, *(gunicorn_args or ["main:app"])]
     run(prog="gunicorn")
 
 

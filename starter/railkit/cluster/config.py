@@ -10,13 +10,16 @@ the owner defines there runs beside the platform's instead of replacing it.
 from ..settings import load_settings_or_exit
 from . import hooks, limits, metrics, runtime
 from .network import listen_addresses
-from .python_support import refuse_unsupported_python
+from .python_support import preload_error_reporting, refuse_unsupported_python
 from .sizing import size_cluster
+
+__all__ = ["gunicorn_settings"]
 
 
 def gunicorn_settings() -> dict:
     """gunicorn's settings for this container, by gunicorn's names."""
     refuse_unsupported_python()
+    preload_error_reporting()
     settings = load_settings_or_exit()
     size = size_cluster(settings)
     hooks.prepare(settings, size)

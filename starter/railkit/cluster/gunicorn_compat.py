@@ -86,6 +86,9 @@ INTERNALS = (
     Internal("Arbiter.manage_workers", arbiter.Arbiter, "manage_workers", ("self",), ("spawn_workers",)),
     # The loop's wait; shortened so a deadline is met on time.
     Internal("Arbiter.wait_for_signals", arbiter.Arbiter, "wait_for_signals", ("self", "timeout")),
+    # SIGUSR2 starts a master that shares the listeners (reexec_pid in the old, master_pid in the new): no drain then.
+    # It runs `START_CTX[0] START_CTX["args"]`, the interpreter and sys.argv (cluster/__main__.py's REEXEC).
+    Internal("Arbiter.reexec", arbiter.Arbiter, "reexec", ("self",), ("reexec_pid", "master_pid", "START_CTX")),
     # SIGTERM and SIGINT start the lame-duck phase and drain instead.
     Internal("Arbiter.handle_term", arbiter.Arbiter, "handle_term", ("self",)),
     Internal("Arbiter.handle_int", arbiter.Arbiter, "handle_int", ("self",)),
@@ -97,11 +100,18 @@ INTERNALS = (
     Internal("Arbiter.LISTENERS", arbiter.Arbiter, "LISTENERS", kind=list),
     Internal("Arbiter.WORKERS", arbiter.Arbiter, "WORKERS", kind=dict),
     Internal("BaseSocket.get_backlog", sock.BaseSocket, "get_backlog", ("self",)),
-    # A worker: the aborted flag marks a timeout, and wsgi is the app it calls.
-    Internal("Worker.__init__", base.Worker, "__init__", uses=("aborted", "tmp")),
+    # A worker: the aborted flag marks a timeout, wsgi is the app it calls, sockets are its listeners.
+    Internal("Worker.__init__", base.Worker, "__init__", uses=("aborted", "tmp", "sockets")),
+    # Its SIGTERM handler: a stopping worker lets go of its listeners at once (workers/listeners.py).
+    Internal("Worker.handle_exit", base.Worker, "handle_exit", ("self", "sig", "frame"), ("alive",)),
     Internal("Worker.load_wsgi", base.Worker, "load_wsgi", ("self",), ("wsgi",)),
     # A request: must_close ends its connection after the answer.
-    Internal("Message.__init__", message.Message, "__init__", uses=("must_close",)),
+    # It sets the limit of an unfinished head, then parses: workers/reading.py's header budget replaces the limit.
+    Internal("Message.__init__", message.Message, "__init__", uses=("must_close", "max_buffer_headers", "parse")),
+    Internal("Request.parse", message.Request, "parse", ("self", "unreader")),
+    Internal(
+        "Request._parse_python", message.Request, "_parse_python", ("self", "unreader", "buf"), ("max_buffer_headers",)
+    ),
     Internal("Request.__init__", message.Request, "__init__", uses=("req_number",)),
     Internal("util.write_error", util, "write_error", ("sock", "status_int", "reason", "mesg")),
     # workers/writing.py: every answer written against a deadline, through the two writers responses call.
@@ -110,6 +120,8 @@ INTERNALS = (
     Internal("Response.send_headers", wsgi.Response, "send_headers", ("self",), ("util", "write")),
     Internal("Response._emit_body", wsgi.Response, "_emit_body", ("self", "data"), ("util", "write")),
     Internal("Response.close", wsgi.Response, "close", ("self",), ("util", "write_chunk")),
+    # A file body: sent through the response's sock, which workers/writing.py swaps for one keeping the deadline.
+    Internal("Response.sendfile", wsgi.Response, "sendfile", ("self", "respiter"), ("sock", "sendall", "sendfile")),
     # workers/reading.py: `100 Continue` sent on the app's first read, not by wsgi.create before the app runs;
     # and the decision to close after an answer, which Response.should_close asks the request for.
     Internal("Request._expected_100_continue", message.Request, "_expected_100_continue", kind=bool),
@@ -126,6 +138,9 @@ INTERNALS = (
     Internal("Parser.finish_body", parser.Parser, "finish_body", ("self", "deadline", "max_bytes"), ("mesg",)),
     Internal("Body.__init__", body.Body, "__init__", uses=("failed",)),
     Internal("SocketUnreader.chunk", unreader.SocketUnreader, "chunk", ("self", "size_hint")),
+    # What a request's parse took from the socket: the header budget counts it.
+    Internal("Unreader.read", unreader.Unreader, "read", ("self", "size", "read_ahead")),
+    Internal("Unreader.unread", unreader.Unreader, "unread", ("self", "data")),
     Internal("ChunkedReader.__init__", body.ChunkedReader, "__init__", ("self", "req", "unreader"), ("parser",)),
     Internal("ChunkedReader.parse_chunk_size", body.ChunkedReader, "parse_chunk_size", ("self", "unreader", "data")),
     Internal("LengthReader.__init__", body.LengthReader, "__init__", ("self", "unreader", "length"), ("length",)),
@@ -159,7 +174,14 @@ INTERNALS = (
         uses=("poller", "keepalived_conns", "nr_conns", "worker_connections", "max_keepalived"),
     ),
     # The run loop accepts while nr_conns < worker_connections (a property of ours: 0 while accepts pause).
-    Internal("ThreadWorker.run", gthread.ThreadWorker, "run", ("self",), ("nr_conns", "worker_connections")),
+    # Once stopping, it leaves its loop and calls set_accept_enabled(False): the worker lets go of its listeners then.
+    Internal(
+        "ThreadWorker.run",
+        gthread.ThreadWorker,
+        "run",
+        ("self",),
+        ("nr_conns", "worker_connections", "alive", "set_accept_enabled"),
+    ),
     Internal("ThreadWorker.set_accept_enabled", gthread.ThreadWorker, "set_accept_enabled", ("self", "enabled")),
     # Kept-alive connections idle oldest first, each until its `timeout` (the eviction reads it).
     Internal("TConn.set_timeout", gthread.TConn, "set_timeout", ("self",), ("timeout",)),
@@ -187,6 +209,8 @@ INTERNALS = (
     Internal(
         "SyncWorker.handle_request", sync.SyncWorker, "handle_request", ("self", "listener", "req", "client", "addr")
     ),
+    # A stopping sync worker's listeners are /dev/null: accept() failing then means nothing to accept.
+    Internal("SyncWorker.accept", sync.SyncWorker, "accept", ("self", "listener"), ("accept", "handle")),
 )
 
 
@@ -339,6 +363,11 @@ def drop_reaper_lines() -> None:
 
 def listeners(server) -> list:
     return server.LISTENERS
+
+
+def shares_listeners(server) -> bool:
+    """Whether another master serves the same sockets: the one SIGUSR2 started, or the one that started this one."""
+    return bool(server.reexec_pid or server.master_pid)
 
 
 def workers(server) -> dict:

@@ -3,7 +3,10 @@
 config.gunicorn_settings() builds one ClusterHooks per reading of
 gunicorn.conf.py; the cluster's logger installs its methods as gunicorn's
 hooks, each composed with the owner's hook of the same name, if any
-(install_platform_hooks): the platform's runs first, the owner's after it.
+(install_platform_hooks): setup hooks run the platform's first, the owner's
+after it; teardown hooks run the owner's first, so the owner's can still use
+what the platform's will close (the database's pool), as Flask's teardown and
+atexit do.
 Methods named for master-side hooks run in the master; post_fork,
 post_worker_init, pre_request, post_request, worker_exit and worker_abort
 run in a worker. The jobs live in master_loop (deadlines: crash back-off,
@@ -25,6 +28,7 @@ from typing import NoReturn
 
 from gunicorn.errors import HaltServer
 
+from .. import __version__, background, tracing
 from ..settings import EXIT_BAD_CONFIG, Settings
 from . import board as scoreboard
 from . import gunicorn_compat as compat
@@ -35,7 +39,7 @@ from .inflight import ConnectionQuota, InFlight, TimedApp, describe, request_key
 from .lifecycle import CrashGuard, Death, describe_status, log_death
 from .master_loop import MasterLoop
 from .network import refuse_if_taken
-from .preload import limit_malloc_arenas, prepare_to_fork
+from .preload import limit_malloc_arenas, prepare_to_fork, refuse_threads_started_while_loading
 from .rate_limit_scope import log_rate_limit_scope
 from .sizing import ClusterSize
 from .watchdog import WorkerWatchdog
@@ -67,15 +71,18 @@ PLATFORM_HOOKS = (
     "nworkers_changed",
     "on_exit",
 )
+# Hooks that take things down: the owner's runs before the platform's (last set up, first torn down).
+TEARDOWN_HOOKS = ("worker_exit", "child_exit", "on_exit")
 
 # The hooks of the latest reading of gunicorn.conf.py, installed when gunicorn's logger is set up.
 _prepared: "ClusterHooks | None" = None
 
 # Work of platform modules the cluster does not import (railkit.db), run by the platform's hooks after
 # their own: on_starting's callbacks get (settings, size, cfg) in the master, size being what gunicorn
-# really runs (running_size) and cfg gunicorn's configuration; post_fork's and worker_exit's get
-# nothing, in the worker.
-JOINABLE_HOOKS = ("on_starting", "post_fork", "worker_exit")
+# really runs (running_size) and cfg gunicorn's configuration; on_reload's get (settings, size, server)
+# once SIGHUP re-read the configuration; nworkers_changed's get (server, new, old) when TTIN/TTOU change
+# the count (not while a reload sets it); post_fork's and worker_exit's get nothing, in the worker.
+JOINABLE_HOOKS = ("on_starting", "on_reload", "nworkers_changed", "post_fork", "worker_exit")
 _joined: dict[str, list] = {name: [] for name in JOINABLE_HOOKS}
 
 
@@ -106,18 +113,28 @@ def install_platform_hooks(cfg) -> None:
     for name in PLATFORM_HOOKS:
         setting = cfg.settings[name]
         configured = setting.get()
-        if getattr(configured, "__self__", None) is cluster or getattr(configured, "platform_first", False):
+        if getattr(configured, "__self__", None) is cluster or getattr(configured, "composed", False):
             continue  # already in place (gunicorn set this configuration up before)
         platform = getattr(cluster, name)
-        setting.value = platform if configured is setting.default else _platform_then_owner(platform, configured)
+        setting.value = platform if configured is setting.default else _compose(name, platform, configured)
 
 
-def _platform_then_owner(platform, owner):
-    def hook(*args):
-        platform(*args)
-        return owner(*args)
+def _compose(name: str, platform, owner):
+    """One hook running both: the platform's first for setup, the owner's first for teardown (TEARDOWN_HOOKS)."""
+    if name in TEARDOWN_HOOKS:
 
-    hook.platform_first = True
+        def hook(*args):
+            try:
+                return owner(*args)
+            finally:
+                platform(*args)  # the platform's teardown runs even when the owner's fails
+    else:
+
+        def hook(*args):
+            platform(*args)
+            return owner(*args)
+
+    hook.composed = True
     hook.platform = platform
     hook.__name__ = hook.__qualname__ = getattr(owner, "__name__", "hook")
     hook.__wrapped__ = owner
@@ -133,7 +150,7 @@ def require_platform_hooks(cfg) -> None:
     watchdog and deadlines.
     """
     installed = cfg.settings["post_fork"].get()
-    ours = getattr(installed, "__self__", None) is _prepared or getattr(installed, "platform_first", False)
+    ours = getattr(installed, "__self__", None) is _prepared or getattr(installed, "composed", False)
     if _prepared is not None and ours:
         return
     log.error(
@@ -205,10 +222,13 @@ class ClusterHooks:
         # gunicorn has re-read the file and the command line: cfg.workers is what it now runs.
         self.board.set_configured(server.cfg.workers)
         server.cluster = self
+        for callback in _joined["on_reload"]:
+            callback(self.settings, running_size(server.cfg, self.settings, self.size), server)
         log.info("Configuration reloaded: replacing the workers with %s new ones", server.cfg.workers)
 
     def when_ready(self, server) -> None:
         """Ready the preloaded app to be shared by the workers about to be forked."""
+        refuse_threads_started_while_loading()
         prepare_to_fork()
         addresses = [_address_text(address) for address in compat.bind_addresses(server)]
         log.info("Listening on port %s", self.port, extra={"port": self.port, "addresses": addresses})
@@ -277,6 +297,8 @@ class ClusterHooks:
     def nworkers_changed(self, server, new_value, old_value) -> None:
         if self.board:
             self.board.set_configured(new_value)
+            for callback in _joined["nworkers_changed"]:
+                callback(server, new_value, old_value)
 
     # -- worker ---------------------------------------------------------------
 
@@ -297,9 +319,11 @@ class ClusterHooks:
         self.in_flight = InFlight(lambda since, label: self.board.set_busy(slot, since, label))
         self.set_request_key, self.current_request_key = request_key_holder()
         compat.wrap_worker_app(worker, lambda app: TimedApp(app, self.in_flight, self.current_request_key))
+        tracing.start_worker()
         signal.signal(signal.SIGINT, worker.handle_exit)
         extra = {"worker": slot + 1, "worker_pid": worker.pid}
         log.info("Worker %s started (pid %s)", slot + 1, worker.pid, extra=extra)
+        background.start()
         if self.board.workers_stopped_since():
             # The master told the workers to stop while this one booted, before gunicorn set its handler: it was lost.
             signal.raise_signal(signal.SIGTERM)
@@ -325,7 +349,8 @@ class ClusterHooks:
             self.board.set_requests(worker.slot, served)
 
     def worker_exit(self, server, worker) -> None:
-        """Say so when a worker leaves requests unfinished (its own graceful timeout ran out)."""
+        """Stop the owner's background tasks; say so when requests were left unfinished (graceful timeout)."""
+        background.stop(self.settings.graceful_timeout)
         if self.in_flight:
             log.warning(
                 "Worker %s (pid %s) stopped with %s requests unfinished: its graceful timeout ran out",
@@ -334,6 +359,7 @@ class ClusterHooks:
                 len(self.in_flight),
                 extra={"worker": worker.slot + 1, "worker_pid": worker.pid, "unfinished": len(self.in_flight)},
             )
+        tracing.stop_worker()
         for callback in _joined["worker_exit"]:
             callback()
 
@@ -370,7 +396,9 @@ def running_size(cfg, settings: Settings, size: ClusterSize) -> ClusterSize:
 
 def log_start_story(server, settings: Settings, size: ClusterSize) -> None:
     mode = "cluster mode" if size.workers > 1 else "single-process mode"
-    log.info("Master process starting %s (pid %s)", mode, server.pid, extra={"mode": mode})
+    # The seed's words; the platform's version rides along as a field.
+    extra = {"mode": mode, "railkit_version": __version__}
+    log.info("Master process starting %s (pid %s)", mode, server.pid, extra=extra)
     warn_if_python_differs(Path(".python-version"))
     log.info(
         "CPU cores detected: %g (%s); memory: %.0f MB (%s)",

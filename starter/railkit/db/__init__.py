@@ -17,7 +17,7 @@ from sqlalchemy.orm import DeclarativeBase
 
 from .engines import engine
 
-__all__ = ["Model", "engine", "init_app", "ping", "session"]
+__all__ = ["Model", "engine", "init_app", "ping", "run_migrations", "session", "upgrade"]
 
 # Readiness checks by name, run by /health/ready (railkit.web.health).
 READINESS_CHECKS = "railkit.readiness"
@@ -52,10 +52,17 @@ def ping() -> tuple[dict, str | None]:
     return run()
 
 
-def __getattr__(name):
-    # The session proxy needs Flask: imported on first use (migrations and models never need it).
-    if name == "session":
-        from .request_session import session
+# Imported on first use: the session proxy needs Flask, migrations need Alembic (models need neither).
+_PUBLIC = {
+    "session": "railkit.db.request_session",
+    "run_migrations": "railkit.db.alembic_env",
+    "upgrade": "railkit.db.migrate",
+}
 
-        return session
-    raise AttributeError(name)
+
+def __getattr__(name):
+    if name in _PUBLIC:
+        from importlib import import_module
+
+        return getattr(import_module(_PUBLIC[name]), name)
+    raise AttributeError(f"module 'railkit.db' has no attribute {name!r}")

@@ -16,6 +16,7 @@ from sqlalchemy import exc
 
 from ..web.problems import handle_unexpected, problem_response
 from . import engines
+from .messages import first_line
 
 log = logging.getLogger(__name__)
 
@@ -37,10 +38,10 @@ def pool_exhausted(error: exc.TimeoutError):
 
 def database_error(error: exc.DBAPIError):
     if isinstance(error.orig, psycopg.errors.QueryCanceled):
-        log.warning("Database statement cancelled: %s", error.orig, extra={"problem": "statement_timeout"})
+        log.warning("Database statement cancelled: %s", first_line(error), extra={"problem": "statement_timeout"})
         return problem_response(504, "A database query ran past its statement_timeout and was cancelled")
     if isinstance(error, exc.OperationalError | exc.InterfaceError) or error.connection_invalidated:
-        log.warning("Database unavailable: %s", str(error.orig).strip(), extra={"problem": "database_unavailable"})
+        log.warning("Database unavailable: %s", first_line(error), extra={"problem": "database_unavailable"})
         return problem_response(
             503,
             "The database is unavailable; retry shortly",

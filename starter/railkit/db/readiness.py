@@ -6,6 +6,7 @@ import time
 from sqlalchemy import exc, text
 
 from .engines import engine
+from .messages import first_line
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +26,7 @@ def ping() -> tuple[dict, str | None]:
         failure = "Postgres at DATABASE_URL: every pooled connection of this worker is busy"
     except exc.DBAPIError as error:
         failure = "Postgres at DATABASE_URL does not answer"
-        log.warning("Readiness: %s: %s", failure, str(error.orig).strip() or type(error.orig).__name__)
+        log.warning("Readiness: %s: %s", failure, first_line(error))
     elapsed_ms = round((time.perf_counter() - started) * 1000, 1)
     entry = {
         "componentType": "datastore",

@@ -2,7 +2,8 @@
 
 Used by the platform's database tests and by the owner's (tests/test_items.py).
 Postgres refuses to run as root, so as root the server runs as the `postgres`
-user Debian's package creates (or `nobody`).
+user Debian's package creates (or `nobody`). ThrowawayPgBouncer puts Debian's
+PgBouncer in front of one, in transaction mode, as Railway's pooler is.
 """
 
 import contextlib
@@ -13,13 +14,18 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
 
+# The API: the platform's own tests also use the PgBouncer fixture and the server classes, which may change.
+__all__ = ["create_database", "postgres"]
+
 # Where Debian's postgresql package puts the server's programs (not on PATH).
 DEBIAN_BINARIES = "/usr/lib/postgresql/*/bin"
 HOW_TO_GET_IT = "needs Postgres's server: install it (e.g. `sudo apt-get install postgresql`), as CI does"
+PGBOUNCER_HOW_TO_GET_IT = "needs PgBouncer: install it (e.g. `sudo apt-get install pgbouncer`), as CI does"
 # Generous: the suite must pass on a loaded 2-core CI machine.
 START_SECONDS = 60
 
@@ -48,6 +54,11 @@ def _server_user() -> str | None:
             pwd.getpwnam(name)
             return name
     raise RuntimeError("running as root, and neither a postgres nor a nobody user exists to run Postgres as")
+
+
+def _runuser() -> str:
+    """util-linux's runuser, found off PATH too (it lives in /usr/sbin, which a test's PATH may lack)."""
+    return shutil.which("runuser") or "/usr/sbin/runuser"
 
 
 class ThrowawayPostgres:
@@ -79,7 +90,7 @@ class ThrowawayPostgres:
     def _run(self, program: str, *arguments: str, check: bool = True) -> subprocess.CompletedProcess:
         command = [str(self.binaries / program), *arguments]
         if self.user:
-            command = ["runuser", "-u", self.user, "--", *command]
+            command = [_runuser(), "-u", self.user, "--", *command]
         return subprocess.run(command, capture_output=True, text=True, check=check, timeout=START_SECONDS, cwd="/")
 
     def start(self) -> "ThrowawayPostgres":
@@ -117,6 +128,85 @@ class ThrowawayPostgres:
         self.remove()
 
 
+class ThrowawayPgBouncer:
+    """PgBouncer in front of a ThrowawayPostgres, on 127.0.0.1 at a free port, trusting every user it lists.
+
+    Transaction mode by default, with few server connections, so that clients
+    really share them (Railway's: 20 per PgBouncer replica, 1,000 clients).
+    """
+
+    def __init__(self, server: ThrowawayPostgres, pool_mode: str = "transaction", pool_size: int = 5,
+                 max_client_conn: int = 500):  # fmt: skip
+        self.binary = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
+        if not os.path.exists(self.binary):
+            raise RuntimeError(PGBOUNCER_HOW_TO_GET_IT)
+        self.server = server
+        self.port = _free_port()
+        self.folder = Path(tempfile.mkdtemp(prefix="railkit-pgbouncer-"))
+        self.user = _server_user()
+        (self.folder / "users.txt").write_text('"postgres" ""\n')
+        (self.folder / "pgbouncer.ini").write_text(
+            f"""[databases]
+* = host=127.0.0.1 port={server.port}
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = {self.port}
+unix_socket_dir =
+auth_type = trust
+auth_file = {self.folder / "users.txt"}
+admin_users = postgres
+pool_mode = {pool_mode}
+default_pool_size = {pool_size}
+max_client_conn = {max_client_conn}
+logfile = {self.folder / "pgbouncer.log"}
+"""
+        )
+        if self.user:
+            account = pwd.getpwnam(self.user)
+            for path in (self.folder, *self.folder.iterdir()):
+                os.chown(path, account.pw_uid, account.pw_gid)
+        self.process: subprocess.Popen | None = None
+
+    def url(self, server_url: str) -> str:
+        """`server_url` (a database of the server behind) as reached through the pooler."""
+        return server_url.replace(f"127.0.0.1:{self.server.port}/", f"127.0.0.1:{self.port}/", 1)
+
+    def start(self) -> "ThrowawayPgBouncer":
+        command = [self.binary, "--quiet", str(self.folder / "pgbouncer.ini")]
+        if self.user:
+            command = [_runuser(), "-u", self.user, "--", *command]
+        self.process = subprocess.Popen(command, cwd="/", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + START_SECONDS
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                return self
+            if self.process.poll() is not None:
+                raise RuntimeError(f"PgBouncer exited with {self.process.returncode}: {self.log()[-2000:]}")
+            time.sleep(0.05)
+        raise RuntimeError(f"PgBouncer did not listen within {START_SECONDS}s: {self.log()[-2000:]}")
+
+    def log(self) -> str:
+        with contextlib.suppress(OSError):
+            return (self.folder / "pgbouncer.log").read_text()
+        return ""
+
+    def remove(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(START_SECONDS)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+    def __enter__(self) -> "ThrowawayPgBouncer":
+        return self.start()
+
+    def __exit__(self, *_exc) -> None:
+        self.remove()
+
+
 def create_database(server: ThrowawayPostgres, name: str) -> str:
     """A fresh, empty database on `server` (dropped first if it exists); its DATABASE_URL."""
     import psycopg
@@ -131,7 +221,24 @@ def create_database(server: ThrowawayPostgres, name: str) -> str:
 def postgres():
     """A throwaway Postgres server for the session; without Postgres installed, a skip saying how (a failure in CI)."""
     if server_binaries() is None:
-        pytest.skip(HOW_TO_GET_IT)
+        _missing(HOW_TO_GET_IT)
     server = ThrowawayPostgres(max_connections=200).start()
     yield server
     server.remove()
+
+
+@pytest.fixture(scope="session")
+def pgbouncer(postgres):
+    """PgBouncer in transaction mode in front of the session's Postgres; `pgbouncer.url(create_database(...))`."""
+    if not (shutil.which("pgbouncer") or os.path.exists("/usr/sbin/pgbouncer")):
+        _missing(PGBOUNCER_HOW_TO_GET_IT)
+    pooler = ThrowawayPgBouncer(postgres).start()
+    yield pooler
+    pooler.remove()
+
+
+def _missing(how_to_get_it: str) -> None:
+    """Skip, saying how to get what is missing; fail where CI is set (as GitHub sets it): a skip there never ran."""
+    if os.environ.get("CI"):
+        pytest.fail(f"CI must run this test: {how_to_get_it}")
+    pytest.skip(how_to_get_it)

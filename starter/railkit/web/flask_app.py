@@ -6,6 +6,7 @@ import weakref
 
 from flask import Flask
 
+from .. import tracing
 from ..logs import configure_logging
 from ..settings import Settings, load_settings_or_exit
 from . import bodies, error_tracking, health, metrics, problems, ratelimit, request_log, security
@@ -39,10 +40,12 @@ def init_app(app: Flask, test_config: dict | None = None) -> Flask:
             app.config["RATELIMIT_DEFAULT"] = None
     _remember_which_functions_are_async(app)
 
-    # Order matters: Sentry before the layers it watches, the client address
-    # before anything reads it, the request id before any answer carries it,
-    # and /metrics before the rate limit, so scrapes are not counted.
+    # Order matters: Sentry before the layers it watches, the span before the
+    # layers it times, the client address before anything reads it, the
+    # request id before any answer carries it, and /metrics before the rate
+    # limit, so scrapes are not counted.
     error_tracking.init_app(app)
+    tracing.init_app(app)
     security.init_app(app)
     request_log.init_app(app)
     if settings.metrics:

@@ -1,5 +1,9 @@
 """The example resource's table: items.
 
+Keep this file when you remove the example: every database that ran it
+records revision 0001, and Alembic needs the file to find its place. A later
+migration drops the table (README: "Removing the example").
+
 Revision ID: 0001
 Revises:
 """

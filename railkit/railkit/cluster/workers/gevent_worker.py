@@ -52,6 +52,8 @@ _poll = monkey.get_original("select", "poll")
 class GeventWorker(AnswersClientErrors, _GeventWorker):
     """gevent, with request deadlines, lingering error closes and eviction of idle connections."""
 
+    closes_abruptly = True
+
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.worker_connections = open_files.connection_capacity(self.cfg.worker_connections)

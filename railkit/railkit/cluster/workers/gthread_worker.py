@@ -12,6 +12,8 @@
   stops accepting and its siblings take the new clients.
 - A worker holding well over its share of the connections lets its siblings
   accept (balance.py).
+- A stopping worker lets go of the listening sockets at once, so new clients
+  are refused instead of waiting for its last request (listeners.py).
 - accept() out of descriptors (EMFILE, ENFILE) pauses accepting for
   limits.ACCEPT_PAUSE_SECONDS and says so once, as nginx does.
 - A thread only waits for a body that has not arrived within the worker's body
@@ -29,7 +31,8 @@ and ThreadWorker (accept, on_client_socket_readable, enqueue_req,
 finish_request, murder_pending, nr_conns, worker_connections (read by the
 run loop to decide whether to accept), max_keepalived, poller,
 keepalived_conns (oldest first, each with its keep-alive `timeout`),
-set_accept_enabled, and handle() trusting conn.data_ready and a ready
+set_accept_enabled (called with False once run() leaves its loop on
+stopping), and handle() trusting conn.data_ready and a ready
 conn.parser, returning True for a kept-alive connection),
 STOP_KEEPALIVE_LINGER, negotiation.prior_knowledge_allowed, util.close.
 """
@@ -51,12 +54,13 @@ from gunicorn import util
 from gunicorn.http2 import negotiation
 from gunicorn.workers import gthread
 
-from .. import limits, open_files
+from .. import board, limits, open_files
 from ..errors import BodyWaitedTooLong, ClientError, HeadTimeout, write_problem
 from ..hooks import require_platform_hooks
 from . import reading
 from .answers import AnswersClientErrors, refuse_for_now
 from .balance import AcceptShare
+from .listeners import let_go_of_listeners
 from .per_process import install_request_handling
 
 log = logging.getLogger(__name__)
@@ -220,6 +224,8 @@ class GthreadWorker(AnswersClientErrors, gthread.ThreadWorker):
     def worker_connections(self) -> int:
         """What gunicorn's loop compares nr_conns with to accept: 0 while paused, or over this worker's share."""
         if self.accept_paused_until and time.monotonic() < self.accept_paused_until:
+            if self.accept_share is not None:
+                self.accept_share.withdraw()
             return 0
         if self.accept_share is not None and self.accept_share.over_share(self.nr_conns):
             return 0
@@ -233,7 +239,7 @@ class GthreadWorker(AnswersClientErrors, gthread.ThreadWorker):
         install_request_handling(stalled_writers=max(1, int(self.cfg.threads * limits.STALLED_THREADS_SHARE)))
         reading.admit_large_body = self._admit_chunked_body
         reading.keep_alive_room = lambda: self.nr_conns < self.max_keepalived
-        self.accept_share = AcceptShare(getattr(self, "slot", None), self.cfg.workers)
+        self.accept_share = AcceptShare(board.current(), getattr(self, "slot", None))
         super().init_process()
 
     def accept(self, listener):
@@ -253,6 +259,15 @@ class GthreadWorker(AnswersClientErrors, gthread.ThreadWorker):
             self.enqueue_req(conn)
             return
         self._await_head(conn, time.monotonic() + limits.HEADER_TIMEOUT)
+
+    def set_accept_enabled(self, enabled):
+        """gunicorn's; once stopping, also leave the accept share and let go of the listeners (listeners.py)."""
+        super().set_accept_enabled(enabled)
+        if enabled or self.alive:
+            return
+        if self.accept_share is not None:
+            self.accept_share.withdraw()
+        let_go_of_listeners(self.sockets)  # unregistered from the poller above: it never sees them again
 
     def _pause_accepting(self, error: OSError) -> None:
         """Stop accepting for a moment: the listener stays readable, so retrying at once would spin."""

@@ -15,13 +15,22 @@ close` instead, unless what is left is small and already here
 (limits.DISCARD_BODY_BYTES). `100 Continue` is sent when the app first reads
 the body, never for a body refused without being read.
 
+The header lines of a request may hold limits.LIMIT_REQUEST_HEADER_BYTES in
+all, as Railway's edge allows (431 past it): gunicorn bounds only their count
+and each one's size.
+A `close` token anywhere in Connection closes the connection after the
+answer (`keep-alive, close` too), and a transfer coding other than chunked is
+refused (501), not passed to the app still encoded.
+
 gunicorn internals this relies on (checked at start by gunicorn_compat):
 gunicorn.http.get_parser (replaced in each worker process); RequestParser
 (unreader, mesg_class), Request (__init__, set_body_reader, unreader,
 body.reader), Parser.finish_body (mesg), Body.failed, SocketUnreader (chunk,
 sock, buf), ChunkedReader (parse_chunk_size, parser), LengthReader.length,
-EOFReader.finished, Message.should_close (must_close), and
-Request._expected_100_continue, which wsgi.create reads to send `100 Continue`.
+EOFReader.finished, Message.should_close (must_close),
+Request._expected_100_continue, which wsgi.create reads to send `100 Continue`,
+Unreader.read and unread, and Request.parse, called by Message.__init__ after
+it sets max_buffer_headers, which the parser compares an unfinished head with.
 """
 
 import select
@@ -30,6 +39,7 @@ from collections.abc import Callable
 
 import gunicorn.http
 from gunicorn.http.body import ChunkedReader, EOFReader, LengthReader
+from gunicorn.http.errors import LimitRequestHeaders
 from gunicorn.http.message import Request
 from gunicorn.http.parser import RequestParser
 from gunicorn.http.unreader import SocketUnreader
@@ -64,6 +74,8 @@ class DeadlineUnreader(SocketUnreader):
         self.head_clock_starts_on_first_byte = False
         # The client waits for `100 Continue` before it sends the body: sent on the app's first read.
         self.continue_pending = False
+        # Bytes read and not given back: what a request's parse consumed (DeadlineRequest.parse).
+        self.taken = 0
 
     def await_request(self, idle_seconds: float, kept_alive: bool) -> None:
         """Start the clock for the next request's head."""
@@ -81,6 +93,15 @@ class DeadlineUnreader(SocketUnreader):
 
     def buffered(self) -> int:
         return self.buf.getbuffer().nbytes
+
+    def read(self, size=None, read_ahead=None):
+        data = super().read(size, read_ahead)
+        self.taken += len(data)
+        return data
+
+    def unread(self, data):
+        self.taken -= len(data)
+        super().unread(data)
 
     def take_available(self, wanted: int) -> bool:
         """Whether `wanted` bytes are buffered once what the socket already holds is read, never waiting."""
@@ -181,8 +202,32 @@ class DeadlineRequest(Request):
             self._expected_100_continue = False
             unreader.continue_pending = True
 
+    @property
+    def max_buffer_headers(self) -> int:
+        """How much of an unfinished head gunicorn buffers before answering 431: the header budget, not ~800 KB."""
+        return limits.LIMIT_REQUEST_HEADER_BYTES
+
+    @max_buffer_headers.setter
+    def max_buffer_headers(self, _gunicorns: int) -> None:
+        pass  # Message.__init__ sets its own from the per-field limits
+
+    def parse(self, unreader):
+        """gunicorn's parse; then 431 when the header lines in all (the dropped ones too) are over the budget."""
+        if not isinstance(unreader, DeadlineUnreader):
+            return super().parse(unreader)
+        unreader.taken = 0
+        try:
+            rest = super().parse(unreader)
+        except LimitRequestHeaders as error:
+            # An unfinished head past max_buffer_headers: gunicorn says "max buffer headers".
+            raise (_headers_over_budget() if "buffer" in str(error) else error) from None
+        request_line = len(self.method) + len(self.uri) + len(" HTTP/1.1\r\n") + 1
+        if unreader.taken - len(rest) - request_line > limits.LIMIT_REQUEST_HEADER_BYTES:
+            raise _headers_over_budget()
+        return rest
+
     def should_close(self):
-        """gunicorn's rule; also when the worker is short of room, or the app left a body unread.
+        """gunicorn's rule; a `close` token anywhere in Connection; the worker short of room, or a body left unread.
 
         Decided once, when the answer's headers are written: asked again before
         the next request is read, it must give the same answer (room that ran
@@ -191,6 +236,10 @@ class DeadlineRequest(Request):
         if super().should_close():
             return True
         if self.decided_to_close is None:
+            # gunicorn reads a Connection header only when it is exactly `close` or `keep-alive`.
+            if "close" in _tokens(self, "CONNECTION"):
+                self.decided_to_close = True
+                return True
             room = keep_alive_room is None or keep_alive_room()
             self.decided_to_close = not room or (body_left(self) and not self._discard_unread_body())
         return self.decided_to_close
@@ -212,11 +261,30 @@ class DeadlineRequest(Request):
         return True
 
     def set_body_reader(self):
+        # gunicorn would undo the chunks of `gzip, chunked` and hand the app the gzip bytes as the body.
+        unsupported = [coding for coding in _tokens(self, "TRANSFER-ENCODING") if coding != "chunked"]
+        if unsupported:
+            raise UnsupportedTransferCoding(f"Transfer-Encoding {', '.join(unsupported)} is not supported: use chunked")
         super().set_body_reader()
         if isinstance(self.unreader, DeadlineUnreader):
             self.unreader.await_body()
         if isinstance(self.body.reader, ChunkedReader) and self.max_body_bytes:
             self.body.reader = BoundedChunkedReader(self, self.unreader, self.max_body_bytes)
+
+
+class UnsupportedTransferCoding(ClientError):
+    """A transfer coding other than chunked (RFC 9112 section 6.1: 501, as nginx answers)."""
+
+    status, reason = 501, "Not Implemented"
+
+
+def _tokens(req, name: str) -> list[str]:
+    """The comma-separated tokens of every `name` header of a request, lower-cased."""
+    return [token.strip(" \t").lower() for header, value in req.headers if header == name for token in value.split(",")]
+
+
+def _headers_over_budget() -> LimitRequestHeaders:
+    return LimitRequestHeaders(f"the headers are over {limits.LIMIT_REQUEST_HEADER_BYTES} bytes in all")
 
 
 class DeadlineParser(RequestParser):

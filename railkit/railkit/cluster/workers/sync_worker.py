@@ -1,17 +1,23 @@
 """gunicorn's sync worker, with request deadlines.
 
 sync serves one connection at a time: the deadlines bound how long one client
-holds the worker, nothing more (see the README).
+holds the worker, nothing more (see the README). A worker told to stop lets go
+of the listening sockets at once, even in the middle of a request, so new
+clients are refused instead of waiting for it (listeners.py).
 
 gunicorn internals this relies on (checked at start by gunicorn_compat):
-SyncWorker (init_process, handle_request).
+SyncWorker (init_process, handle_request, accept), Worker.handle_exit (the
+SIGTERM handler, clearing `alive`).
 """
+
+import errno
 
 from gunicorn.workers.sync import SyncWorker as _SyncWorker
 
 from ..errors import linger
 from ..hooks import require_platform_hooks
 from .answers import AnswersClientErrors
+from .listeners import let_go_of_listeners
 from .per_process import install_request_handling
 from .reading import body_left
 
@@ -35,3 +41,16 @@ class SyncWorker(AnswersClientErrors, _SyncWorker):
         super().handle_request(listener, req, client, addr)
         if body_left(req):
             linger(client)
+
+    def handle_exit(self, sig, frame):
+        super().handle_exit(sig, frame)
+        let_go_of_listeners(self.sockets)
+
+    def accept(self, listener):
+        try:
+            super().accept(listener)
+        except OSError as error:
+            if self.alive:
+                raise
+            # The listener is /dev/null now (handle_exit): nothing to accept, and the loop ends.
+            raise BlockingIOError(errno.EAGAIN, "stopping") from error

@@ -8,23 +8,34 @@ and a worker lets only so many writes wait on their clients at once: when one
 more stalls, the one stalled longest is cut, so the rest of the worker keeps
 serving (limits.py says why those figures).
 
+A file body (Flask's send_file) is sent with sendfile() the same way.
+
 gunicorn internals this relies on (checked at start by gunicorn_compat):
-util.write and util.write_chunk (replaced in each worker process).
+util.write and util.write_chunk (replaced in each worker process), and
+Response.sendfile, which sends a file through the response's `sock` (its
+sendall and sendfile).
 """
 
 import contextlib
 import errno
 import logging
+import os
 import select
 import socket
 import threading
 import time
 
 from gunicorn import util
+from gunicorn.http import wsgi
 
 from .. import limits
 
 log = logging.getLogger(__name__)
+
+# The most one os.sendfile() call is asked to send (Linux sends at most about 2 GB at once).
+SENDFILE_MAX_BYTES = 2**30
+# What a gevent worker reads of a file at once, to send it.
+FILE_BLOCK_BYTES = 2**16
 
 
 class StalledWriters:
@@ -90,6 +101,7 @@ def _send_now_cooperatively(sock, view) -> int:
 # Set per worker process by install_write_deadline.
 _stalled = StalledWriters(1)
 _send = _send_now
+_cooperative = False
 
 
 def send_all(sock, data) -> None:
@@ -108,14 +120,80 @@ def send_all(sock, data) -> None:
             continue
         except (BlockingIOError, InterruptedError):
             pass
-        _stalled.enter(sock)
-        # Under gevent, select.poll is gevent's: the wait yields to the other greenlets.
-        writable = _wait_writable(sock, limits.WRITE_STALL_SECONDS)
-        if not _stalled.leave(sock):
-            raise WriteStalled(errno.EPIPE, "cut: too many clients read nothing at once")
-        if not writable:
-            log.warning("A client read nothing for %ss: its connection is cut", limits.WRITE_STALL_SECONDS)
-            raise WriteStalled(errno.EPIPE, f"the client read nothing for {limits.WRITE_STALL_SECONDS}s")
+        _await_progress(sock)
+
+
+def send_file(sock, file, offset: int = 0, count: int | None = None) -> None:
+    """sock.sendfile(file, offset, count), where each step must make progress within limits.WRITE_STALL_SECONDS."""
+    fileno = file.fileno()
+    if count is None:
+        count = os.fstat(fileno).st_size - offset
+    if _cooperative:
+        # What gevent's own sendfile does (its sockets never block the thread): read, then send.
+        while count > 0:
+            block = os.pread(fileno, min(count, FILE_BLOCK_BYTES), offset)
+            if not block:
+                return
+            send_all(sock, block)
+            offset += len(block)
+            count -= len(block)
+        return
+    previous = sock.gettimeout()
+    sock.setblocking(False)  # os.sendfile then sends what fits, and says when nothing does
+    try:
+        while count > 0:
+            try:
+                sent = os.sendfile(sock.fileno(), fileno, offset, min(count, SENDFILE_MAX_BYTES))
+            except (BlockingIOError, InterruptedError):
+                _await_progress(sock)
+                continue
+            if not sent:
+                return  # the file is shorter than announced: gunicorn's own sendfile stops there too
+            offset += sent
+            count -= sent
+    finally:
+        sock.settimeout(previous)
+
+
+def _await_progress(sock) -> None:
+    """Wait until `sock` takes more, as one of the stalled writers: WriteStalled past the deadline, or when cut."""
+    _stalled.enter(sock)
+    # Under gevent, select.poll is gevent's: the wait yields to the other greenlets.
+    writable = _wait_writable(sock, limits.WRITE_STALL_SECONDS)
+    if not _stalled.leave(sock):
+        raise WriteStalled(errno.EPIPE, "cut: too many clients read nothing at once")
+    if not writable:
+        log.warning("A client read nothing for %ss: its connection is cut", limits.WRITE_STALL_SECONDS)
+        raise WriteStalled(errno.EPIPE, f"the client read nothing for {limits.WRITE_STALL_SECONDS}s")
+
+
+class DeadlineSocket:
+    """An answer's socket as gunicorn's Response.sendfile uses it: sendall and sendfile keep the write deadline."""
+
+    def __init__(self, sock):
+        self.sock = sock
+
+    def sendall(self, data) -> None:
+        send_all(self.sock, data)
+
+    def sendfile(self, file, offset=0, count=None) -> None:
+        send_file(self.sock, file, offset, count)
+
+    def __getattr__(self, name):
+        return getattr(self.sock, name)
+
+
+_original_sendfile = wsgi.Response.sendfile
+
+
+def sendfile(response, respiter) -> bool:
+    """gunicorn's Response.sendfile (a file body: Flask's send_file), against the write deadline."""
+    sock = response.sock
+    response.sock = DeadlineSocket(sock)
+    try:
+        return _original_sendfile(response, respiter)
+    finally:
+        response.sock = sock
 
 
 def write(sock, data, chunked=False) -> None:
@@ -135,8 +213,10 @@ def write_chunk(sock, data) -> None:
 
 def install_write_deadline(stalled_capacity: int, cooperative: bool = False) -> None:
     """Make this worker process write every answer against the deadline, `stalled_capacity` stalled at most."""
-    global _stalled, _send
+    global _stalled, _send, _cooperative
     _stalled = StalledWriters(stalled_capacity)
     _send = _send_now_cooperatively if cooperative else _send_now
+    _cooperative = cooperative
     util.write = write
     util.write_chunk = write_chunk
+    wsgi.Response.sendfile = sendfile

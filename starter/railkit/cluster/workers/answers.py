@@ -46,11 +46,15 @@ class AnswersClientErrors:
 
     # Whether this worker closes lingeringly right here (gevent, sync) or in its event loop (gthread).
     lingers_in_handler = True
+    # Whether gunicorn closes this worker's connections at once, over bytes still arriving (gevent):
+    # sync closes gracefully itself, gthread lingers in its loop.
+    closes_abruptly = False
 
     def handle_error(self, req, client, addr, exc):
         if not isinstance(exc, ClientError):
             super().handle_error(req, client, addr, exc)
-            if self.lingers_in_handler and body_left(req):
+            # No request (a head refused: 400, 414, 431): the rest of it may still be on its way.
+            if self.lingers_in_handler and (body_left(req) or (req is None and self.closes_abruptly)):
                 linger(client)
             return
         ip = addr[0] if isinstance(addr, tuple) else ""
