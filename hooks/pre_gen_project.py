@@ -10,6 +10,7 @@ ANSWERS_JSON = r"""{{ cookiecutter | tojson }}"""
 
 PLANS = ("free", "trial", "hobby", "pro", "enterprise")
 WORKER_CLASSES = ("gthread", "gevent", "sync")
+SERVERS = ("gunicorn", "granian")
 PYTHON_VERSIONS = ("3.11", "3.12", "3.13", "3.14", "3.15")
 DATABASES = ("none", "postgres")
 TRACING = ("no", "yes")
@@ -24,7 +25,7 @@ GITHUB_REPOSITORY_PATTERN = re.compile(
 # the test tools, and its own modules): a package named like one would shadow it.
 TAKEN_NAMES = {
     "flask", "werkzeug", "jinja2", "click", "itsdangerous", "markupsafe", "blinker",
-    "gunicorn", "packaging", "psutil", "pythonjsonlogger", "orjson", "limits", "deprecated", "wrapt",
+    "gunicorn", "granian", "packaging", "psutil", "pythonjsonlogger", "orjson", "limits", "deprecated", "wrapt",
     "typing_extensions", "redis", "async_timeout", "prometheus_client", "sentry_sdk", "certifi", "urllib3",
     "gevent", "greenlet", "zope", "cffi", "pycparser",
     "sqlalchemy", "psycopg", "psycopg_binary", "alembic", "mako", "tzdata",
@@ -81,6 +82,12 @@ def problems(answers: dict) -> list[str]:
             "is not a GitHub repository",
             "give owner/name (e.g. acme/shop), or owner/name/folder for a project in a folder, or leave it empty",
         )
+    # Asked after worker_class; an answer file from before it was offered means gunicorn.
+    server = answers.get("server", "gunicorn")
+    if server not in SERVERS:
+        refuse("server", "is not offered", f"choose one of {', '.join(SERVERS)}")
+    elif server == "granian" and answers.get("worker_class") == "gevent":
+        refuse("server", "cannot serve gevent workers", "choose worker_class gthread or sync, or server gunicorn")
     plan = answers.get("_plans", {}).get(answers.get("railway_plan"))
     if plan and answers.get("use_redis") is False and _production_replicas(plan) > 1:
         refuse(

@@ -17,7 +17,7 @@ from cookiecutter.main import cookiecutter
 ROOT = Path(__file__).resolve().parent.parent
 LOCKS = ROOT / "templates" / "locks"
 # One lock per variant the template renders (cookiecutter.json's __lock), with the answers that render
-# it: gevent adds its own dependencies, and so do the database and tracing.
+# it: gevent adds its own dependencies, and so do granian, the database and tracing.
 VARIANTS = {
     "default": {"worker_class": "gthread"},
     "gevent": {"worker_class": "gevent"},
@@ -27,6 +27,15 @@ VARIANTS = {
     "gevent-tracing": {"worker_class": "gevent", "use_tracing": "yes"},
     "default-postgres-tracing": {"worker_class": "gthread", "database": "postgres", "use_tracing": "yes"},
     "gevent-postgres-tracing": {"worker_class": "gevent", "database": "postgres", "use_tracing": "yes"},
+    "default-granian": {"worker_class": "gthread", "server": "granian"},
+    "default-granian-postgres": {"worker_class": "gthread", "server": "granian", "database": "postgres"},
+    "default-granian-tracing": {"worker_class": "gthread", "server": "granian", "use_tracing": "yes"},
+    "default-granian-postgres-tracing": {
+        "worker_class": "gthread",
+        "server": "granian",
+        "database": "postgres",
+        "use_tracing": "yes",
+    },
 }
 OFFERED_PYTHONS = json.loads((ROOT / "cookiecutter.json").read_text())["python_version"]
 # The oldest glibc (manylinux_2_X) whose wheels install every lock on a Python, and the locked package that
@@ -56,10 +65,11 @@ def glibc_floor(python: str) -> str:
     return PYTHON_GLIBC.get(python, (GLIBC_FLOOR, None))[0]
 
 
-def variant_for(worker_class: str, database: str = "none", use_tracing: str = "no") -> str:
+def variant_for(worker_class: str, database: str = "none", use_tracing: str = "no", server: str = "gunicorn") -> str:
     """The lock a project with these answers gets (as cookiecutter.json's __lock computes it)."""
     return (
         ("gevent" if worker_class == "gevent" else "default")
+        + ("-granian" if server == "granian" else "")
         + ("-postgres" if database == "postgres" else "")
         + ("-tracing" if use_tracing == "yes" else "")
     )

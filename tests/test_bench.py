@@ -77,7 +77,7 @@ def test_smoke_bench_run_measures_everything(tmp_path):
     results = json.loads((tmp_path / "results.json").read_text())
     previous = TEMPLATE["python_version"][1]
     contenders = {"bare gunicorn", "flask run", "gunicorn gthread (no cluster)"}
-    contenders |= {"cluster (gthread)", "cluster (gevent)", "cluster (sync)"}
+    contenders |= {"cluster (gthread)", "cluster (gevent)", "cluster (sync)", "cluster (granian)"}
     if "node_skipped" not in results:
         contenders.add("node (express cluster)")
     for by_server in results["throughput"].values():
@@ -87,7 +87,7 @@ def test_smoke_bench_run_measures_everything(tmp_path):
         assert by_server["cluster (gthread)"]["vs_bare"][0] > 0
     if "skipped" not in results["database"]:
         database = results["database"]["servers"]
-        expected = {"bare gunicorn", "cluster (gthread)", "cluster via PgBouncer"}
+        expected = {"bare gunicorn", "cluster (gthread)", "cluster via PgBouncer", "cluster (granian)"}
         assert set(database) == expected | (contenders & {"node (express cluster)"})
         assert all(run["requests"] > 0 and run["us_per_request"] > 0 for run in database.values())
         assert database["cluster (gthread)"]["vs_bare"][0] > 0
@@ -114,8 +114,10 @@ def test_smoke_bench_run_measures_everything(tmp_path):
         "slow readers of 8 MB",
         "6,000 clients idle after one request",
     }
-    users = results["users"]["cluster (gthread)"]
-    assert users["requests"] > 0 and 0 <= users["first_try"] <= 1 and users["worker_crashes"] == 0
+    for name in ("cluster (gthread)", "cluster (granian)"):
+        users = results["users"][name]
+        assert users["requests"] > 0 and 0 <= users["first_try"] <= 1 and users["worker_crashes"] == 0
+        assert results["memory"][name.removeprefix("cluster (").removesuffix(")")]["by_workers"]["2"]["pss_mb"] > 0
     for by_server in results["attacks"].values():
         assert 0 <= by_server["cluster (gthread)"]["health_answered"] <= 1
         assert by_server["cluster (gthread)"]["probes"] > 0

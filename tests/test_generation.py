@@ -30,6 +30,8 @@ SUPPORTED_COMBINATIONS = [
     {"railway_plan": "hobby", "database": "postgres"},
     {"railway_plan": "pro", "worker_class": "gevent", "database": "postgres", "python_version": "3.15"},
     {"railway_plan": "pro", "worker_class": "gevent", "use_tracing": "yes"},
+    {"railway_plan": "hobby", "server": "granian", "use_tracing": "yes"},
+    {"railway_plan": "trial", "server": "granian", "worker_class": "sync", "database": "postgres"},
     {"project_name": 'Ünïcode "Quoted" \\ Name', "project": "odd-name", "package": "odd_name"},
 ]
 UNSUPPORTED_COMBINATIONS = [
@@ -37,6 +39,7 @@ UNSUPPORTED_COMBINATIONS = [
     ({"package": "flask"}, "ERROR: package 'flask' would shadow"),
     ({"package": "not-an-identifier"}, "ERROR: package 'not-an-identifier' is not a valid Python import name"),
     ({"railway_plan": "hobby", "use_redis": False}, "ERROR: use_redis 'no' leaves the hobby plan's 2 replicas"),
+    ({"server": "granian", "worker_class": "gevent"}, "ERROR: server 'granian' cannot serve gevent workers"),
 ]
 LEFTOVER = re.compile(r"{{(\s?cookiecutter)[.](.*?)}}|{%|%}")
 
@@ -133,6 +136,13 @@ def test_opentelemetry_only_in_projects_generated_with_traces(cookies):
     for package in ("sdk", "exporter-otlp-proto-http", "instrumentation-flask", "instrumentation-psycopg", "proto"):
         assert f"\nopentelemetry-{package}==" in lock, package
     assert json.loads((traced / "railkit.json").read_text())["use_tracing"] is True
+
+
+def test_granian_only_required_by_granian_projects(cookies):
+    project = bake_ok(cookies, {"server": "granian"})
+    assert "granian==" in (project / "requirements.txt").read_text()
+    assert json.loads((project / "railkit.json").read_text())["server"] == "granian"
+    assert "granian" not in (bake_ok(cookies, {}) / "requirements.txt").read_text()
 
 
 def test_gevent_only_required_by_gevent_projects(cookies):

@@ -159,8 +159,18 @@ def test_an_answer_outside_a_choice_list_is_refused_by_cookiecutter_itself(tmp_p
 def test_hook_offers_exactly_the_template_choices():
     assert set(pre_gen_project.PLANS) == set(TEMPLATE["railway_plan"]) == set(PLANS)
     assert set(pre_gen_project.WORKER_CLASSES) == set(TEMPLATE["worker_class"])
+    assert set(pre_gen_project.SERVERS) == set(TEMPLATE["server"])
     assert set(pre_gen_project.PYTHON_VERSIONS) == set(TEMPLATE["python_version"])
     assert set(pre_gen_project.DATABASES) == set(TEMPLATE["database"])
+
+
+def test_granian_with_gevent_is_refused_naming_the_server():
+    """granian runs no gevent worker: the answer is refused in one line that says what to choose."""
+    found = pre_gen_project.problems({**GOOD, "server": "granian", "worker_class": "gevent"})
+    assert found == [
+        "ERROR: server 'granian' cannot serve gevent workers: choose worker_class gthread or sync, or server gunicorn"
+    ]
+    assert pre_gen_project.problems({**GOOD, "server": "granian", "worker_class": "sync"}) == []
 
 
 def test_remove_docker_files(tmp_path):

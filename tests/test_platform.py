@@ -3,7 +3,8 @@
 The default project (gthread, Python 3.14) runs all of it; the others leave out what does not
 depend on the worker class. The gevent project runs on Python 3.15 with Postgres and traces, so
 the database's tests meet gevent's patched sockets and the tracing tests meet both; a gthread
-project with traces runs the tracing tests.
+project with traces runs the tracing tests. The granian project runs its server's own tests and
+the rest that depends on the server.
 
 A variant's suite is dealt into shards (the suite's `--shard K/N`) that `make test`'s workers run side by
 side: the suite mostly waits on deadlines and drains, so the shares finish in a fraction of its time.
@@ -30,11 +31,14 @@ VARIANTS = {
         {"railway_plan": "trial", "worker_class": "sync", "python_version": "3.11"},
         ("-m", "not same_for_every_worker_class"),
     ),
+    # What depends on the server: its own tests, the hostile clients, the real clusters (the request layers
+    # are the same WSGI code on both servers).
+    "granian": ({"server": "granian"}, ("-m", "not same_for_every_worker_class")),
 }
 
 
 # Shards per variant, about one per minute of the variant's suite run alone.
-SHARDS = {"gthread": 4, "gevent-postgres": 5, "gthread-tracing": 1, "sync": 3}
+SHARDS = {"gthread": 4, "gevent-postgres": 5, "gthread-tracing": 1, "sync": 3, "granian": 4}
 RUNS = [(variant, f"{shard}/{SHARDS[variant]}") for variant in VARIANTS for shard in range(1, SHARDS[variant] + 1)]
 
 

@@ -1,4 +1,4 @@
-"""What this project was generated with: its names, plan, worker class and the plans table.
+"""What this project was generated with: its names, plan, worker class, server and the plans table.
 
 cookiecutter renders those answers, as data, into railkit.json at the project's
 root (beside this package); the platform's code is the same in every project.
@@ -26,6 +26,8 @@ METRICS_PREFIX: str = _ANSWERS["package"]
 # The plan and worker class chosen at generation; RAILWAY_PLAN and gunicorn's -k override them.
 DEFAULT_PLAN: str = _ANSWERS["railway_plan"]
 WORKER_CLASS: str = _ANSWERS["worker_class"]
+# The HTTP server `python -m railkit.cluster serve` starts: "gunicorn", or "granian" (railkit.granian).
+SERVER: str = _ANSWERS.get("server", "gunicorn")
 # Whether Railway's Redis was added for limits shared by every worker and replica.
 HAS_REDIS: bool = bool(_ANSWERS["use_redis"])
 # Whether the project was generated with Postgres (railkit.db, its migrations and tests).

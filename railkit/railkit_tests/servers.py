@@ -1,4 +1,9 @@
-"""Real gunicorn processes for the tests: start, poll, signal, read their JSON logs."""
+"""Real servers for the tests, started as Railway starts them: poll, signal, read their JSON logs.
+
+A gunicorn project's tests start `python -m gunicorn APP` (gunicorn.conf.py
+runs the cluster); a granian project's start `python -m railkit.cluster serve
+APP`, the only way granian runs under the platform.
+"""
 
 import contextlib
 import json
@@ -15,6 +20,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from railkit import project
 from railkit.cluster.runtime import find_live_board
 
 # The suite runs from a rendered project's root (its railkit.json, gunicorn.conf.py and railkit/ are
@@ -25,6 +31,8 @@ SUITE = Path(__file__).resolve().parent
 FIXTURE_APP = "railkit_tests.fixture_app:create_app()"
 # The start command railway.ts declares, and the status command beside it.
 CLUSTER_COMMAND = [sys.executable, "-m", "railkit.cluster"]
+# The HTTP server this project runs (its railkit.json): the tests' default command starts it.
+SERVER = project.SERVER
 # Generous: the suite must pass on a loaded 2-core CI machine.
 DEADLINE = 30.0
 
@@ -51,8 +59,15 @@ def wait_until(predicate, timeout=DEADLINE, interval=0.05, message="condition"):
     raise AssertionError(f"timed out after {timeout}s waiting for {message}")
 
 
+def serve_command(app: str) -> list[str]:
+    """The command that serves `app` (module:name or module:factory()) with this project's server."""
+    if SERVER == "granian":
+        return [*CLUSTER_COMMAND, "serve", app]
+    return [sys.executable, "-m", "gunicorn", app]
+
+
 class Server:
-    """One gunicorn master, started the way Railway starts it, with its logs parsed."""
+    """One master (gunicorn's, or granian's under the platform), started the way Railway starts it, its logs parsed."""
 
     def __init__(self, env: dict, app: str = FIXTURE_APP, command: list[str] | None = None, port: int | None = None):
         self.port = port or free_port()
@@ -70,7 +85,7 @@ class Server:
         for name, value in list(self.env.items()):
             if value is None:
                 del self.env[name]
-        self.command = command or [sys.executable, "-m", "gunicorn", app]
+        self.command = command or serve_command(app)
         self.lines: list[str] = []
         self.logs: list[dict] = []
         self.process = subprocess.Popen(

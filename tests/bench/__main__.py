@@ -18,6 +18,9 @@ from .scenarios import Bench
 
 OUT = ROOT / "build" / "bench"
 WORKER_CLASSES = ("gthread", "gevent", "sync")
+# Servers measured beside the worker classes, each with the answers its projects are generated with: granian
+# serves a gthread project's app, sized as gthread's (`python -m railkit.cluster serve` starts either).
+SERVERS = {"granian": {"worker_class": "gthread", "server": "granian"}}
 SCENARIOS = (
     "throughput", "database", "sizing", "memory", "layers", "metrics", "users", "attacks", "redeploy", "chaos",
     "graceful_stop", "startup", "flame", "tracing",
@@ -43,6 +46,11 @@ def generate(name: str, into: Path, **answers: str) -> tuple[Path, Path, str]:
     if answers.get("database") == "postgres":
         shutil.copy(Path(__file__).with_name("bench_db_routes.py"), project / "bench_db_routes.py")
     return project, project_venv(project), package
+
+
+def answers_for(name: str) -> dict:
+    """The cookiecutter answers of a bench project: a worker class, or a server of SERVERS."""
+    return SERVERS.get(name, {"worker_class": name})
 
 
 def install_bench_tools() -> None:
@@ -92,10 +100,10 @@ def main(argv=None) -> int:
         install_bench_tools()
     # Projects by role and key: the default Python's per worker class (every scenario), postgres ones per worker
     # class (the database scenario), and gthread on the previous Python (the memory scenario).
-    wanted = {("default", name): (f"bench-{name}", {"worker_class": name}) for name in WORKER_CLASSES}
+    wanted = {("default", name): (f"bench-{name}", answers_for(name)) for name in (*WORKER_CLASSES, *SERVERS)}
     if "database" in chosen:
         wanted |= {
-            ("database", name): (f"bench-{name}-postgres", {"worker_class": name, "database": "postgres"})
+            ("database", name): (f"bench-{name}-postgres", {**answers_for(name), "database": "postgres"})
             for name in profile.database_classes
         }
     if "memory" in chosen:

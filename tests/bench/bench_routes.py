@@ -9,6 +9,12 @@ from main import app
 RECORDS = [{"id": i, "name": f"item-{i}", "price": i * 1.5, "tags": ["a", "b"]} for i in range(300)]
 
 
+@app.get("/trivial")
+def trivial():
+    """The least a route can do: a tiny JSON answer (what the server and the platform's layers cost)."""
+    return {"ok": True}
+
+
 @app.get("/cpu")
 def cpu():
     """CPU-bound: serialise the records to JSON."""

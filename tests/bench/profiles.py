@@ -30,10 +30,10 @@ class Profile:
     users: int = 5000
     users_interval: float = 5.0
     users_seconds: float = 30.0
-    users_servers: tuple = ("gthread", "gevent", "sync", "node")
+    users_servers: tuple = ("gthread", "gevent", "sync", "granian", "node")
     # One indexed SELECT per request (GET /db/<id>): the clusters measured beside bare gunicorn and Node,
     # their alternated rounds, and wrk's connections.
-    database_classes: tuple = ("gthread", "gevent", "sync")
+    database_classes: tuple = ("gthread", "gevent", "sync", "granian")
     database_rounds: int = 3
     database_connections: int = 16
 
@@ -48,6 +48,7 @@ FULL = Profile(
     # The CPU load decides issue 16's goal (>= 1.8x bare): one 5 s run swings by
     # about +-10% on a shared 2-core machine, so it gets more rounds than the rest.
     loads=(
+        ("trivial, 16 connections", "/trivial", 16, 3),
         ("cpu, 16 connections", "/cpu", 16, 5),
         ("io, 200 connections", "/io", 200, 3),
         ("io, 1000 connections", "/io", 1000, 3),
@@ -56,13 +57,13 @@ FULL = Profile(
     other_workers={"gevent": ("cpus", "2*cpus"), "sync": ("cpus+1", "2*cpus+1")},
     sweep_baselines=True,
     memory_workers=(1, 2, 4, 8),
-    memory_classes=("gthread", "gevent"),
+    memory_classes=("gthread", "gevent", "granian"),
     attack_seconds=6.0,
-    attack_servers=("gthread", "gevent", "sync", "bare gunicorn"),
+    attack_servers=("gthread", "gevent", "sync", "granian", "bare gunicorn"),
     bomb_mb=None,
     attack_scale=1.0,
     redeploy_seconds=8.0,
-    redeploy_servers=("gthread", "bare gunicorn"),
+    redeploy_servers=("gthread", "granian", "bare gunicorn"),
     redeploy_orders=3,
     chaos_seconds=20.0,
     layer_seconds=0.5,
@@ -76,6 +77,7 @@ QUICK = Profile(
     seconds=2.0,
     warmup_seconds=1.0,
     loads=(
+        ("trivial, 16 connections", "/trivial", 16, 1),
         ("cpu, 16 connections", "/cpu", 16, 3),
         ("io, 200 connections", "/io", 200, 1),
         ("io, 1000 connections", "/io", 1000, 1),
@@ -107,18 +109,18 @@ SMOKE = Profile(
     rounds=1,
     seconds=1.0,
     warmup_seconds=1.0,
-    loads=(("cpu, 16 connections", "/cpu", 16, 1),),
+    loads=(("trivial, 16 connections", "/trivial", 16, 1), ("cpu, 16 connections", "/cpu", 16, 1)),
     gthread_grid=(("2*cpus+1", 32),),
     other_workers={},
     sweep_baselines=False,
     memory_workers=(1, 2),
-    memory_classes=("gthread",),
+    memory_classes=("gthread", "granian"),
     attack_seconds=1.0,
-    attack_servers=("gthread",),
+    attack_servers=("gthread", "granian"),
     bomb_mb=1,
     attack_scale=0.1,
     redeploy_seconds=2.0,
-    redeploy_servers=("gthread",),
+    redeploy_servers=("gthread", "granian"),
     redeploy_orders=1,
     chaos_seconds=3.0,
     layer_seconds=0.05,
@@ -127,8 +129,8 @@ SMOKE = Profile(
     users=50,
     users_interval=1.0,
     users_seconds=2.0,
-    users_servers=("gthread",),
-    database_classes=("gthread",),
+    users_servers=("gthread", "granian"),
+    database_classes=("gthread", "granian"),
     database_rounds=1,
 )
 

@@ -7,6 +7,8 @@ from .scenarios import QUIET_CORES
 from .servers import PLAIN_GTHREAD
 
 BASELINE = "bare gunicorn"
+# The project generated with server=granian (issue 34), as the bench names its cluster.
+GRANIAN = "cluster (granian)"
 NODE = "node (express cluster)"
 
 
@@ -361,6 +363,14 @@ def goals(results: dict) -> str:
             add(f"gevent vs Node, {load}", ">= 50% of Node" + (", 0 errors" if load == io1000 else ""),
                 f"{run['rps']:.0f} vs {node:.0f} req/s (paired median {share:.1%}), {errors} errors",
                 share >= 0.5 and (load == cpu or errors == 0))  # fmt: skip
+    for load, by_server in throughput.items():
+        granian, cluster = by_server.get(GRANIAN), by_server.get("cluster (gthread)")
+        if granian and cluster:
+            errors = granian["errors"] + granian["timeouts"] + granian["non_2xx"]
+            node = by_server.get(NODE, {}).get("rps")
+            measured = f"{granian['rps']:.0f} vs {cluster['rps']:.0f} req/s ({granian['rps'] / cluster['rps']:.2f}x)"
+            measured += (f", {granian['rps'] / node:.0%} of Node" if node else "") + f", {errors} errors"
+            add(f"granian vs the gunicorn cluster (gthread), {load}", "(for reading: issue 34)", measured, None)
     database = results.get("database", {}).get("servers")
     if database:
         errors = {name: run["errors"] + run["timeouts"] + run["non_2xx"] for name, run in database.items()}

@@ -92,6 +92,11 @@ def join(hook: str, callback) -> None:
         _joined[hook].append(callback)
 
 
+def joined(hook: str) -> list:
+    """The callbacks joined to `hook`, in order: for a server that runs them at its own moments (granian)."""
+    return list(_joined[hook])
+
+
 def prepare(settings: Settings, size: ClusterSize) -> "ClusterHooks":
     """The hooks for this reading of the configuration; install_platform_hooks puts them in place."""
     global _prepared

@@ -10,6 +10,7 @@ import json
 import os
 import sys
 
+from .. import project
 from ..settings import load_settings_or_exit
 from .python_support import refuse_unsupported_python
 from .runtime import find_live_board, live_ports
@@ -24,6 +25,10 @@ REEXEC = "-cimport sys; from railkit.cluster.__main__ import serve; serve(sys.ar
 def serve(gunicorn_args: list[str]) -> None:
     refuse_unsupported_python()
     load_settings_or_exit()
+    if project.SERVER == "granian":
+        from ..granian.start import start
+
+        start(gunicorn_args)
     # gunicorn runs in this process (no second interpreter to start).
     from gunicorn.app.wsgiapp import run
 

@@ -39,6 +39,7 @@ if (cluster.isPrimary) {
   const app = express();
   app.disable("x-powered-by");
   app.get("/health", (req, res) => res.json({ status: "pass" }));
+  app.get("/trivial", (req, res) => res.json({ ok: true }));
   app.get("/cpu", (req, res) => res.json(RECORDS));
   app.get("/io", (req, res) => setTimeout(() => res.json({ waited_ms: 50 }), 50));
   if (process.env.DATABASE_URL) {

@@ -1,0 +1,194 @@
+"""A granian worker's own start and end, once forked: its slot on the board, its signals, its app wrapped.
+
+granian calls the platform's loader in each new worker (the app was loaded in
+the master, and the worker shares its memory); the loader runs start() and
+returns the app to serve. granian sets the worker's SIGTERM and SIGINT
+handlers only after that (with the platform's set_stop_handlers), so a stop
+that arrives while the worker boots is kept (at_fork) and raised again then.
+A worker stopped alone (retired, recycled) first stops accepting and answers
+RETIRE_NOTICE_SECONDS with `Connection: close`: granian's graceful stop closes
+at once every connection it has not read a request from, both a kept-alive
+one between requests and one it accepted an instant before, and their clients
+would meet a closed connection (gunicorn 27.0.1's gthread worker gives its
+kept-alive clients 2 s the same way). A worker
+process ends with multiprocessing's os._exit(), which skips what an
+interpreter's exit does: after a graceful stop the worker does it itself
+(exit_duties), so the app's atexit handlers run and its buffered files reach the disk.
+"""
+
+import atexit
+import contextlib
+import faulthandler
+import gc
+import io
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+
+from .. import background, tracing
+from ..cluster import board as scoreboard
+from ..cluster.diagnostics import install_exception_logging
+from . import compat, joined
+from .stacks import log_stacks
+from .wsgi import TrackedApp
+
+log = logging.getLogger(__name__)
+
+# Signals that stop a worker; granian sets its own handlers for these after the loader.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+# The master's signals that mean nothing to a worker (a group-wide SIGHUP must not end it).
+IGNORED_SIGNALS = (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU, signal.SIGUSR1, signal.SIGUSR2)
+# How long a worker waits for granian's handlers before raising a stop it got while booting.
+HANDLERS_DEADLINE = 30.0
+# The exit status of a worker aborted by the master (as after SIGABRT's own default, without a core file).
+ABORTED_EXIT = 128 + signal.SIGABRT
+# How long a worker stopped alone answers with `Connection: close` before it stops taking requests.
+RETIRE_NOTICE_SECONDS = 2.0
+
+# The board slot the master gives the next worker it forks, set just before the fork.
+_next_slot: int | None = None
+# The shared listener's descriptor, as every worker inherits it (set in the master before any fork).
+_listener_fd: int | None = None
+# A stop signal that came before granian's handlers were set (0: none).
+_stop_while_booting = 0
+# Set once this worker was told to stop alone: its answers close their connections.
+_closing = threading.Event()
+
+
+def closing() -> bool:
+    """Whether this worker is about to stop alone (its answers say `Connection: close`)."""
+    return _closing.is_set()
+
+
+def set_stop_handlers():
+    """granian's set_sync_signals for the platform's workers: SIGINT stops at once, SIGTERM after a notice.
+
+    Returns the event granian's worker stops on. The notice is skipped when the
+    whole cluster stops: its lame duck has already told every client.
+    """
+    stop = compat.new_stop_event()
+
+    def handle_int(_signum, _frame):
+        stop.set()
+
+    def handle_term(_signum, _frame):
+        board = scoreboard.current()
+        if _closing.is_set() or (board is not None and board.stopping_since()):
+            stop.set()
+            return
+        _closing.set()
+        stop_accepting()
+        notice = threading.Timer(RETIRE_NOTICE_SECONDS, stop.set)
+        notice.daemon = True
+        notice.start()
+
+    signal.signal(signal.SIGINT, handle_int)
+    signal.signal(signal.SIGTERM, handle_term)
+    return stop
+
+
+def share_listener(fd: int) -> None:
+    """In the master, before any fork: the descriptor of the socket every worker accepts from."""
+    global _listener_fd
+    _listener_fd = fd
+
+
+def stop_accepting() -> None:
+    """Point this worker's copy of the shared listener's descriptor at a socket nobody connects to.
+
+    granian keeps calling accept() on that descriptor, and finds nothing: the
+    other workers take every new connection, and this one serves those it has.
+    """
+    if _listener_fd is None:
+        return
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as unreached:
+        unreached.bind(("127.0.0.1", 0))
+        unreached.listen(1)
+        unreached.setblocking(False)
+        os.dup2(unreached.fileno(), _listener_fd)
+
+
+def assign_slot(slot: int) -> None:
+    """In the master, right before a fork: the forked worker takes `slot`."""
+    global _next_slot
+    _next_slot = slot
+
+
+def at_fork() -> None:
+    """In the new worker, before anything else: the master's signal plumbing is not its own."""
+    signal.set_wakeup_fd(-1)
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, _keep_stop)
+    for signum in IGNORED_SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
+    for signum in (signal.SIGCHLD, signal.SIGQUIT):
+        signal.signal(signum, signal.SIG_DFL)
+
+
+def _keep_stop(signum, _frame) -> None:
+    global _stop_while_booting
+    _stop_while_booting = signum
+
+
+def start(app, board: scoreboard.Board, threads: int, max_body_bytes: int) -> TrackedApp:
+    """Claim the slot, make failures loud and logged, and return the app this worker serves."""
+    slot, pid = _next_slot, os.getpid()
+    faulthandler.enable()
+    install_exception_logging()
+    joined.post_fork()
+    signal.signal(signal.SIGABRT, lambda *_: _abort(slot, pid))
+    board.claim(slot, pid)
+    tracing.start_worker()
+    log.info("Worker %s started (pid %s)", slot + 1, pid, extra={"worker": slot + 1, "worker_pid": pid})
+    background.start()
+    threading.Thread(target=_raise_kept_stop, name="railkit-boot-stop", daemon=True).start()
+    return TrackedApp(app, board, slot, threads, max_body_bytes, closing)
+
+
+def with_exit_duties(target, graceful_timeout: float):
+    """granian's worker entry point, followed by what the interpreter's exit would do (os._exit skips it)."""
+
+    def run(*args, **kwargs):
+        try:
+            return target(*args, **kwargs)
+        finally:
+            exit_duties(graceful_timeout)
+
+    return run
+
+
+def exit_duties(graceful_timeout: float) -> None:
+    """The platform's worker_exit work (the owner's background tasks, the last spans, the joined work), the
+    atexit handlers (weakref finalizers, logging's flush, the app's own), then a flush of every open file."""
+    background.stop(graceful_timeout)
+    tracing.stop_worker()
+    joined.worker_exit()
+    # atexit has no public way to run its handlers before the process ends; this is the one CPython uses.
+    atexit._run_exitfuncs()
+    # The app's import-time objects were frozen before the fork (cluster/preload.py): get_objects skips those.
+    gc.unfreeze()
+    for stream in gc.get_objects():
+        if isinstance(stream, io.IOBase):
+            with contextlib.suppress(Exception):  # closed, detached, or not for writing: nothing to flush
+                if not stream.closed and stream.writable():
+                    stream.flush()
+
+
+def _raise_kept_stop() -> None:
+    """Once granian has set its stop handlers, raise the stop that came before them, if one did."""
+    deadline = time.monotonic() + HANDLERS_DEADLINE
+    while signal.getsignal(signal.SIGTERM) is _keep_stop and time.monotonic() < deadline:
+        time.sleep(0.01)
+    if _stop_while_booting:
+        os.kill(os.getpid(), _stop_while_booting)
+
+
+def _abort(slot: int, pid: int) -> None:
+    """SIGABRT from the master's watchdog: log every stack, then exit at once (the stuck request cannot end)."""
+    log_stacks(f"Worker {slot + 1} (pid {pid}) aborted", {"worker": slot + 1, "worker_pid": pid})
+    sys.stdout.flush()
+    os._exit(ABORTED_EXIT)
