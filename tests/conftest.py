@@ -1,10 +1,11 @@
-"""The order `make test` runs the template's tests in: the longest first, so its two workers
-(pytest-xdist, `-n 2`) finish together instead of one waiting on a suite the other started last."""
+"""The order `make test` runs the template's tests in: the longest first, so its workers (pytest-xdist)
+finish together instead of one waiting on a test another started last. The Makefile's `--maxschedchunk 1`
+hands them out in this order, a few at a time, rather than in consecutive blocks of it."""
 
-# Node-id fragments of the longest tests, longest first (each platform suite takes minutes).
+# Node-id fragments of the longest tests, longest first (each takes minutes).
 LONGEST_FIRST = (
-    "test_platform.py::",
     "test_bench.py::test_smoke",
+    "test_platform.py::",
     "test_make.py::test_make_run",
 )
 
