@@ -20,8 +20,12 @@ import pytest
 
 from .support import PLAN_NAMES, PLANS, ROOT, TEMPLATE, missing, production_replicas, project_venv
 
+# One pytest-xdist worker runs the module, so its configurations are made and type-checked once.
+pytestmark = pytest.mark.xdist_group("railway")
+
 SDK = ROOT / "tests" / "railway"
-WORK = SDK / "work"
+# Inside the SDK's folder, where its node_modules resolve; one folder per pytest-xdist worker.
+WORK = SDK / "work" / os.environ.get("PYTEST_XDIST_WORKER", "main")
 MB = 2**20
 # Railway caps these on the plans that cannot pay for more (restart-policy.md).
 CAPPED_PLANS = ("free", "trial")

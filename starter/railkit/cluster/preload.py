@@ -53,8 +53,18 @@ def prepare_to_fork() -> None:
     atexit.register(gc.unfreeze)
 
 
-def refuse_threads_started_while_loading() -> None:
-    """Stop the start with one line when the app started a thread while gunicorn's master loaded it.
+# Per server: the process that loads the app before the fork, and the other way out it offers.
+LOADERS = {
+    "gunicorn": (
+        "gunicorn's master",
+        ", or load the app in every worker instead (preload_app = False in gunicorn.conf.py)",
+    ),
+    "granian": ("the platform's supervisor", ""),
+}
+
+
+def refuse_threads_started_while_loading(server: str = "gunicorn") -> None:
+    """Stop the start with one line when the app started a thread while the master process loaded it.
 
     A fork copies no thread: the thread would run in the master only, never in a worker, a lock
     it holds at the fork would stay held in every worker (deadlocking the requests that take it),
@@ -70,13 +80,15 @@ def refuse_threads_started_while_loading() -> None:
     if not threads:
         return
     named = [describe_thread(thread) for thread in threads]
+    loader, otherwise = LOADERS[server]
     log.error(
-        "Refusing to start: the app started %s while gunicorn's master loaded it (%s). A fork copies no "
-        "thread, so it would run in the master only, and a lock it held at the fork would stay held in every "
-        'worker. Start it with @railkit.in_every_worker (README: "Background work"), or load the app in every '
-        "worker instead (preload_app = False in gunicorn.conf.py)",
+        "Refusing to start: the app started %s while %s loaded it (%s). A fork copies no thread, so it would "
+        "run in the master only, and a lock it held at the fork would stay held in every worker. Start it with "
+        '@railkit.in_every_worker (README: "Background work")%s',
         "a thread" if len(threads) == 1 else f"{len(threads)} threads",
+        loader,
         "; ".join(named),
+        otherwise,
         extra={"threads": named, "setting": "preload_app"},
     )
     exit_despite_threads(EXIT_BAD_CONFIG)

@@ -75,7 +75,7 @@ def serve(args: list[str]) -> NoReturn:
     log_rate_limit_scope(settings, size.workers)
     app = load_app(target)
     joined.on_starting(settings, size)
-    refuse_threads_started_while_loading()
+    refuse_threads_started_while_loading("granian")
     prepare_to_fork()
     log.info("Listening on port %s", settings.port, extra={"port": settings.port, "addresses": listener.addresses})
     sys.exit(run(app, settings, size, board, listener))
