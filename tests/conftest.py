@@ -1,6 +1,6 @@
 """The order `make test` runs the template's tests in: the longest first, so its workers (pytest-xdist)
 finish together instead of one waiting on a test another started last. The Makefile's `--dist loadgroup
---no-loadscopereorder` hands them out in this order, one at a time (a module marked `xdist_group` as one)."""
+--no-loadscope-reorder` hands them out in this order, one at a time (a module marked `xdist_group` as one)."""
 
 # Node-id fragments of the longest tests, longest first (each takes minutes).
 LONGEST_FIRST = (

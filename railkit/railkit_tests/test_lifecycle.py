@@ -245,7 +245,9 @@ def test_child_exit_never_waits_for_a_scrape_to_fold_a_dead_workers_metrics(tmp_
 @pytest.mark.cluster
 def test_a_stop_signal_to_the_whole_group_replaces_no_worker_and_finishes_requests(serve):
     """docker stop, or a terminal, signals the workers too: during SHUTDOWN_DELAY the idle ones exit, and stay gone."""
-    server = serve({"WEB_CONCURRENCY": "2", "SHUTDOWN_DELAY": "3"}, app=FAULTY)
+    # Longer than a loaded machine takes to stop the workers by themselves (the master stops once they have):
+    # past it the master would tell them to stop too, and their cause would be the master's.
+    server = serve({"WEB_CONCURRENCY": "2", "SHUTDOWN_DELAY": "8"}, app=FAULTY)
     before = server.wait_for_workers(2)
     master = psutil.Process(server.process.pid)
     seen = set(before)
