@@ -70,7 +70,7 @@ run: $(BIN)/python pythons | $(RUN_PROJECT)
 
 test: $(BIN)/python system-packages pythons lint
 	@if command -v npm >/dev/null; then $(MAKE) --no-print-directory $(SDK); fi
-	$(BIN)/python -m pytest tests -n 4 --dist loadgroup --no-loadscope-reorder
+	$(BIN)/python -m pytest tests -n 6 --dist loadgroup --no-loadscope-reorder
 
 # The suite's generated projects with the newest release of every dependency, unlocked (their
 # requirements*.in, upgraded): a release that breaks the template is known the day it ships.

@@ -6,7 +6,6 @@ finish together instead of one waiting on a test another started last. The Makef
 LONGEST_FIRST = (
     "test_bench.py::test_smoke",
     "test_platform.py::",
-    "test_make.py::test_make_run",
 )
 
 

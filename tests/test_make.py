@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from .support import ROOT
+from .support import CACHE, ROOT
 
 # What `make run`, `make test`, `make bench` and ruff leave in the repository.
 MADE = (".venv", ".cache", ".ruff_cache", ".pytest_cache", "build", "tests/railway/node_modules", "tests/__pycache__")
@@ -34,10 +34,12 @@ def test_clean_removes_everything_make_and_its_tools_made(tmp_path):
 
 @pytest.fixture
 def clone(tmp_path) -> Path:
-    """The repository as a fork has it, sharing this one's tooling venv (make is told never to rebuild it)."""
+    """The repository as a fork has it, sharing this one's tooling venv (make is told never to rebuild it)
+    and its cache: the Pythons `make pythons` unpacked (tests/pythons.py) and the projects' venvs."""
     copy = tmp_path / "clone"
     shutil.copytree(ROOT, copy, symlinks=True, ignore=shutil.ignore_patterns(*NOT_CLONED))
     (copy / ".venv").symlink_to(ROOT / ".venv")
+    (copy / ".cache").symlink_to(CACHE)
     return copy
 
 

@@ -14,7 +14,7 @@ import pytest
 
 from railkit.db.testing import create_database, postgres  # noqa: F401 (a fixture)
 
-from .servers import PROJECT_ROOT, message_starts
+from .servers import PROJECT_ROOT, message_starts, wait_until
 
 ENV_PY = """
 from alembic import context
@@ -248,7 +248,7 @@ def test_a_migration_retries_until_the_transaction_ends_then_applies(postgres, t
     ini = _live_table(tmp_path / "migrations", url)
     holder = psycopg.connect(url)
     holder.execute("SELECT count(*) FROM live").fetchone()
-    ending = threading.Timer(2.5, holder.close)
+    ending = threading.Thread(target=_end_once_a_lock_was_waited_for, args=(holder, url))
     ending.start()
     with LiveQueries(url) as live:
         run = _migrate_with(ini, url, DATABASE_MIGRATION_LOCK_TIMEOUT="1")
@@ -258,6 +258,17 @@ def test_a_migration_retries_until_the_transaction_ends_then_applies(postgres, t
     assert [log for log in logs if message_starts("Migration attempt 1 waited 1s for a table lock")(log)]
     assert live.errors == [] and max(live.latencies) < 2.5
     assert _columns(url) == (["id", "note"], "0002")
+
+
+def _end_once_a_lock_was_waited_for(holder, url: str) -> None:
+    """End the holder's transaction past the migration's first 1 s attempt, however long its start took."""
+    with psycopg.connect(url, autocommit=True) as watcher:
+        wait_until(
+            lambda: watcher.execute("SELECT count(*) FROM pg_locks WHERE NOT granted").fetchone()[0] > 0,
+            message="the migration waiting for the table's lock",
+        )
+    time.sleep(1.5)  # the first attempt's lock_timeout (1 s) runs out meanwhile
+    holder.close()
 
 
 BROKEN_MIGRATION = """

@@ -36,6 +36,8 @@ class Profile:
     database_classes: tuple = ("gthread", "gevent", "sync", "granian")
     database_rounds: int = 3
     database_connections: int = 16
+    # How many times a run that other processes disturbed is made again (the smoke run checks the bench, not figures).
+    quiet_repeats: int = 2
 
 
 FULL = Profile(
@@ -132,6 +134,7 @@ SMOKE = Profile(
     users_servers=("gthread", "granian"),
     database_classes=("gthread", "granian"),
     database_rounds=1,
+    quiet_repeats=0,
 )
 
 PROFILES = {profile.name: profile for profile in (FULL, QUICK, SMOKE)}

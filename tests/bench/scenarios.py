@@ -165,7 +165,7 @@ class Bench:
         any from bare gunicorn's single process, so it biases every ratio.
         """
         runs = [self._run_once(start, path, connections, seconds, warmup, postgres)]
-        while runs[-1].others_cores > QUIET_CORES and len(runs) <= QUIET_REPEATS:
+        while runs[-1].others_cores > QUIET_CORES and len(runs) <= self.profile.quiet_repeats:
             _wait_for_quiet()
             runs.append(self._run_once(start, path, connections, seconds, warmup, postgres))
         kept = min(runs, key=lambda run: run.others_cores)
@@ -499,10 +499,9 @@ class Bench:
         return {name: round(statistics.median(values), 3) for name, values in times.items()}
 
 
-# Cores other processes may use during a run before it counts as disturbed and is run again (a quiet machine: ~0.02),
-# how many times it is, and how long to wait for the machine to calm down first.
+# Cores other processes may use during a run before it counts as disturbed and is run again (a quiet machine: ~0.02;
+# how many times: the profile's quiet_repeats), and how long to wait for the machine to calm down first.
 QUIET_CORES = 0.1
-QUIET_REPEATS = 2
 QUIET_WAIT_SECONDS = 20.0
 
 
