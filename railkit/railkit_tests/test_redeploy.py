@@ -245,7 +245,8 @@ def test_lame_duck_phase_serves_direct_clients_and_fails_readiness(serve):
         assert server.request(f"/slow?seconds={WORK}")[0] == 200
         durations.append(time.monotonic() - before)
     assert server.wait_exit(timeout=SHUTDOWN_DELAY + GRACEFUL_TIMEOUT) == 0
-    assert time.monotonic() - started < SHUTDOWN_DELAY + 3, "stopping took longer than the delay"
+    # After the delay the idle workers stop by themselves: none waits out the graceful timeout to be killed.
+    assert not [log for log in server.logs if log.get("forced")], "an idle worker was forced"
     assert max(durations) < 1.0
 
 
