@@ -149,7 +149,7 @@ def test_five_thousand_kept_alive_users_through_a_sighup_that_replaces_every_wor
     close` (as gunicorn's gthread does): 1 to 7 failures in 20,000 requests
     over several runs, 4 in one run without the notice, 1 for gunicorn in one
     run of this test. On cores saturated by other work (the template's CI runs
-    six suites side by side) granian's stop takes longer and 144 to 569 of
+    several suites side by side) granian's stop takes longer and 144 to 569 of
     about 18,000 met it (0.8 to 3%), every one an EOF before any answer: the
     project README's table says so, and gunicorn stays the choice for it.
     """
