@@ -1,4 +1,4 @@
-# Two commands do everything on a fresh machine: `make run` and `make test` (four pytest workers: most tests wait on
+# Two commands do everything on a fresh machine: `make run` and `make test` (two pytest workers: most tests wait on
 # real servers rather than compute, and tests/conftest.py hands out the longest first).
 # `make bench` measures the generated project against plain gunicorn.
 # `make lock` refreshes every lock; `make test-newest` tries the newest releases, unlocked.
@@ -71,7 +71,7 @@ run: $(BIN)/python pythons | $(RUN_PROJECT)
 
 test: $(BIN)/python system-packages pythons lint
 	@if command -v npm >/dev/null; then $(MAKE) --no-print-directory $(SDK); fi
-	$(BIN)/python -m pytest tests -n 4 --dist loadgroup --no-loadscope-reorder
+	$(BIN)/python -m pytest tests -n 2 --dist loadgroup --no-loadscope-reorder
 
 # The suite's generated projects with the newest release of every dependency, unlocked (their
 # requirements*.in, upgraded): a release that breaks the template is known the day it ships.
