@@ -1,5 +1,5 @@
-# Two commands do everything on a fresh machine: `make run` and `make test` (two pytest workers: most tests wait on
-# real servers rather than compute, and tests/conftest.py hands out the longest first).
+# Two commands do everything on a fresh machine: `make run` and `make test` (two pytest workers, the longest tests
+# first: tests/conftest.py; more workers saturate both cores and the timing-bound checks fail).
 # `make bench` measures the generated project against plain gunicorn.
 # `make lock` refreshes every lock; `make test-newest` tries the newest releases, unlocked.
 # `make starter` renders the committed starter/ (a one-click deployable project).

@@ -6,8 +6,8 @@ the database's tests meet gevent's patched sockets and the tracing tests meet bo
 project with traces runs the tracing tests. The granian project runs its server's own tests and
 the rest that depends on the server.
 
-A variant's suite is dealt into shards (the suite's `--shard K/N`) that `make test`'s workers run side by
-side: the suite mostly waits on deadlines and drains, so the shares finish in a fraction of its time.
+A variant's suite is dealt into shards (the suite's `--shard K/N`), so `make test`'s workers share every
+suite out evenly instead of one worker running whole suites while the other waits.
 """
 
 import pytest

@@ -1,8 +1,7 @@
-"""`--shard K/N` runs the K-th of N equal shares of the suite, so the template's CI can run the shares side by side.
+"""`--shard K/N` runs the K-th of N equal shares of the suite, so the template's CI can spread them over its workers.
 
-Most of the suite waits (on deadlines, drains, slow clients) rather than computes, so shares of it run
-together finish in a fraction of the time on the same cores. Tests are dealt round-robin in collection
-order, which spreads a module's tests, and the parameters of one test, over every shard.
+Tests are dealt round-robin in collection order, which spreads a module's tests, and the
+parameters of one test, over every shard, so the shares take about as long as each other.
 """
 
 import pytest
