@@ -1,5 +1,6 @@
 """The locks: fresh against their inputs, installable everywhere the template offers, used everywhere."""
 
+import itertools
 import json
 import re
 import subprocess
@@ -14,9 +15,13 @@ ARCHITECTURES = ("x86_64", "aarch64")
 # uv's manylinux platforms: the one just below a floor is where its package's wheels stop.
 UV_GLIBCS = ("2.17", "2.28", *(f"2.{minor}" for minor in range(31, 41)))
 TEMPLATE_FOLDER = ROOT / "{{cookiecutter.project}}"
+# One worker runs them all: uv runs side by side wait on each other's cache locks (10 at once: 4x slower).
+pytestmark = pytest.mark.xdist_group("locks")
 LOCK_FILES = sorted(locks.LOCKS.glob("*/requirements*.txt"))
 # What Railway installs: the dev locks add only tools that publish wheels for any Python.
 RUNTIME_LOCKS = sorted(locks.LOCKS.glob("*/requirements.txt"))
+# Each holds its runtime lock, pin for pin (test_each_dev_lock_holds_its_runtime_lock): the wheel checks read these.
+DEV_LOCKS = sorted(locks.LOCKS.glob("*/requirements-dev.txt"))
 
 
 @pytest.mark.parametrize("variant", locks.VARIANTS)
@@ -110,14 +115,31 @@ def _install(lock, python: str, platform: str, target) -> subprocess.CompletedPr
     )
 
 
-@pytest.mark.parametrize("architecture", ARCHITECTURES)
-@pytest.mark.parametrize("python", TEMPLATE["python_version"])
-@pytest.mark.parametrize("lock", LOCK_FILES, ids=lambda path: f"{path.parent.name}/{path.name}")
-def test_lock_installs_from_wheels_on_each_python_and_platform(lock, python, architecture, tmp_path):
+def _hashed_pins(lock) -> set[str]:
+    """Each requirement of a lock with its hashes, without the comments that say where it came from."""
+    return {
+        " ".join(line.strip() for line in pin.splitlines() if not line.strip().startswith("#"))
+        for pin in _pins(lock)
+        if not pin.startswith("#")
+    }
+
+
+@pytest.mark.parametrize("runtime", RUNTIME_LOCKS, ids=lambda path: path.parent.name)
+def test_each_dev_lock_holds_its_runtime_lock(runtime):
+    """The same versions and hashes: what Railway installs is installed by the owner's dev lock too."""
+    missing = _hashed_pins(runtime) - _hashed_pins(runtime.with_name("requirements-dev.txt"))
+    assert not missing, f"{runtime.parent.name}'s dev lock differs from its runtime lock: run `make lock`"
+
+
+@pytest.mark.parametrize("lock", DEV_LOCKS, ids=lambda path: path.parent.name)
+def test_lock_installs_from_wheels_on_each_python_and_platform(lock, tmp_path):
     """Every pin has a hash and a wheel for Linux x86_64 and aarch64 on each Python offered, from its glibc floor up."""
-    resolved = _dry_run(lock, python, _platform(architecture, locks.glibc_floor(python)), tmp_path)
-    assert resolved.returncode == 0, resolved.stderr
-    assert "Would install" in resolved.stderr
+    failed = {}
+    for python, architecture in itertools.product(TEMPLATE["python_version"], ARCHITECTURES):
+        resolved = _dry_run(lock, python, _platform(architecture, locks.glibc_floor(python)), tmp_path)
+        if resolved.returncode or "Would install" not in resolved.stderr:
+            failed[python, architecture] = resolved.stderr
+    assert not failed, failed
 
 
 @pytest.mark.parametrize("architecture", ARCHITECTURES)

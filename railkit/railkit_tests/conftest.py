@@ -40,6 +40,26 @@ SAME_FOR_EVERY_WORKER_CLASS = {
     "test_sizing",
 }
 
+# Tests of gunicorn's master alone (its signals, back-off, runtime files, status command), by module and test
+# name: the template runs them in its default-class project, and a granian project runs them against its own.
+SAME_FOR_EVERY_GUNICORN_WORKER_CLASS = {
+    "test_cluster": {
+        "test_crash_loop_backs_off_then_exits_non_zero_at_any_log_level",
+        "test_sigterm_during_crash_back_off_stops_at_once",
+        "test_app_that_fails_to_import_stops_the_start",
+        "test_ttin_and_ttou_change_the_worker_count",
+        "test_status_command_shows_every_worker",
+        "test_status_tells_a_stopped_cluster_and_leaves_nothing_behind",
+        "test_a_killed_masters_folder_is_ignored_then_cleared",
+        "test_status_with_no_cluster_says_not_running_and_where_one_runs",
+        "test_status_without_port_finds_the_only_cluster_on_another_port",
+        "test_runtime_files_never_follow_a_planted_symlink",
+        "test_taken_port_is_refused_with_one_json_line",
+        "test_two_servers_on_one_host_do_not_clash",
+        "test_sigusr2_starts_a_new_master_that_serves_once_the_old_one_stops",
+    },
+}
+
 # Tests of what only gunicorn does, by module (None: all of it) and test name (or one parameter's full name):
 # its configuration file, its internals, its worker classes' own readers and writers, its signals and
 # command-line options. A granian project runs its own tests of the same promises (test_granian*.py), and the
@@ -99,8 +119,12 @@ if not project.HAS_DATABASE:
 def pytest_configure(config):
     config.addinivalue_line("markers", "worker_class(*names): a behaviour of these worker classes only")
     config.addinivalue_line("markers", "same_for_every_worker_class: run in one worker class's project only")
+    config.addinivalue_line(
+        "markers", "same_for_every_gunicorn_worker_class: gunicorn's master alone, run in one gunicorn project"
+    )
     config.addinivalue_line("markers", "server(*names): a behaviour of these HTTP servers only (gunicorn, granian)")
     config.addinivalue_line("markers", "cluster: starts real server processes (slower)")
+    config.addinivalue_line("markers", "load: a crowd or a flood on the machine; the template runs these one at a time")
     config.addinivalue_line("markers", "use_tracing(answer): in projects generated with this use_tracing only")
 
 
@@ -111,6 +135,8 @@ def pytest_collection_modifyitems(config, items):
         module = item.module.__name__.rpartition(".")[2]
         if module in SAME_FOR_EVERY_WORKER_CLASS:
             item.add_marker("same_for_every_worker_class")
+        if item.originalname in SAME_FOR_EVERY_GUNICORN_WORKER_CLASS.get(module, ()):
+            item.add_marker("same_for_every_gunicorn_worker_class")
         only = GUNICORN_ONLY.get(module, ())
         if module in GUNICORN_ONLY and (only is None or item.originalname in only or item.name in only):
             item.add_marker(pytest.mark.server("gunicorn"))

@@ -309,17 +309,23 @@ def test_request_timeout_off(serve):
     assert not [log for log in server.logs if "aborting it" in log.get("message", "")]
 
 
-@pytest.mark.parametrize("level", ["debug", "info", "warning", "error"])
-def test_crash_loop_backs_off_then_exits_non_zero_at_any_log_level(serve, level):
-    """The guard reads each worker's exit status from the process, never from log lines."""
-    env = {"WEB_CONCURRENCY": "1", "GUNICORN_CMD_ARGS": "--preload", "LOG_LEVEL": level}
-    server = serve(env, app="railkit_tests.crashloop_app:app", wait=False)
-    assert server.wait_exit(timeout=90) == 1
-    if level in ("debug", "info", "warning"):
-        waits = [log for log in server.logs if log["message"].startswith("Workers keep dying young")]
-        assert len(waits) >= 5, "replacements were not spaced out"
-        assert server.wait_for_log(lambda log: log.get("status") == "SIGSEGV")
-    assert server.wait_for_log(message_starts("Stopping the cluster"))
+def test_crash_loop_backs_off_then_exits_non_zero_at_any_log_level(serve):
+    """The guard reads each worker's exit status from the process, never from log lines.
+
+    One cluster per log level, side by side: each spends its time waiting out the back-off.
+    """
+    env = {"WEB_CONCURRENCY": "1", "GUNICORN_CMD_ARGS": "--preload"}
+    servers = {
+        level: serve({**env, "LOG_LEVEL": level}, app="railkit_tests.crashloop_app:app", wait=False)
+        for level in ("debug", "info", "warning", "error")
+    }
+    for level, server in servers.items():
+        assert server.wait_exit(timeout=90) == 1, level
+        if level in ("debug", "info", "warning"):
+            waits = [log for log in server.logs if log["message"].startswith("Workers keep dying young")]
+            assert len(waits) >= 5, f"replacements were not spaced out at {level}"
+            assert server.wait_for_log(lambda log: log.get("status") == "SIGSEGV")
+        assert server.wait_for_log(message_starts("Stopping the cluster"))
 
 
 def test_sigterm_during_crash_back_off_stops_at_once(serve):
