@@ -38,7 +38,8 @@ VARIANTS = {
 
 # Shards of each variant's other tests, about one per minute of them run alone.
 SHARDS = {"gevent-postgres": 5, "gthread": 4, "granian": 3, "sync": 3, "gthread-tracing": 1}
-LOADED = ("gthread", "gevent-postgres", "granian", "sync")
+# The load tests' order on their worker: the heaviest last, when the other workers are finishing.
+LOADED = ("sync", "granian", "gthread", "gevent-postgres")
 
 
 def _runs():
