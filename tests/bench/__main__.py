@@ -1,4 +1,4 @@
-"""Run the benchmark: `make bench` (full, ~15 min), `--quick` (a few minutes), `--smoke` (the test's check)."""
+"""Run the benchmark: `make bench` (full, ~35 min), `--quick` (a few minutes), `--smoke` (the test's check)."""
 
 import argparse
 import json
