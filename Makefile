@@ -1,5 +1,6 @@
-# Two commands do everything on a fresh machine: `make run` and `make test` (four pytest workers, the longest tests
-# first: tests/conftest.py; the platform's load tests take turns on one of them: tests/test_platform.py).
+# Two commands do everything on a fresh machine: `make run` and `make test` (two pytest workers, the longest tests
+# first: tests/conftest.py; the platform's load tests take turns on one of them: tests/test_platform.py; four
+# workers starved the cores, and a healthy Redis, a killed worker's neighbours and a crowd's limit measured it).
 # `make bench` measures the generated project against plain gunicorn.
 # `make lock` refreshes every lock; `make test-newest` tries the newest releases, unlocked.
 # `make starter` renders the committed starter/ (a one-click deployable project).
@@ -71,7 +72,7 @@ run: $(BIN)/python pythons | $(RUN_PROJECT)
 
 test: $(BIN)/python system-packages pythons lint
 	@if command -v npm >/dev/null; then $(MAKE) --no-print-directory $(SDK); fi
-	$(BIN)/python -m pytest tests -n 4 --dist loadgroup --no-loadscope-reorder
+	$(BIN)/python -m pytest tests -n 2 --dist loadgroup --no-loadscope-reorder
 
 # The suite's generated projects with the newest release of every dependency, unlocked (their
 # requirements*.in, upgraded): a release that breaks the template is known the day it ships.
