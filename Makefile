@@ -1,6 +1,5 @@
 # Two commands do everything on a fresh machine: `make run` and `make test` (two pytest workers, the longest tests
-# first: tests/conftest.py; the platform's load tests take turns on one of them: tests/test_platform.py; four
-# workers starved the cores, and a healthy Redis, a killed worker's neighbours and a crowd's limit measured it).
+# first: tests/conftest.py; more workers saturate both cores and the timing-bound checks fail).
 # `make bench` measures the generated project against plain gunicorn.
 # `make lock` refreshes every lock; `make test-newest` tries the newest releases, unlocked.
 # `make starter` renders the committed starter/ (a one-click deployable project).

@@ -2,10 +2,8 @@
 finish together instead of one waiting on a test another started last. The Makefile's `--dist loadgroup
 --no-loadscope-reorder` hands them out in this order, one at a time (a module marked `xdist_group` as one)."""
 
-# Node-id fragments of the longest tests, longest first (each takes minutes): the platform's load tests,
-# every variant's one after another on one worker (tests/test_platform.py), are the longest chain.
+# Node-id fragments of the longest tests, longest first (each takes minutes).
 LONGEST_FIRST = (
-    "-load]",
     "test_bench.py::test_smoke",
     "test_platform.py::",
 )

@@ -124,7 +124,6 @@ def pytest_configure(config):
     )
     config.addinivalue_line("markers", "server(*names): a behaviour of these HTTP servers only (gunicorn, granian)")
     config.addinivalue_line("markers", "cluster: starts real server processes (slower)")
-    config.addinivalue_line("markers", "load: a crowd or a flood on the machine; the template runs these one at a time")
     config.addinivalue_line("markers", "use_tracing(answer): in projects generated with this use_tracing only")
 
 

@@ -87,7 +87,6 @@ def test_100_continue_when_the_app_reads_the_body(server):
 
 
 @pytest.mark.worker_class("gthread", "gevent")
-@pytest.mark.load
 def test_unsent_bodies_under_the_large_body_gate_do_not_starve_health(serve):
     """300 connections declaring 1,048,000 bytes and sending none held /health at 10%."""
     server = serve({"RATE_LIMIT": "off"})
@@ -106,7 +105,6 @@ def test_unsent_bodies_under_the_large_body_gate_do_not_starve_health(serve):
 
 
 @pytest.mark.worker_class("gthread", "gevent")
-@pytest.mark.load
 def test_slow_readers_of_large_answers_do_not_starve_health(serve):
     """Clients that never read an 8 MB answer, 20 new ones a second, held every thread of most workers."""
     server = serve({"RATE_LIMIT": "off"}, app=BIG_ANSWER_APP)
@@ -169,7 +167,6 @@ def test_a_file_is_sent_whole_or_in_the_range_asked_for(serve):
 
 
 @pytest.mark.worker_class("gthread", "gevent")
-@pytest.mark.load
 def test_slow_readers_of_files_do_not_starve_health(serve):
     """File downloads nobody reads count among the stalled writers: past the worker's share, the longest is cut."""
     server = serve({"RATE_LIMIT": "off"}, app=DOWNLOAD_APP)

@@ -311,7 +311,6 @@ def test_postgres_down_at_start_readiness_503_liveness_200_cluster_runs(serve):
 
 @pytest.mark.cluster
 @pytest.mark.worker_class("gevent")
-@pytest.mark.load
 def test_gevent_workers_run_1000_queries_of_50ms_at_once_not_one_after_another(serve, postgres):  # noqa: F811
     """psycopg 3 sees gevent's patched socket module and waits cooperatively (its C wait would block the hub)."""
     import asyncio

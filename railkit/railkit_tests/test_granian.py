@@ -115,7 +115,6 @@ class FreshConnections:
         return self.ok, self.failed
 
 
-@pytest.mark.load
 def test_workers_replaced_under_load_lose_no_new_connection(serve):
     """granian alone binds a socket per worker, whose queue is reset when that worker stops (net.ipv4.tcp_migrate_req,
     which a Railway container cannot set, would move it): 57 of 9,573 requests on fresh connections failed through

@@ -34,7 +34,6 @@ def _status_line(answer: bytes) -> bytes:
 
 
 @pytest.mark.worker_class("gthread")  # a sync worker has one thread: a body it waits on holds it (the README)
-@pytest.mark.load
 def test_unsent_bodies_leave_half_of_a_workers_threads_to_health(serve):
     """granian's body reads block with no deadline: 60 unsent bodies took all of one worker's threads (0% /health)."""
     server = serve({"WEB_CONCURRENCY": "1", "RATE_LIMIT": "off"})
@@ -82,7 +81,6 @@ def test_a_body_past_half_the_threads_is_refused_at_once_with_a_problem(serve):
 
 
 @pytest.mark.worker_class("gthread")
-@pytest.mark.load
 def test_slow_and_silent_clients_do_not_starve_health(serve):
     """200 heads trickling a byte every 3 s and 500 silent connections cost granian no Python thread."""
     server = serve()
@@ -118,7 +116,6 @@ def _lines_per_second(server, seconds: float) -> list[int]:
     return counts
 
 
-@pytest.mark.load
 def test_a_flood_of_malformed_and_valid_requests_stays_within_railways_rate(serve):
     """granian logs nothing per malformed request; the access log keeps its budget; lifecycle lines all come out."""
     seconds = 4
@@ -142,7 +139,6 @@ def test_a_flood_of_malformed_and_valid_requests_stays_within_railways_rate(serv
 
 
 @pytest.mark.worker_class("gthread")
-@pytest.mark.load
 def test_five_thousand_kept_alive_users_through_a_sighup_that_replaces_every_worker(serve):
     """Issue 27's crowd, 5,000 clients each asking every 5 s, while both workers are replaced.
 

@@ -24,8 +24,8 @@ pytestmark = pytest.mark.cluster
 
 # The goal: /health answers this share of probes while the attack lasts.
 AVAILABILITY = 0.99
-# How long an attack is held: past the head's deadline (limits.HEADER_TIMEOUT), so slow clients are cut.
-ATTACK_SECONDS = limits.HEADER_TIMEOUT + 2
+# How long an attack is held.
+ATTACK_SECONDS = 20
 # Slow-header and silent connections held at once (issue 9, goal 1).
 SLOW_CONNECTIONS = 200
 SILENT_CONNECTIONS = 500
@@ -44,7 +44,6 @@ def _died(server) -> list[dict]:
     return [log for log in server.logs if " died " in log.get("message", "")]
 
 
-@pytest.mark.load
 def test_slow_and_silent_clients_do_not_starve_health(serve):
     server = serve()
     with HostileConnections(server.port, slow=SLOW_CONNECTIONS, silent=SILENT_CONNECTIONS) as attack:
@@ -119,7 +118,6 @@ def _lines_per_second(server, seconds: float) -> list[int]:
     return counts
 
 
-@pytest.mark.load
 def test_log_flood_is_summed_within_railways_rate_and_lifecycle_lines_stay(serve):
     server = serve({"WEB_CONCURRENCY": "2", "ACCESS_LOG": "all"})
     victim = sorted(server.wait_for_workers(2))[0]

@@ -16,8 +16,6 @@ from .servers import DEADLINE, PROJECT_ROOT
 # A crowd bigger than a gthread worker's threads and a gevent worker's old pool of 100 connections.
 CLIENTS = 300
 
-pytestmark = pytest.mark.load
-
 
 @pytest.fixture
 def redis_url(tmp_path):
