@@ -1,6 +1,7 @@
 """The project's app plus routes that misbehave on purpose, for the cluster tests."""
 
 import os
+import signal
 import threading
 import time
 
@@ -31,6 +32,13 @@ def stream():
             yield b"tick\n"
 
     return app.response_class(ticks(), mimetype="text/plain")
+
+
+@app.get("/sigterm-this-thread")
+def sigterm_this_thread():
+    """SIGTERM to the request's own thread: a stop signal the kernel handed to another thread than the main one."""
+    signal.pthread_kill(threading.get_ident(), signal.SIGTERM)
+    return {"pid": os.getpid()}
 
 
 @app.get("/pid")

@@ -49,6 +49,9 @@ def test_causes_name_what_happened():
     assert "timed out" in Death("SIGABRT", 5.0, timed_out=True).cause
     assert Death("exit code 13", 5.0).cause == "crashed (exit code 13)"
     assert "forced" in Death("SIGKILL", 5.0, shutting_down=True).cause
+    # Asked to stop alone and killed by the master when it did not: not the OOM killer, and not instability.
+    overdue = Death("SIGKILL", 0.5, overdue=True)
+    assert "asked to stop" in overdue.cause and "OOM" not in overdue.cause and overdue.intended
     assert "max_requests" in Death("exit code 0", 5.0).cause
     # Stopped on the group's stop signal while the master was stopping: no death, and not replaced.
     early = Death("exit code 0", 5.0, stopping=True)

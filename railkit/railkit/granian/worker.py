@@ -5,6 +5,11 @@ the master, and the worker shares its memory); the loader runs start() and
 returns the app to serve. granian sets the worker's SIGTERM and SIGINT
 handlers only after that (with the platform's set_stop_handlers), so a stop
 that arrives while the worker boots is kept (at_fork) and raised again then.
+The kernel hands a stop signal to any of the worker's threads, and Python runs
+its handler only in the main thread, which granian leaves blocked on a wait that
+only a signal landing on it interrupts: a thread reads each signal's number from
+the wakeup fd (CPython writes it from whichever thread took the signal) and runs
+the handler itself, so a stop is never left waiting for the next signal.
 A worker stopped alone (retired, recycled) first stops accepting and answers
 RETIRE_NOTICE_SECONDS with `Connection: close`: granian's graceful stop closes
 at once every connection it has not read a request from, both a kept-alive
@@ -71,24 +76,48 @@ def set_stop_handlers():
     whole cluster stops: its lame duck has already told every client.
     """
     stop = compat.new_stop_event()
+    # Each handler may run twice for one signal (in the main thread and in the relay), and granian's event
+    # hangs the worker when two threads set it at once: each step is taken once, by whichever thread comes first.
+    stop_once, notice_once = threading.Lock(), threading.Lock()
+
+    def stop_now():
+        if stop_once.acquire(blocking=False):
+            stop.set()
 
     def handle_int(_signum, _frame):
-        stop.set()
+        stop_now()
 
     def handle_term(_signum, _frame):
         board = scoreboard.current()
-        if _closing.is_set() or (board is not None and board.stopping_since()):
-            stop.set()
-            return
-        _closing.set()
-        stop_accepting()
-        notice = threading.Timer(RETIRE_NOTICE_SECONDS, stop.set)
-        notice.daemon = True
-        notice.start()
+        if board is not None and board.stopping_since():
+            stop_now()
+        elif notice_once.acquire(blocking=False):
+            _closing.set()
+            stop_accepting()
+            notice = threading.Timer(RETIRE_NOTICE_SECONDS, stop_now)
+            notice.daemon = True
+            notice.start()
 
-    signal.signal(signal.SIGINT, handle_int)
-    signal.signal(signal.SIGTERM, handle_term)
+    handlers = {signal.SIGINT: handle_int, signal.SIGTERM: handle_term}
+    for signum, handler in handlers.items():
+        signal.signal(signum, handler)
+    _relay_signals(handlers)
     return stop
+
+
+def _relay_signals(handlers: dict) -> None:
+    """Run `handlers` from a thread of their own too, for signals another thread than the main one took."""
+    read_end, write_end = os.pipe2(os.O_CLOEXEC)
+    os.set_blocking(write_end, False)
+    signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
+
+    def relay():
+        while True:
+            for signum in os.read(read_end, 64):
+                if signum in handlers:
+                    handlers[signum](signum, None)
+
+    threading.Thread(target=relay, name="railkit-stop-signals", daemon=True).start()
 
 
 def share_listener(fd: int) -> None:
