@@ -34,10 +34,10 @@ def stream():
     return app.response_class(ticks(), mimetype="text/plain")
 
 
-@app.get("/sigterm-this-thread")
-def sigterm_this_thread():
-    """SIGTERM to the request's own thread: a stop signal the kernel handed to another thread than the main one."""
-    signal.pthread_kill(threading.get_ident(), signal.SIGTERM)
+@app.get("/signal-this-thread")
+def signal_this_thread():
+    """A signal (SIGTERM unless `name` says) to the request's own thread: as if the kernel had chosen that thread."""
+    signal.pthread_kill(threading.get_ident(), signal.Signals[request.args.get("name", "SIGTERM")])
     return {"pid": os.getpid()}
 
 

@@ -51,6 +51,8 @@ IGNORED_SIGNALS = (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU, signal.SIGUSR1
 HANDLERS_DEADLINE = 30.0
 # The exit status of a worker aborted by the master (as after SIGABRT's own default, without a core file).
 ABORTED_EXIT = 128 + signal.SIGABRT
+# The signals whose handler the relay runs too: the stops, and the watchdog's abort.
+RELAYED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGABRT)
 # How long a worker stopped alone answers with `Connection: close` before it stops taking requests.
 RETIRE_NOTICE_SECONDS = 2.0
 
@@ -62,6 +64,8 @@ _listener_fd: int | None = None
 _stop_while_booting = 0
 # Set once this worker was told to stop alone: its answers close their connections.
 _closing = threading.Event()
+# Taken by the first thread that runs the abort (the main thread and the relay may both run it).
+_aborting = threading.Lock()
 
 
 def closing() -> bool:
@@ -98,15 +102,14 @@ def set_stop_handlers():
             notice.daemon = True
             notice.start()
 
-    handlers = {signal.SIGINT: handle_int, signal.SIGTERM: handle_term}
-    for signum, handler in handlers.items():
-        signal.signal(signum, handler)
-    _relay_signals(handlers)
+    signal.signal(signal.SIGINT, handle_int)
+    signal.signal(signal.SIGTERM, handle_term)
+    _relay_signals()
     return stop
 
 
-def _relay_signals(handlers: dict) -> None:
-    """Run `handlers` from a thread of their own too, for signals another thread than the main one took."""
+def _relay_signals() -> None:
+    """Run the handlers of RELAYED_SIGNALS from a thread of their own too, whichever thread took the signal."""
     read_end, write_end = os.pipe2(os.O_CLOEXEC)
     os.set_blocking(write_end, False)
     signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
@@ -114,8 +117,9 @@ def _relay_signals(handlers: dict) -> None:
     def relay():
         while True:
             for signum in os.read(read_end, 64):
-                if signum in handlers:
-                    handlers[signum](signum, None)
+                handler = signal.getsignal(signum)
+                if signum in RELAYED_SIGNALS and callable(handler):
+                    handler(signum, None)
 
     threading.Thread(target=relay, name="railkit-stop-signals", daemon=True).start()
 
@@ -218,6 +222,8 @@ def _raise_kept_stop() -> None:
 
 def _abort(slot: int, pid: int) -> None:
     """SIGABRT from the master's watchdog: log every stack, then exit at once (the stuck request cannot end)."""
+    if not _aborting.acquire(blocking=False):
+        return
     log_stacks(f"Worker {slot + 1} (pid {pid}) aborted", {"worker": slot + 1, "worker_pid": pid})
     sys.stdout.flush()
     os._exit(ABORTED_EXIT)
