@@ -41,6 +41,18 @@ def signal_this_thread():
     return {"pid": os.getpid()}
 
 
+@app.get("/fork-and-sigterm")
+def fork_and_sigterm():
+    """A child the app forks sends itself SIGTERM: how it ended (its parent's signal plumbing is not its own)."""
+    child = os.fork()
+    if child == 0:
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)
+        os._exit(0)
+    _, status = os.waitpid(child, 0)
+    return {"signal": os.WTERMSIG(status) if os.WIFSIGNALED(status) else None}
+
+
 @app.get("/pid")
 def pid():
     return {"pid": os.getpid()}

@@ -205,6 +205,21 @@ def test_a_signal_another_thread_takes_still_stops_the_worker(serve, name, statu
     assert server.request("/")[0] == 200
 
 
+def test_a_process_the_app_forks_keeps_none_of_the_workers_signal_handling(serve):
+    """Its SIGTERM ends it, as in any process, instead of running the worker's stop (and, through the inherited
+    wakeup fd, the worker's own retirement)."""
+    server = serve({"WEB_CONCURRENCY": "1"}, app="railkit_tests.faulty_app:app")
+    [worker] = server.wait_for_workers(1)
+    status, _, body = server.request("/fork-and-sigterm")
+    assert status == 200 and json.loads(body) == {"signal": signal.SIGTERM}
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    connection.request("GET", "/")
+    answer = connection.getresponse()
+    answer.read()
+    assert answer.status == 200 and answer.getheader("Connection") != "close", "the worker began to retire"
+    assert server.worker_pids() == {worker}
+
+
 @pytest.mark.parametrize("signum", [signal.SIGUSR1, signal.SIGUSR2], ids=["SIGUSR1", "SIGUSR2"])
 def test_gunicorns_other_signals_leave_the_cluster_serving(serve, signum):
     """Their default action ends a process: sent to the group, they would have killed the master and every worker."""

@@ -121,6 +121,15 @@ def _relay_signals() -> None:
                 if signum in RELAYED_SIGNALS and callable(handler):
                     handler(signum, None)
 
+    def forget_in_child():
+        # A process the app forks is not a worker: its signals are its own, as in a fresh interpreter.
+        signal.set_wakeup_fd(-1)
+        os.close(read_end)
+        os.close(write_end)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    os.register_at_fork(after_in_child=forget_in_child)
     threading.Thread(target=relay, name="railkit-stop-signals", daemon=True).start()
 
 
