@@ -52,6 +52,7 @@ CAUSES = {
     "memory": "recycled: over its memory limit",
     "timeout": "timed out: a request ran past the timeout",
     "killed": "killed: out of memory (OOM killer) or killed from outside",
+    "overdue": "killed by the master: still running GRACEFUL_TIMEOUT after it was asked to stop",
     "clean": "exited cleanly: reached max_requests or was asked to stop",
     "unknown": "died with an exit status the master could not learn",
     "crashed": "crashed ({status})",
@@ -69,6 +70,8 @@ class Death:
     shutting_down: bool = False
     # The master was stopping (lame duck, drain) but had not told its workers to yet.
     stopping: bool = False
+    # The master killed it: asked to stop alone (retired, recycled), it was still running after GRACEFUL_TIMEOUT.
+    overdue: bool = False
 
     @property
     def kind(self) -> str:
@@ -82,7 +85,7 @@ class Death:
         if self.timed_out:
             return "timeout"
         if self.status == "SIGKILL":
-            return "killed"
+            return "overdue" if self.overdue else "killed"
         if self.status in ("exit code 0", "SIGTERM"):
             return "clean"
         if self.status == UNKNOWN_STATUS:
@@ -101,7 +104,8 @@ class Death:
     @property
     def intended(self) -> bool:
         """Deaths the cluster caused on purpose never count as instability."""
-        return self.shutting_down or self.kind == "early" or self.over_memory or self.status == "exit code 0"
+        on_purpose = self.shutting_down or self.over_memory or self.kind in ("early", "overdue")
+        return on_purpose or self.status == "exit code 0"
 
 
 class CrashGuard:

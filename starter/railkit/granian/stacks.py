@@ -18,8 +18,12 @@ log = logging.getLogger(__name__)
 def current_stacks() -> dict[str, str]:
     """The stack of every thread running Python code, innermost frames only, by thread name."""
     names = {thread.ident: thread.name for thread in threading.enumerate()}
+    # The thread asking is the app's only when it is the main one (the relay of signals asks too).
+    asking = threading.get_ident() if threading.current_thread() is not threading.main_thread() else None
     stacks = {}
     for ident, frame in sys._current_frames().items():
+        if ident == asking:
+            continue
         text = "".join(traceback.format_stack(frame, limit=MAX_FRAMES))
         if len(text) > MAX_STACK_CHARS:
             text = "..." + text[-MAX_STACK_CHARS:]

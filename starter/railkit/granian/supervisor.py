@@ -205,6 +205,7 @@ class Supervisor:
             over_memory=stopped_for == "memory",
             shutting_down=self.stop.workers_told,
             stopping=self.stop.winding_down,
+            overdue=worker.killed,
         )
         metrics.forget_worker(worker.pid)
         metrics.record_death(death)

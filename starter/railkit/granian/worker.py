@@ -5,6 +5,11 @@ the master, and the worker shares its memory); the loader runs start() and
 returns the app to serve. granian sets the worker's SIGTERM and SIGINT
 handlers only after that (with the platform's set_stop_handlers), so a stop
 that arrives while the worker boots is kept (at_fork) and raised again then.
+The kernel hands a stop signal to any of the worker's threads, and Python runs
+its handler only in the main thread, which granian leaves blocked on a wait that
+only a signal landing on it interrupts: a thread reads each signal's number from
+the wakeup fd (CPython writes it from whichever thread took the signal) and runs
+the handler itself, so a stop is never left waiting for the next signal.
 A worker stopped alone (retired, recycled) first stops accepting and answers
 RETIRE_NOTICE_SECONDS with `Connection: close`: granian's graceful stop closes
 at once every connection it has not read a request from, both a kept-alive
@@ -46,6 +51,8 @@ IGNORED_SIGNALS = (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU, signal.SIGUSR1
 HANDLERS_DEADLINE = 30.0
 # The exit status of a worker aborted by the master (as after SIGABRT's own default, without a core file).
 ABORTED_EXIT = 128 + signal.SIGABRT
+# The signals whose handler the relay runs too: the stops, and the watchdog's abort.
+RELAYED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGABRT)
 # How long a worker stopped alone answers with `Connection: close` before it stops taking requests.
 RETIRE_NOTICE_SECONDS = 2.0
 
@@ -57,6 +64,8 @@ _listener_fd: int | None = None
 _stop_while_booting = 0
 # Set once this worker was told to stop alone: its answers close their connections.
 _closing = threading.Event()
+# Taken by the first thread that runs the abort (the main thread and the relay may both run it).
+_aborting = threading.Lock()
 
 
 def closing() -> bool:
@@ -71,24 +80,57 @@ def set_stop_handlers():
     whole cluster stops: its lame duck has already told every client.
     """
     stop = compat.new_stop_event()
+    # Each handler may run twice for one signal (in the main thread and in the relay), and granian's event
+    # hangs the worker when two threads set it at once: each step is taken once, by whichever thread comes first.
+    stop_once, notice_once = threading.Lock(), threading.Lock()
+
+    def stop_now():
+        if stop_once.acquire(blocking=False):
+            stop.set()
 
     def handle_int(_signum, _frame):
-        stop.set()
+        stop_now()
 
     def handle_term(_signum, _frame):
         board = scoreboard.current()
-        if _closing.is_set() or (board is not None and board.stopping_since()):
-            stop.set()
-            return
-        _closing.set()
-        stop_accepting()
-        notice = threading.Timer(RETIRE_NOTICE_SECONDS, stop.set)
-        notice.daemon = True
-        notice.start()
+        if board is not None and board.stopping_since():
+            stop_now()
+        elif notice_once.acquire(blocking=False):
+            _closing.set()
+            stop_accepting()
+            notice = threading.Timer(RETIRE_NOTICE_SECONDS, stop_now)
+            notice.daemon = True
+            notice.start()
 
     signal.signal(signal.SIGINT, handle_int)
     signal.signal(signal.SIGTERM, handle_term)
+    _relay_signals()
     return stop
+
+
+def _relay_signals() -> None:
+    """Run the handlers of RELAYED_SIGNALS from a thread of their own too, whichever thread took the signal."""
+    read_end, write_end = os.pipe2(os.O_CLOEXEC)
+    os.set_blocking(write_end, False)
+    signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
+
+    def relay():
+        while True:
+            for signum in os.read(read_end, 64):
+                handler = signal.getsignal(signum)
+                if signum in RELAYED_SIGNALS and callable(handler):
+                    handler(signum, None)
+
+    def forget_in_child():
+        # A process the app forks is not a worker: its signals are its own, as in a fresh interpreter.
+        signal.set_wakeup_fd(-1)
+        os.close(read_end)
+        os.close(write_end)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    os.register_at_fork(after_in_child=forget_in_child)
+    threading.Thread(target=relay, name="railkit-stop-signals", daemon=True).start()
 
 
 def share_listener(fd: int) -> None:
@@ -189,6 +231,8 @@ def _raise_kept_stop() -> None:
 
 def _abort(slot: int, pid: int) -> None:
     """SIGABRT from the master's watchdog: log every stack, then exit at once (the stuck request cannot end)."""
+    if not _aborting.acquire(blocking=False):
+        return
     log_stacks(f"Worker {slot + 1} (pid {pid}) aborted", {"worker": slot + 1, "worker_pid": pid})
     sys.stdout.flush()
     os._exit(ABORTED_EXIT)
