@@ -36,11 +36,14 @@ class Availability:
         return f"{self.answered}/{self.probes} probes answered within {PROBE_TIMEOUT}s (slowest {slowest:.2f}s)"
 
 
-def probe_health(port: int, seconds: float) -> Availability:
-    """Probe `/health` for `seconds`, a new connection each time."""
+def probe_health(port: int, seconds: float, until=lambda: True) -> Availability:
+    """Probe `/health` for `seconds`, a new connection each time, and on until `until()` (three times as long at most).
+
+    `until` waits for the attack to reach its size: on a busy machine the attacker opens its connections slower.
+    """
     result = Availability()
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
+    begun = time.monotonic()
+    while (now := time.monotonic()) < begun + seconds or (not until() and now < begun + 3 * seconds):
         started = time.monotonic()
         connection = http.client.HTTPConnection("127.0.0.1", port, timeout=PROBE_TIMEOUT)
         try:

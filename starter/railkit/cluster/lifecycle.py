@@ -146,10 +146,13 @@ class CrashGuard:
 def log_death(number: int, pid: int, death: Death) -> None:
     """One line per death: the worker, its exit status, its lifetime and the likely cause.
 
-    A clean stop at shutdown (Ctrl-C, SIGTERM) says "stopped", without the signal; its status stays in the fields.
+    A clean stop at shutdown (Ctrl-C, SIGTERM) says "stopped", and a recycle the worker finished itself "retired",
+    without the signal; its status stays in the fields.
     """
     if death.clean_stop:
         message, facts = "Worker %s stopped (pid %s, lived %.1fs): %s", (pid, death.lifetime)
+    elif death.kind == "memory" and death.status in STOP_STATUSES:
+        message, facts = "Worker %s retired (pid %s, lived %.1fs): %s", (pid, death.lifetime)
     else:
         message, facts = "Worker %s died (pid %s, %s, lived %.1fs): %s", (pid, death.status, death.lifetime)
     log.log(
