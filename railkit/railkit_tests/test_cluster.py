@@ -253,8 +253,8 @@ def test_hanging_request_times_out_and_logs_its_stack(serve):
     server.wait_for_workers(2)
     with contextlib.suppress(OSError):
         server.request("/hang", headers={"X-Request-ID": "stuck-1"}, timeout=20)
-    # The watchdog's first line names the request (recycling it); the abort that follows may be the watchdog's,
-    # or, under sync (whose heartbeat stops for a whole request), gunicorn's own timeout.
+    # The watchdog's first line names the request: it recycles the worker, or, under sync (whose heartbeat stops for
+    # a whole request), gunicorn's own timeout may abort it first, and the watchdog names the request it was on.
     named = server.wait_for_log(
         lambda log: log.get("logger") == "railkit.cluster.watchdog" and log.get("path") == "/hang",
         message="the watchdog's line naming the request",
