@@ -290,7 +290,7 @@ def wrap_master_loop(server, loop) -> None:
     stop_workers = server.stop
 
     def murder_workers():
-        check_heartbeats()
+        loop.check_heartbeats(server, check_heartbeats)
         loop.tick(server)
 
     def manage_unless_backing_off():

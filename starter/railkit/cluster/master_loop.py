@@ -62,6 +62,10 @@ class MasterLoop:
 
     # -- each pass ------------------------------------------------------------
 
+    def check_heartbeats(self, server, check) -> None:
+        """gunicorn's heartbeat check (`check`), naming the request of each worker it aborts."""
+        self.hooks.watchdog.name_heartbeat_timeouts(compat.workers(server), check)
+
     def tick(self, server) -> None:
         """Run the watchdog, fold dead workers' metrics a scrape held back, move the shutdown along when due."""
         hooks = self.hooks

@@ -14,6 +14,8 @@ itself: one stuck in a runaway request never reaches its own check.
   finish the requests it holds beside the stuck one. Once the stuck request
   is all it holds, or GRACEFUL_TIMEOUT later, it is aborted (SIGABRT logs
   its stacks first). The worker's other requests are not cut with it.
+  A sync worker beats only between requests, so there gunicorn's timeout is
+  the request timeout; the watchdog names the request of each worker it aborts.
 """
 
 import contextlib
@@ -76,6 +78,44 @@ class WorkerWatchdog:
                 self._recycle_stuck(pid, worker, request_timeout, now)
             else:
                 self._recycle_if_over_memory(pid, worker, now)
+
+    def name_heartbeat_timeouts(self, workers: dict, check_heartbeats) -> None:
+        """Run gunicorn's heartbeat check, then name the request each worker it aborted was working on.
+
+        Under sync, gunicorn's timeout is the request timeout, and its own line
+        names only the pid. The requests are read before the check: an aborted
+        worker may exit, and be reaped, before the check returns.
+        """
+        watched = {
+            pid: (worker, self._stuck_request(worker) if self._stuck_for(worker) else None)
+            for pid, worker in workers.items()
+            if not compat.was_aborted(worker)
+        }
+        check_heartbeats()
+        for pid, (worker, request) in watched.items():
+            if compat.was_aborted(worker):
+                self._log_heartbeat_timeout(pid, worker, request)
+
+    def _log_heartbeat_timeout(self, pid: int, worker, request: dict | None) -> None:
+        fields = {"worker": worker.slot + 1, "worker_pid": pid}
+        if request is None:
+            log.critical(
+                "Worker %s (pid %s) missed its heartbeat between requests: gunicorn's timeout aborted it",
+                worker.slot + 1,
+                pid,
+                extra=fields,
+            )
+            return
+        log.critical(
+            "Worker %s (pid %s) has worked on %s %s (request id %s) past gunicorn's timeout: aborting it",
+            worker.slot + 1,
+            pid,
+            request["method"],
+            request["path"],
+            request["request_id"],
+            extra={**fields, **request},
+        )
+        metrics.record_abort()
 
     def _stuck_for(self, worker) -> float:
         since = self.board.busy_since(worker.slot)
