@@ -16,9 +16,6 @@ from .servers import wait_until
 
 DB_APP = "railkit_tests.fixture_db_app:create_app()"
 WORKER_NAMES = f"{project.NAME} worker %"
-# Requests that must be served while workers are killed under load.
-SERVED_AT_LEAST = 0.995
-
 pytestmark = pytest.mark.cluster
 
 
@@ -77,8 +74,9 @@ def test_sigkill_a_worker_every_2s_under_database_load(serve, own_postgres):
     }
     server = serve(env, app=DB_APP)
     server.wait_for_workers(workers)
-    with Load(server, "/db/sleep?seconds=0.005", clients=6) as load:
-        for _ in range(5):
+    clients, kills = 6, 5
+    with Load(server, "/db/sleep?seconds=0.005", clients=clients) as load:
+        for _ in range(kills):
             time.sleep(2)
             victim = min(server.worker_pids())
             os.kill(victim, signal.SIGKILL)
@@ -90,9 +88,12 @@ def test_sigkill_a_worker_every_2s_under_database_load(serve, own_postgres):
             )
             assert len(_worker_backends(own_postgres.url)) <= workers * pool_size
     statuses = [status for _, status, _ in load.results]
-    served = statuses.count(200) / len(statuses)
     assert len(statuses) > 200, "the load ran"
-    assert served >= SERVED_AT_LEAST, {s: statuses.count(s) for s in set(statuses)}
+    # A SIGKILL loses only what its victim held: at most one request per client (each has one in flight), cut off,
+    # never answered with an error. A ratio of served requests would hang on the machine's speed, not the cluster.
+    lost = [status for status in statuses if status != 200]
+    assert all(isinstance(status, str) for status in lost), {s: statuses.count(s) for s in set(statuses)}
+    assert len(lost) <= kills * clients, {s: statuses.count(s) for s in set(statuses)}
 
 
 def test_postgres_restarted_mid_load_errors_are_503_problems_and_service_recovers(serve, own_postgres):
