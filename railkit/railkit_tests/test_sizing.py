@@ -4,6 +4,7 @@ import dataclasses
 
 import pytest
 
+from railkit import project
 from railkit.cluster import sizing
 from railkit.cluster.sizing import Measure, size_cluster
 from railkit.plans import PLANS
@@ -101,7 +102,14 @@ def test_web_concurrency_overrides_everything():
 @pytest.mark.parametrize("worker_class", ["gthread", "gevent", "sync"])
 def test_threads_only_for_gthread(worker_class):
     size = size_cluster(dataclasses.replace(Settings.from_env({}), worker_class=worker_class), *HOST)
-    assert size.threads == (sizing.GTHREAD_THREADS if worker_class == "gthread" else 1)
+    assert size.threads == sizing.threads_per_worker(worker_class, project.SERVER)
+    assert (size.threads > 1) == (worker_class == "gthread")
+
+
+def test_granian_runs_more_threads_than_a_gthread_worker():
+    """granian's blocking threads are what bound its routes that wait on I/O; a sync project keeps one."""
+    assert sizing.threads_per_worker("gthread", "granian") > sizing.threads_per_worker("gthread", "gunicorn") > 1
+    assert sizing.threads_per_worker("sync", "granian") == 1
 
 
 def test_clustering_off_is_one_worker():
