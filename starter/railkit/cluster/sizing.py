@@ -12,6 +12,7 @@ from pathlib import Path
 
 import psutil
 
+from .. import project
 from ..settings import Settings
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
@@ -26,6 +27,10 @@ MASTER_RESERVE_MB = 96
 # started (the pool grows on demand), and large request bodies are capped per
 # worker, so more threads do not multiply the worst-case memory.
 GTHREAD_THREADS = 32
+# Blocking threads per granian worker of a gthread project: they bound the
+# routes that wait on I/O, and CPU-bound routes did not slow with more
+# (docs/BENCHMARKS.md). granian starts them on demand, and stops idle ones.
+GRANIAN_THREADS = 128
 
 
 @dataclass(frozen=True)
@@ -114,6 +119,13 @@ def workers_for_cpus(cpus: float, worker_class: str) -> int:
     return 2 * whole_cpus + 1
 
 
+def threads_per_worker(worker_class: str, server: str) -> int:
+    """The requests one worker runs at once on threads: a gthread project's pool; sync and gevent use one."""
+    if worker_class != "gthread":
+        return 1
+    return GRANIAN_THREADS if server == "granian" else GTHREAD_THREADS
+
+
 def workers_for_memory(memory_mb: float, worker_max_memory_mb: int) -> int:
     """Workers that fit even if every one grows to its memory limit."""
     return int((memory_mb - MASTER_RESERVE_MB) // worker_max_memory_mb)
@@ -127,7 +139,7 @@ def size_cluster(settings: Settings, cpus: Measure | None = None, memory_mb: Mea
     # The plan's replica size caps what a host may show beyond our container.
     usable_cpus = min(cpus.value, plan.vcpu)
     usable_memory = min(memory_mb.value, plan.memory_mb)
-    threads = GTHREAD_THREADS if settings.worker_class == "gthread" else 1
+    threads = threads_per_worker(settings.worker_class, project.SERVER)
 
     if settings.web_concurrency is not None:
         workers, reason = settings.web_concurrency, "WEB_CONCURRENCY is set"
