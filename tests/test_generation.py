@@ -10,7 +10,7 @@ import pytest
 from cookiecutter.exceptions import FailedHookException
 
 from . import locks
-from .support import PLAN_NAMES, ROOT, TEMPLATE, TOOLS, run_project_tests
+from .support import PLAN_NAMES, ROOT, TEMPLATE, TOOLS, project_venv, run_project_tests
 
 WORKER_CLASSES = ("gthread", "gevent", "sync")
 PYTHONS = tuple(sorted(TEMPLATE["python_version"], key=locks.version_key))
@@ -108,6 +108,51 @@ def test_each_python_is_pinned_alike_everywhere(cookies, python):
     assert base and base["python"] == python, "the image is not the pinned Python's"
     glibc = DEBIAN_GLIBC[base["suite"]]
     assert locks.version_key(glibc) >= locks.version_key(locks.glibc_floor(python)), (base["suite"], glibc)
+
+
+# Each plan's row of the README's budget table, as the project's own railkit sizes and budgets it.
+BUDGET_CELLS = """\
+import json, sys
+from railkit.cluster import limits
+from railkit.cluster.sizing import Measure, size_cluster
+from railkit.db.budget import DEPLOYMENTS_AT_ONCE, BudgetError, ServerLimits, plan_budget, replicas_of
+from railkit.db.config import read_database_settings
+from railkit.settings import Settings
+rows = {}
+for plan in json.loads(sys.argv[1]):
+    env = {"RAILWAY_PLAN": plan, "DATABASE_URL": "postgresql://u@postgres.railway.internal:5432/railway"}
+    settings = Settings.from_env(env)
+    size = size_cluster(settings, Measure(settings.plan.vcpu, "plan"), Measure(settings.plan.memory_mb, "plan"))
+    concurrency = limits.WORKER_CONNECTIONS if settings.worker_class == "gevent" else size.threads
+    replicas, reserved = replicas_of(settings.plan), read_database_settings(settings, env).reserved
+    try:
+        budget = plan_budget(usable=ServerLimits(100, "max_connections"), workers=size.workers,
+                             concurrency=concurrency, replicas=replicas, reserved=reserved)
+        cell = f"{budget.per_worker} per worker, {budget.service_total} at most"
+    except BudgetError:
+        cell = f"refused: needs max_connections \u2265 {size.workers * replicas * DEPLOYMENTS_AT_ONCE + reserved}"
+    rows[settings.plan.label] = [f"{size.workers} \u00d7 {replicas}", cell]
+print(json.dumps(rows))
+"""
+
+
+@pytest.mark.parametrize(
+    "answers",
+    [{"worker_class": "gthread"}, {"worker_class": "gevent"}, {"worker_class": "sync"}, {"server": "granian"}],
+    ids=["gthread", "gevent", "sync", "granian"],
+)
+def test_the_readmes_budget_table_is_the_platforms_own_arithmetic(cookies, answers):
+    """The table is Jinja (the README is rendered, not run): each row equals what the project's railkit decides."""
+    project = bake_ok(cookies, {"database": "postgres", **answers})
+    readme = (project / "README.md").read_text()
+    table = readme.split("Each plan's budget on a default Postgres", 1)[1].split("\n\n", 2)[1]
+    rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in table.splitlines()[2:]]
+    python = project_venv(project) / "bin" / "python"
+    found = subprocess.run(
+        [str(python), "-c", BUDGET_CELLS, json.dumps(PLAN_NAMES)], cwd=project, capture_output=True, text=True
+    )
+    assert found.returncode == 0, found.stderr
+    assert {label: cells for label, *cells in rows} == json.loads(found.stdout)
 
 
 def test_docker_files_only_when_asked(cookies):
