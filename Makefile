@@ -1,5 +1,6 @@
-# Two commands do everything on a fresh machine: `make run` and `make test` (two pytest workers, the longest tests
-# first: tests/conftest.py; more workers saturate both cores and the timing-bound checks fail).
+# Two commands do everything on a fresh machine: `make run` and `make test` (three pytest workers per core, the
+# longest tests first: tests/conftest.py; most tests wait on deadlines and slow clients, and those that keep the
+# cores busy take one slot per core: railkit/railkit_tests/load_slots.py).
 # `make bench` measures the generated project against plain gunicorn.
 # `make lock` refreshes every lock; `make test-newest` tries the newest releases, unlocked.
 # `make starter` renders the committed starter/ (a one-click deployable project).
@@ -20,6 +21,8 @@ PORT ?= 8000
 # which `make pythons` provisions under .cache/ (tests/pythons.py).
 PROJECT_PYTHON_VERSION := $(shell $(PYTHON) -c 'import json; print(json.load(open("cookiecutter.json"))["python_version"][0])')
 SDK := tests/railway/node_modules/.package-lock.json
+# make test's pytest workers: three per core (the header above says why).
+TEST_WORKERS ?= $(shell echo $$((3 * $$(nproc))))
 
 .PHONY: run test test-newest platform-test bench lint lock starter clean system-packages pythons
 
@@ -71,7 +74,7 @@ run: $(BIN)/python pythons | $(RUN_PROJECT)
 
 test: $(BIN)/python system-packages pythons lint
 	@if command -v npm >/dev/null; then $(MAKE) --no-print-directory $(SDK); fi
-	$(BIN)/python -m pytest tests -n 2 --dist loadgroup --no-loadscope-reorder
+	$(BIN)/python -m pytest tests -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder
 
 # The suite's generated projects with the newest release of every dependency, unlocked (their
 # requirements*.in, upgraded): a release that breaks the template is known the day it ships.

@@ -1,6 +1,14 @@
 """The order `make test` runs the template's tests in: the longest first, so its workers (pytest-xdist)
 finish together instead of one waiting on a test another started last. The Makefile's `--dist loadgroup
---no-loadscope-reorder` hands them out in this order, one at a time (a module marked `xdist_group` as one)."""
+--no-loadscope-reorder` hands them out in this order, one at a time (a module marked `xdist_group` as one).
+
+The run's tests marked `load`, the platform suites' and the template's own, share one slot per core
+(railkit_tests/load_slots.py): the folder of their locks is made here, before the workers start."""
+
+import importlib.util
+import os
+
+from .support import PLATFORM_SUITE, ROOT
 
 # Node-id fragments of the longest tests, longest first (each takes minutes).
 LONGEST_FIRST = (
@@ -15,3 +23,14 @@ def pytest_collection_modifyitems(items):
         return next(ranks, len(LONGEST_FIRST))
 
     items.sort(key=rank)
+
+
+def pytest_configure(config):
+    spec = importlib.util.spec_from_file_location("load_slots", PLATFORM_SUITE / "load_slots.py")
+    load_slots = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(load_slots)
+    config.pluginmanager.register(load_slots, "load_slots")
+    if not hasattr(config, "workerinput") and not os.environ.get(load_slots.SLOTS_FOLDER):
+        folder = ROOT / "build" / "load-slots"
+        folder.mkdir(parents=True, exist_ok=True)
+        os.environ[load_slots.SLOTS_FOLDER] = str(folder)

@@ -119,7 +119,7 @@ def run_platform_tests(project: Path, *pytest_args: str) -> subprocess.Completed
     named = [arg for arg in pytest_args if arg.startswith(str(PLATFORM_SUITE))]
     command = [str(venv / "bin" / "python"), "-m", "pytest", *([] if named else [str(PLATFORM_SUITE)])]
     options = ["-q", "-rs", "-p", "no:cacheprovider", "--rootdir", str(PLATFORM_SUITE)]
-    options += ["-p", "railkit_tests.ci_skips", "-p", "railkit_tests.shards"]
+    options += ["-p", "railkit_tests.ci_skips", "-p", "railkit_tests.shards", "-p", "railkit_tests.load_slots"]
     # importlib: pytest puts no folder of the template first on sys.path, so `railkit` is the project's copy.
     options.append("--import-mode=importlib")
     return subprocess.run(

@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from .bench.load import LoadResult, parse_wrk
 from .bench.scenarios import Run, _summary
 from .support import ROOT, TEMPLATE, missing
@@ -62,6 +64,7 @@ def test_ratios_to_bare_pair_each_round():
     assert "vs_bare" not in _summary(samples)["bare gunicorn"]
 
 
+@pytest.mark.load
 def test_smoke_bench_run_measures_everything(tmp_path):
     """`python -m tests.bench --smoke` runs every scenario at its smallest and writes its tables, JSON and chart."""
     if shutil.which("wrk") is None:

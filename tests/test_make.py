@@ -2,10 +2,12 @@
 
 import json
 import os
+import select
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -153,3 +155,37 @@ def _get(port: int, path: str) -> tuple[int | None, dict]:
         return error.code, {}
     except OSError:
         return None, {}
+
+
+def test_load_tests_take_one_slot_per_core_and_the_next_waits_for_a_free_one(tmp_path, pytestconfig):
+    """`make test` runs three workers per core; the tests marked `load` hold one slot per core between them."""
+    load_slots = pytestconfig.pluginmanager.get_plugin("load_slots")
+    cores = len(os.sched_getaffinity(0))
+    env = {**os.environ, load_slots.SLOTS_FOLDER: str(tmp_path), "PYTHONPATH": str(Path(load_slots.__file__).parent)}
+    hold = "import sys, load_slots\nwith load_slots.load_slot():\n    print('in', flush=True)\n    sys.stdin.read()\n"
+    holders = [
+        subprocess.Popen(
+            [sys.executable, "-c", hold], env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
+        for _ in range(cores + 1)
+    ]
+    try:
+        entered = _entered(holders, cores)
+        (waiting,) = set(holders) - set(entered)
+        # A negative: a wrong slot count would let the last one in at once, so it gets half a second to.
+        assert _entered([waiting], 1, seconds=0.5) == []
+        entered[0].stdin.close()  # the first one's test ends: its slot is free
+        assert _entered([waiting], 1) == [waiting]
+    finally:
+        for holder in holders:
+            holder.kill()
+            holder.wait()
+
+
+def _entered(holders: list, count: int, seconds: float = 30.0) -> list:
+    """The holders that said they hold a slot, once `count` have or `seconds` have passed."""
+    entered, deadline = [], time.monotonic() + seconds
+    while len(entered) < count and (left := deadline - time.monotonic()) > 0:
+        ready, _, _ = select.select([holder.stdout for holder in holders if holder not in entered], [], [], left)
+        entered += [holder for holder in holders if holder.stdout in ready and holder.stdout.readline() == "in\n"]
+    return entered

@@ -87,6 +87,7 @@ def test_100_continue_when_the_app_reads_the_body(server):
 
 
 @pytest.mark.worker_class("gthread", "gevent")
+@pytest.mark.load
 def test_unsent_bodies_under_the_large_body_gate_do_not_starve_health(serve):
     """300 connections declaring 1,048,000 bytes and sending none held /health at 10%."""
     server = serve({"RATE_LIMIT": "off"})

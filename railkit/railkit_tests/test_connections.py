@@ -49,6 +49,7 @@ def _client_sockets(pid: int) -> int:
     return count
 
 
+@pytest.mark.load
 def test_more_clients_than_capacity_at_a_request_a_second_crash_nothing_and_lose_nothing(serve):
     """Once, accept() evicted a connection whose request was in the same batch of events: `not in deque`, exit 255."""
     capacity = 150

@@ -64,6 +64,7 @@ def _worker_backends(url: str) -> list[str]:
         return [row[0] for row in connection.execute(query, (WORKER_NAMES,)).fetchall()]
 
 
+@pytest.mark.load
 def test_sigkill_a_worker_every_2s_under_database_load(serve, own_postgres):
     workers, pool_size = 3, 4
     env = {
@@ -96,6 +97,7 @@ def test_sigkill_a_worker_every_2s_under_database_load(serve, own_postgres):
     assert len(lost) <= kills * clients, {s: statuses.count(s) for s in set(statuses)}
 
 
+@pytest.mark.load
 def test_postgres_restarted_mid_load_errors_are_503_problems_and_service_recovers(serve, own_postgres):
     env = {"DATABASE_URL": own_postgres.url, "WEB_CONCURRENCY": "2", "RATE_LIMIT": "off"}
     server = serve(env, app=DB_APP)

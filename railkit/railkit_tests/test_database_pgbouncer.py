@@ -67,6 +67,7 @@ def _create_and_read(server, count: int, clients: int) -> list:
 
 
 @pytest.mark.cluster
+@pytest.mark.load
 def test_load_through_a_transaction_mode_pooler_answers_every_request(serve, postgres, pgbouncer):  # noqa: F811
     """Workers' connections share 5 server connections: no prepared statement, no session state, no error.
 

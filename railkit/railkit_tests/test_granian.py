@@ -115,6 +115,7 @@ class FreshConnections:
         return self.ok, self.failed
 
 
+@pytest.mark.load
 def test_workers_replaced_under_load_lose_no_new_connection(serve):
     """granian alone binds a socket per worker, whose queue is reset when that worker stops (net.ipv4.tcp_migrate_req,
     which a Railway container cannot set, would move it): 57 of 9,573 requests on fresh connections failed through
@@ -165,6 +166,7 @@ def test_gunicorns_options_are_refused_in_one_json_line(serve):
     assert "granian" in refusal["message"]
 
 
+@pytest.mark.load
 def test_a_worker_is_retired_after_max_requests_while_its_replacement_serves(serve):
     """gunicorn's max_requests, kept by the supervisor: about 10,000 requests, then a graceful replacement."""
     server = serve({"WEB_CONCURRENCY": "1", "RATE_LIMIT": "off"})

@@ -116,6 +116,7 @@ def _lines_per_second(server, seconds: float) -> list[int]:
     return counts
 
 
+@pytest.mark.load
 def test_a_flood_of_malformed_and_valid_requests_stays_within_railways_rate(serve):
     """granian logs nothing per malformed request; the access log keeps its budget; lifecycle lines all come out."""
     seconds = 4
@@ -139,6 +140,7 @@ def test_a_flood_of_malformed_and_valid_requests_stays_within_railways_rate(serv
 
 
 @pytest.mark.worker_class("gthread")
+@pytest.mark.load
 def test_five_thousand_kept_alive_users_through_a_sighup_that_replaces_every_worker(serve):
     """Issue 27's crowd, 5,000 clients each asking every 5 s, while both workers are replaced.
 

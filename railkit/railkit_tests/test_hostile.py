@@ -118,6 +118,7 @@ def _lines_per_second(server, seconds: float) -> list[int]:
     return counts
 
 
+@pytest.mark.load
 def test_log_flood_is_summed_within_railways_rate_and_lifecycle_lines_stay(serve):
     server = serve({"WEB_CONCURRENCY": "2", "ACCESS_LOG": "all"})
     victim = sorted(server.wait_for_workers(2))[0]

@@ -49,6 +49,7 @@ def crowd(server, path: str, clients: int = CLIENTS) -> list:
 
 
 @pytest.mark.cluster
+@pytest.mark.load
 @needs_redis
 def test_a_crowd_on_one_replica_gets_exactly_the_limit_through(serve, redis_url):
     """300 clients at once on one key of a healthy Redis: gevent let 150 to 300 of 100 through (issue 32)."""
@@ -62,6 +63,7 @@ def test_a_crowd_on_one_replica_gets_exactly_the_limit_through(serve, redis_url)
 
 
 @pytest.mark.cluster
+@pytest.mark.load
 @needs_redis
 def test_each_worker_holds_a_few_redis_connections_however_many_clients(serve, redis_url):
     """One connection per thread (gthread) or up to 100 (gevent) a worker before: 134 per replica measured."""

@@ -198,6 +198,7 @@ def _requests(server) -> list[int]:
 
 @pytest.mark.skipif(NGINX is None, reason="needs nginx (apt-get install nginx) to play Railway's edge")
 @pytest.mark.parametrize("order", ["switch-then-sigterm", "sigterm-1s-before-switch"])
+@pytest.mark.load
 def test_redeploy_through_a_proxy_loses_no_request(serve, order):
     old, new = _cluster(serve), _cluster(serve)
     proxy = Nginx(old.port)
