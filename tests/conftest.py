@@ -10,9 +10,11 @@ import os
 
 from .support import PLATFORM_SUITE, ROOT
 
-# Node-id fragments of the longest tests, longest first (each takes minutes).
+# Node-id fragments of the longest tests, longest first (each takes minutes). The locks' group mostly waits on
+# uv and the index, so it runs beside the platform suites, not after them.
 LONGEST_FIRST = (
     "test_bench.py::test_smoke",
+    "test_locks.py::",
     "test_platform.py::",
 )
 

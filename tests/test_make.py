@@ -189,3 +189,21 @@ def _entered(holders: list, count: int, seconds: float = 30.0) -> list:
         ready, _, _ = select.select([holder.stdout for holder in holders if holder not in entered], [], [], left)
         entered += [holder for holder in holders if holder.stdout in ready and holder.stdout.readline() == "in\n"]
     return entered
+
+
+def test_make_tests_groups_run_on_one_worker(tmp_path):
+    """`--dist loadgroup` keeps an `xdist_group` on one worker (pytest 9.2 silently broke it: tests/requirements.in)."""
+    (tmp_path / "test_grouped.py").write_text(
+        "import pytest\n\npytestmark = pytest.mark.xdist_group('together')\n\n"
+        "@pytest.mark.parametrize('n', range(6))\ndef test_one(n):\n    pass\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "-n", "2", "--dist", "loadgroup", "-v", "-p", "no:cacheprovider"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    workers = {line.split("]", 1)[0] for line in run.stdout.splitlines() if "PASSED" in line and line.startswith("[gw")}
+    assert len(workers) == 1, run.stdout
