@@ -158,7 +158,7 @@ def _get(port: int, path: str) -> tuple[int | None, dict]:
 
 
 def test_load_tests_take_one_slot_per_core_and_the_next_waits_for_a_free_one(tmp_path, pytestconfig):
-    """`make test` runs three workers per core; the tests marked `load` hold one slot per core between them."""
+    """The tests marked `load`, in every pytest process of `make test`, hold one slot per core between them."""
     load_slots = pytestconfig.pluginmanager.get_plugin("load_slots")
     cores = len(os.sched_getaffinity(0))
     env = {**os.environ, load_slots.SLOTS_FOLDER: str(tmp_path), "PYTHONPATH": str(Path(load_slots.__file__).parent)}

@@ -1,8 +1,8 @@
-"""`make test` runs more tests at once than the machine has cores, because most of them wait (on deadlines,
-slow clients, restarts). A test marked `load` keeps the cores busy instead, and its checks count on having
-them: at most one such test per core runs at a time, across every pytest process of the run, and the others
-wait for a slot before their setup. The template's runner names the slots' folder in RAILKIT_TEST_LOAD_SLOTS;
-without it (a suite run by hand), every test runs as it comes.
+"""`make test` runs several pytest processes side by side: its workers, and the platform suites they start.
+A test marked `load` keeps the cores busy, and its checks count on having them: at most one such test per
+core runs at a time, across every pytest process of the run, and the others wait for a slot before their
+setup. The template's runner names the slots' folder in RAILKIT_TEST_LOAD_SLOTS; without it (a suite run
+by hand), every test runs as it comes.
 """
 
 import fcntl
