@@ -21,7 +21,7 @@ PORT ?= 8000
 # which `make pythons` provisions under .cache/ (tests/pythons.py).
 PROJECT_PYTHON_VERSION := $(shell $(PYTHON) -c 'import json; print(json.load(open("cookiecutter.json"))["python_version"][0])')
 SDK := tests/railway/node_modules/.package-lock.json
-# make test's pytest workers: one per core. Three per core ran it in 9 minutes, not 17, but the body bombs'
+# make test's pytest workers: one per core. Three per core ran it in 9 minutes, not 16, but the body bombs'
 # replica cgroup (16 x 1024 CPU shares) starved the tests beside it: 2 timing failures in 7 runs.
 TEST_WORKERS ?= $(shell nproc)
 
