@@ -182,6 +182,33 @@ def test_load_tests_take_one_slot_per_core_and_the_next_waits_for_a_free_one(tmp
             holder.wait()
 
 
+def test_a_load_test_alone_waits_for_every_slot_and_the_others_wait_for_it(tmp_path, pytestconfig):
+    """`load(alone=True)` holds every slot: it enters once the last one is freed, and keeps the next test out."""
+    load_slots = pytestconfig.pluginmanager.get_plugin("load_slots")
+    env = {**os.environ, load_slots.SLOTS_FOLDER: str(tmp_path), "PYTHONPATH": str(Path(load_slots.__file__).parent)}
+
+    def holder(slots: str):
+        hold = f"import sys, load_slots\nwith load_slots.{slots}():\n    print('in', flush=True)\n    sys.stdin.read()"
+        command = [sys.executable, "-c", hold]
+        return subprocess.Popen(command, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+    holders = [holder("load_slot")]
+    try:
+        assert _entered(holders, 1) == holders
+        holders.append(alone := holder("every_load_slot"))
+        assert _entered([alone], 1, seconds=0.5) == []  # one slot is still held
+        holders[0].stdin.close()
+        assert _entered([alone], 1) == [alone]
+        holders.append(next_one := holder("load_slot"))
+        assert _entered([next_one], 1, seconds=0.5) == []  # every slot is held
+        alone.stdin.close()
+        assert _entered([next_one], 1) == [next_one]
+    finally:
+        for process in holders:
+            process.kill()
+            process.wait()
+
+
 def _entered(holders: list, count: int, seconds: float = 30.0) -> list:
     """The holders that said they hold a slot, once `count` have or `seconds` have passed."""
     entered, deadline = [], time.monotonic() + seconds

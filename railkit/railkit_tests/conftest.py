@@ -22,8 +22,12 @@ if not Path("railkit.json").exists():
 
 from railkit import project
 
+from . import servers
 from .fixture_app import create_app
 from .servers import FIXTURE_APP, Server
+
+# The last lines of each server's log that a failed test's report shows.
+LOG_LINES_IN_A_FAILURE = 80
 
 # Modules whose behaviour does not depend on the worker class: the template runs them in its
 # default-class project only (`-m "not same_for_every_worker_class"` elsewhere).
@@ -148,6 +152,23 @@ def pytest_collection_modifyitems(config, items):
     if other:
         config.hook.pytest_deselected(items=other)
         items[:] = kept
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    servers.STARTED.clear()  # each test's own, and their logs are freed with them
+    return (yield)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A failed test's report ends with the log of every server it started: a timing failure is read at once."""
+    report = yield
+    if report.failed:
+        for server in servers.STARTED:
+            lines = server.lines[-LOG_LINES_IN_A_FAILURE:]
+            report.sections.append((f"server on port {server.port} ({len(server.lines)} lines)", "".join(lines)))
+    return report
 
 
 @pytest.fixture

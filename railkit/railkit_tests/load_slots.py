@@ -1,8 +1,9 @@
 """`make test` runs several pytest processes side by side: its workers, and the platform suites they start.
 A test marked `load` keeps the cores busy, and its checks count on having them: at most one such test per
 core runs at a time, across every pytest process of the run, and the others wait for a slot before their
-setup. The template's runner names the slots' folder in RAILKIT_TEST_LOAD_SLOTS; without it (a suite run
-by hand), every test runs as it comes.
+setup. A test marked `load(alone=True)` holds every slot: no other load test runs beside it. The template's
+runner names the slots' folder in RAILKIT_TEST_LOAD_SLOTS; without it (a suite run by hand), every test
+runs as it comes.
 """
 
 import fcntl
@@ -19,15 +20,22 @@ RETRY_SECONDS = 0.1
 
 
 def pytest_configure(config):
-    config.addinivalue_line("markers", "load: keeps the machine's cores busy; one such test per core at once")
+    config.addinivalue_line(
+        "markers", "load(alone=False): keeps the machine's cores busy; one such test per core at once, or it alone"
+    )
 
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_protocol(item, nextitem):
-    if item.get_closest_marker("load") is None:
+    marker = item.get_closest_marker("load")
+    if marker is None:
         return (yield)
-    with load_slot():
+    with every_load_slot() if marker.kwargs.get("alone") else load_slot():
         return (yield)
+
+
+def _slots(folder: str) -> list[Path]:
+    return [Path(folder) / f"slot-{index}" for index in range(len(os.sched_getaffinity(0)))]
 
 
 @contextmanager
@@ -37,7 +45,7 @@ def load_slot():
     if not folder:
         yield
         return
-    slots = [Path(folder) / f"slot-{index}" for index in range(len(os.sched_getaffinity(0)))]
+    slots = _slots(folder)
     while True:
         for slot in slots:
             descriptor = os.open(slot, os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o600)
@@ -52,3 +60,21 @@ def load_slot():
                 os.close(descriptor)  # releases the lock
             return
         time.sleep(RETRY_SECONDS)
+
+
+@contextmanager
+def every_load_slot():
+    """Hold all the run's slots while the block runs, taken in order as each is freed (load_slot never waits on one)."""
+    folder = os.environ.get(SLOTS_FOLDER)
+    if not folder:
+        yield
+        return
+    descriptors = []
+    try:
+        for slot in _slots(folder):
+            descriptors.append(os.open(slot, os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o600))
+            fcntl.flock(descriptors[-1], fcntl.LOCK_EX)
+        yield
+    finally:
+        for descriptor in descriptors:
+            os.close(descriptor)

@@ -66,6 +66,10 @@ def serve_command(app: str) -> list[str]:
     return [sys.executable, "-m", "gunicorn", app]
 
 
+# The servers the running test started (conftest.py clears it before each): a failed test's report shows their logs.
+STARTED: list["Server"] = []
+
+
 class Server:
     """One master (gunicorn's, or granian's under the platform), started the way Railway starts it, its logs parsed."""
 
@@ -99,6 +103,7 @@ class Server:
         )
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()
+        STARTED.append(self)
 
     def _read(self):
         for line in self.process.stdout:
