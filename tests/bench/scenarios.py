@@ -184,7 +184,8 @@ class Bench:
         server = start()
         try:
             if warmup:  # unmeasured: Node's JIT needs a few seconds of load to reach its pace
-                _warm_up(server.url + path, connections, warmup)
+                wrk(server.url + path, min(connections, WARMUP_CONNECTIONS), warmup)
+            _first_answer(server.url + path)
             machine_before, server_before = servers.machine_busy_seconds(), server.cpu_seconds()
             postgres_before = postgres.cpu_seconds() if postgres else 0.0
             started = time.monotonic()
@@ -534,21 +535,22 @@ def _load_every_worker(server: servers.Server, package: str, rounds: int = 5) ->
 
 # A warm-up exercises the code, not the queues: at most this many connections.
 WARMUP_CONNECTIONS = 16
-# How long the request after a warm-up may wait behind what the warm-up left queued.
-WARMUP_DRAIN_SECONDS = 60
+# How long the route's first answer may take: behind a warm-up's backlog, or a first connection to the database.
+FIRST_ANSWER_SECONDS = 60
 
 
-def _warm_up(url: str, connections: int, seconds: float) -> None:
-    """Load the server unmeasured, then wait for it to work off what that load left queued.
+def _first_answer(url: str) -> None:
+    """Wait for the measured route to answer once, so that the run counts answers, not the server's start.
 
-    At full width the warm-up would leave an overloaded server (one sync worker
+    A warm-up at full width would leave an overloaded server (one sync worker
     on /io: 20 requests a second) a backlog of abandoned connections to serve
-    during the measured run, which then counted nothing. The request after it
-    is answered once the backlog ahead of it is gone.
+    during the measured run, which then counted nothing; without a warm-up, a
+    1 s run (`--smoke`) on a busy machine could end before the first database
+    connection through PgBouncer was made. This request is answered once
+    either is behind it.
     """
-    wrk(url, min(connections, WARMUP_CONNECTIONS), seconds)
     with contextlib.suppress(OSError):
-        urllib.request.urlopen(url, timeout=WARMUP_DRAIN_SECONDS).close()
+        urllib.request.urlopen(url, timeout=FIRST_ANSWER_SECONDS).close()
 
 
 def _python_version(venv) -> str:
