@@ -1,4 +1,4 @@
-# Two commands do everything on a fresh machine: `make run` and `make test` (one pytest worker per core, the
+# Two commands do everything on a fresh machine: `make run` and `make test` (three pytest workers per core, the
 # longest tests first: tests/conftest.py; the tests that keep the cores busy take one slot per core between them:
 # railkit/railkit_tests/load_slots.py).
 # `make bench` measures the generated project against plain gunicorn.

@@ -162,10 +162,10 @@ def test_load_tests_take_one_slot_per_core_and_the_next_waits_for_a_free_one(tmp
     load_slots = pytestconfig.pluginmanager.get_plugin("load_slots")
     cores = len(os.sched_getaffinity(0))
     env = {**os.environ, load_slots.SLOTS_FOLDER: str(tmp_path), "PYTHONPATH": str(Path(load_slots.__file__).parent)}
-    hold = "import sys, load_slots\nwith load_slots.load_slot():\n    print('in', flush=True)\n    sys.stdin.read()\n"
+    hold = f"{HOLD_PREAMBLE}with load_slots.load_slot():\n    print('in', flush=True)\n    sys.stdin.read()\n"
     holders = [
         subprocess.Popen(
-            [sys.executable, "-c", hold], env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+            [sys.executable, "-c", hold], env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0
         )
         for _ in range(cores + 1)
     ]
@@ -183,39 +183,72 @@ def test_load_tests_take_one_slot_per_core_and_the_next_waits_for_a_free_one(tmp
 
 
 def test_a_load_test_alone_waits_for_every_slot_and_the_others_wait_for_it(tmp_path, pytestconfig):
-    """`load(alone=True)` holds every slot: it enters once the last one is freed, and keeps the next test out."""
+    """`load(alone=True)` holds every slot: it enters once the last one is freed, and no test starts while it waits."""
     load_slots = pytestconfig.pluginmanager.get_plugin("load_slots")
     env = {**os.environ, load_slots.SLOTS_FOLDER: str(tmp_path), "PYTHONPATH": str(Path(load_slots.__file__).parent)}
+    started = []
 
-    def holder(slots: str):
-        hold = f"import sys, load_slots\nwith load_slots.{slots}():\n    print('in', flush=True)\n    sys.stdin.read()"
+    def holder(slots: str = "load_slot", wait: bool = True):
+        hold = f"{HOLD_PREAMBLE}with load_slots.{slots}():\n    print('in', flush=True)\n    sys.stdin.read()"
         command = [sys.executable, "-c", hold]
-        return subprocess.Popen(command, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        started.append(subprocess.Popen(command, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0))
+        if wait:  # one at a time: the k-th holder takes slot k
+            assert _entered(started[-1:], 1) == started[-1:]
+        return started[-1]
 
-    holders = [holder("load_slot")]
     try:
-        assert _entered(holders, 1) == holders
-        holders.append(alone := holder("every_load_slot"))
-        assert _entered([alone], 1, seconds=0.5) == []  # one slot is still held
-        holders[0].stdin.close()
+        # Every slot held: the one alone waits for the last of them, not the first.
+        first, *others = [holder() for _ in os.sched_getaffinity(0)]
+        alone = holder("every_load_slot", wait=False)
+        first.stdin.close()
+        assert _entered([alone], 1, seconds=0.5) == []
+        for done in others:
+            done.stdin.close()
         assert _entered([alone], 1) == [alone]
-        holders.append(next_one := holder("load_slot"))
-        assert _entered([next_one], 1, seconds=0.5) == []  # every slot is held
+        alone.stdin.close()
+        # Only the first slot held: while the one alone waits for it, a test that finds another free still waits.
+        first = holder()
+        alone = holder("every_load_slot", wait=False)
+        _tried(alone)
+        deadline = time.monotonic() + 30
+        while load_slots._gate_is_open(str(tmp_path)) and time.monotonic() < deadline:
+            select.select([], [], [], 0.01)  # until it has closed the gate behind it
+        next_one = holder(wait=False)
+        assert _entered([alone, next_one], 1, seconds=0.5) == []
+        first.stdin.close()
+        assert _entered([alone, next_one], 1) == [alone]
+        assert _entered([next_one], 1, seconds=0.5) == []
         alone.stdin.close()
         assert _entered([next_one], 1) == [next_one]
     finally:
-        for process in holders:
+        for process in started:
             process.kill()
             process.wait()
 
 
+# A holder says when it is about to take its slots: its half second of waiting is counted from there, not
+# from the start of its Python, which on a busy machine takes longer than that. Its output is read unbuffered
+# (bufsize=0), so that select() never misses a line already read into a buffer.
+HOLD_PREAMBLE = "import sys, load_slots\nprint('trying', flush=True)\n"
+
+
 def _entered(holders: list, count: int, seconds: float = 30.0) -> list:
-    """The holders that said they hold a slot, once `count` have or `seconds` have passed."""
+    """The holders that said they hold a slot, once `count` have or `seconds` have passed since they all tried."""
+    for holder in holders:
+        _tried(holder)
     entered, deadline = [], time.monotonic() + seconds
     while len(entered) < count and (left := deadline - time.monotonic()) > 0:
         ready, _, _ = select.select([holder.stdout for holder in holders if holder not in entered], [], [], left)
-        entered += [holder for holder in holders if holder.stdout in ready and holder.stdout.readline() == "in\n"]
+        entered += [holder for holder in holders if holder.stdout in ready and holder.stdout.readline() == b"in\n"]
     return entered
+
+
+def _tried(holder) -> None:
+    """Wait until the holder says it is about to take its slots (once)."""
+    if not getattr(holder, "tried", False):
+        ready, _, _ = select.select([holder.stdout], [], [], 60)
+        assert ready and holder.stdout.readline() == b"trying\n", "a holder never got to its slots"
+        holder.tried = True
 
 
 def test_make_tests_groups_run_on_one_worker(tmp_path):

@@ -48,5 +48,5 @@ def test_the_platform_suite_passes_on(cookies, variant, shard):
     assert result.exception is None, result.exception
     outcome = run_platform_tests(result.project_path, *options, "--shard", shard)
     failures = outcome.stdout.find("= FAILURES =")
-    assert outcome.returncode == 0, outcome.stdout[failures:][:30000] + outcome.stdout[-3000:] + outcome.stderr[-5000:]
+    assert outcome.returncode == 0, outcome.stdout[failures:][:60000] + outcome.stdout[-3000:] + outcome.stderr[-5000:]
     assert " passed" in outcome.stdout and not SKIPS.search(outcome.stdout), outcome.stdout[-3000:]

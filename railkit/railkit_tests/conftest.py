@@ -26,8 +26,9 @@ from . import servers
 from .fixture_app import create_app
 from .servers import FIXTURE_APP, Server
 
-# The last lines of each server's log that a failed test's report shows.
-LOG_LINES_IN_A_FAILURE = 80
+# The end of each server's log that a failed test's report shows (the template keeps 60,000 characters of a
+# suite's failures: tests/test_platform.py).
+LOG_IN_A_FAILURE = 4000
 
 # Modules whose behaviour does not depend on the worker class: the template runs them in its
 # default-class project only (`-m "not same_for_every_worker_class"` elsewhere).
@@ -156,18 +157,19 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_protocol(item, nextitem):
-    servers.STARTED.clear()  # each test's own, and their logs are freed with them
+    servers.STARTED.clear()  # each test's own: the servers of tests that passed are not kept for their logs
     return (yield)
 
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item, call):
-    """A failed test's report ends with the log of every server it started: a timing failure is read at once."""
+    """A failed test's report ends with the log of every server it used: a timing failure is read at once."""
     report = yield
     if report.failed:
-        for server in servers.STARTED:
-            lines = server.lines[-LOG_LINES_IN_A_FAILURE:]
-            report.sections.append((f"server on port {server.port} ({len(server.lines)} lines)", "".join(lines)))
+        shared = [value for value in getattr(item, "funcargs", {}).values() if isinstance(value, Server)]
+        for server in dict.fromkeys([*shared, *servers.STARTED]):
+            log = "".join(server.lines)[-LOG_IN_A_FAILURE:]
+            report.sections.append((f"server on port {server.port}, the end of its log", log))
     return report
 
 

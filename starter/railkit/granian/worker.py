@@ -22,10 +22,8 @@ interpreter's exit does: after a graceful stop the worker does it itself
 """
 
 import atexit
-import contextlib
 import faulthandler
 import gc
-import io
 import logging
 import os
 import signal
@@ -37,6 +35,7 @@ import time
 from .. import background, tracing
 from ..cluster import board as scoreboard
 from ..cluster.diagnostics import install_exception_logging
+from ..cluster.preload import flush_open_files
 from . import compat, joined
 from .stacks import log_stacks
 from .wsgi import TrackedApp
@@ -213,11 +212,7 @@ def exit_duties(graceful_timeout: float) -> None:
     atexit._run_exitfuncs()
     # The app's import-time objects were frozen before the fork (cluster/preload.py): get_objects skips those.
     gc.unfreeze()
-    for stream in gc.get_objects():
-        if isinstance(stream, io.IOBase):
-            with contextlib.suppress(Exception):  # closed, detached, or not for writing: nothing to flush
-                if not stream.closed and stream.writable():
-                    stream.flush()
+    flush_open_files()  # again: the app's own import-time atexit handlers ran after preload's
 
 
 def _raise_kept_stop() -> None:
