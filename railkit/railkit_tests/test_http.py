@@ -5,6 +5,8 @@ import email.utils
 import http.client
 import itertools
 import json
+import os
+import signal
 import socket
 import threading
 import time
@@ -205,17 +207,24 @@ def test_kept_alive_connections_take_turns(serve):
     """
     clients, pipelined = 5, 24  # 120 lines: within the worker's log budget per second
     server = serve({"WEB_CONCURRENCY": "1", "ACCESS_LOG": "all", "RATE_LIMIT": "off"})
-    connections = [socket.create_connection(("127.0.0.1", server.port), timeout=DEADLINE) for _ in range(clients)]
+    [worker] = server.wait_for_workers(1)
+    connections = []
+
+    def served_in_order():
+        paths = [log["path"] for log in list(server.logs) if log.get("path", "").startswith("/turns/")]
+        return paths if len(paths) == clients * pipelined else None
+
+    # Every request is in before the worker reads one (the kernel accepts while it is stopped): on a busy
+    # machine, the first client's requests could otherwise be served before the others had sent theirs.
+    os.kill(worker, signal.SIGSTOP)
     try:
-        for number, connection in enumerate(connections):
-            connection.sendall(b"GET /turns/%d HTTP/1.1\r\nHost: x\r\n\r\n" % number * pipelined)
-
-        def served_in_order():
-            paths = [log["path"] for log in list(server.logs) if log.get("path", "").startswith("/turns/")]
-            return paths if len(paths) == clients * pipelined else None
-
+        for number in range(clients):
+            connections.append(socket.create_connection(("127.0.0.1", server.port), timeout=DEADLINE))
+            connections[-1].sendall(b"GET /turns/%d HTTP/1.1\r\nHost: x\r\n\r\n" % number * pipelined)
+        os.kill(worker, signal.SIGCONT)
         order = wait_until(served_in_order, message="every pipelined request in the access log")
     finally:
+        os.kill(worker, signal.SIGCONT)
         for connection in connections:
             connection.close()
     longest = max(len(list(run)) for _, run in itertools.groupby(order))
