@@ -132,7 +132,8 @@ def test_sigterm_also_serves_connections_still_queued(serve):
     one_at_a_time = "--threads 1 --worker-connections 1"
     server = serve({"WEB_CONCURRENCY": "1", "GUNICORN_CMD_ARGS": one_at_a_time}, app=FAULTY)
     with ThreadPoolExecutor(4) as pool:
-        requests = [pool.submit(server.request, "/slow?seconds=0.5") for _ in range(4)]
+        # Each request is long enough for all four to connect while the first is served, on a busy machine too.
+        requests = [pool.submit(server.request, "/slow?seconds=1.5") for _ in range(4)]
         server.wait_for_log(lambda log: log.get("message") == "slow request started")
         wait_until(lambda: _established(server.port) >= 4, message="4 connections to the server")
         server.signal(signal.SIGTERM)
