@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 # A probe that takes longer than this counts as unanswered.
 PROBE_TIMEOUT = 2.0
 PROBE_INTERVAL = 0.1
+# Railway keeps this many stdout lines per second per replica.
+RAILWAY_LINES_PER_SECOND = 500
 # What a slow client trickles, a byte at a time: a request head that never ends.
 SLOW_HEAD = b"GET /health HTTP/1.1\r\nHost: attacker\r\nX-Slow: " + b"a" * 4096
 
@@ -446,3 +448,17 @@ class SlowReaders:
         finally:
             for _, sock in held:
                 sock.close()
+
+
+def stdout_lines_per_second(server, seconds: float) -> list[float]:
+    """The server's stdout rate over each two-second span, sampled every second for `seconds`.
+
+    Divided by the time that really passed: on a busy machine a sample wakes late, or the log
+    reader falls behind and hands over a second's lines with the next one's.
+    """
+    samples = [(time.monotonic(), len(server.lines))]
+    for _ in range(int(seconds)):
+        time.sleep(1)
+        samples.append((time.monotonic(), len(server.lines)))
+    spans = zip(samples, samples[2:], strict=False)
+    return [(lines - before) / (now - then) for (then, before), (now, lines) in spans]

@@ -113,7 +113,7 @@ def test_a_stop_while_a_worker_boots_stops_it_once_booted(serve, tmp_path, stop_
     """A stop signal that reaches a worker before gunicorn set its handler is not lost: no wait for GRACEFUL_TIMEOUT."""
     marker = tmp_path / "set-handlers"
     command = [sys.executable, "-m", "railkit_tests.slow_boot", str(marker), FIXTURE_APP]
-    server = serve({"WEB_CONCURRENCY": "2", "GRACEFUL_TIMEOUT": "20"}, command=command)
+    server = serve({"WEB_CONCURRENCY": "2", "GRACEFUL_TIMEOUT": "60"}, command=command)
     booting = message_starts("Booting worker")
     wait_until(lambda: len(list(filter(booting, server.logs))) >= 2, message="worker 2 forked")
     server.signal(stop_signal)
@@ -121,8 +121,8 @@ def test_a_stop_while_a_worker_boots_stops_it_once_booted(serve, tmp_path, stop_
     assert not list(filter(message_starts("Worker 2 started"), server.logs)), "worker 2 was not held at boot"
     marker.touch()
     stopped = time.monotonic()
-    assert server.wait_exit() == 0
-    assert time.monotonic() - stopped < 10, "the booting worker waited for GRACEFUL_TIMEOUT"
+    assert server.wait_exit(timeout=90) == 0
+    assert time.monotonic() - stopped < 30, "the booting worker waited for GRACEFUL_TIMEOUT"
     assert server.wait_for_log(message_starts("Worker 2 started"))
     assert not [log for log in server.logs if log.get("forced")]
 
@@ -265,8 +265,11 @@ def test_hanging_request_times_out_and_logs_its_stack(serve):
     assert stack["worker_pid"] == named["worker_pid"]
     stack_lines = [log for log in server.logs if "stack" in log]
     assert all(len(json.dumps(log)) < 10_000 for log in stack_lines), "a stack line is not capped"
-    death = server.wait_for_log(lambda log: "timed out" in log.get("cause", ""))
-    assert death["worker_pid"] == named["worker_pid"]
+    # The named worker's own death: under sync, the idle worker may time out too on a starved machine.
+    server.wait_for_log(
+        lambda log: log.get("worker_pid") == named["worker_pid"] and "timed out" in log.get("cause", ""),
+        message="the named worker's death, timed out",
+    )
     assert server.request("/pid")[0] == 200
 
 
@@ -282,10 +285,10 @@ def _watchdog_only(env: dict) -> dict:
 
 def test_streamed_answer_is_not_taken_for_a_stuck_request(serve):
     """The app's own work is timed, not the client's download: a slow stream outlives REQUEST_TIMEOUT."""
-    server = serve(_watchdog_only({"WEB_CONCURRENCY": "1", "REQUEST_TIMEOUT": "2"}), app=FAULTY)
-    status, _, body = server.request("/stream?chunks=8&pause=0.5")
+    server = serve(_watchdog_only({"WEB_CONCURRENCY": "1", "REQUEST_TIMEOUT": "4"}), app=FAULTY)
+    status, _, body = server.request("/stream?chunks=12&pause=0.5")
     assert status == 200
-    assert body.count(b"tick") == 8
+    assert body.count(b"tick") == 12
     assert not [log for log in server.logs if "aborting it" in log.get("message", "")]
 
 
@@ -508,6 +511,13 @@ def _new_connection(port: int, timeout: float) -> tuple[str, float]:
     return outcome, time.monotonic() - started
 
 
+def _listening(port: int) -> bool:
+    return any(
+        connection.status == psutil.CONN_LISTEN and connection.laddr.port == port
+        for connection in psutil.net_connections("tcp")
+    )
+
+
 def test_new_connections_while_a_long_request_finishes_are_refused_at_once(serve):
     """A stopping worker lets go of the listening socket at once, so the kernel refuses new clients.
 
@@ -520,6 +530,9 @@ def test_new_connections_while_a_long_request_finishes_are_refused_at_once(serve
         server.wait_for_log(lambda log: log.get("message") == "slow request started")
         server.signal(signal.SIGTERM)
         server.wait_for_log(message_starts("Stopping: new connections refused"), message="the drain's end")
+        # Every process lets go of the socket once its signal handler runs: on a busy machine, a moment later.
+        wait_until(lambda: not _listening(server.port), timeout=STOP_WAITS_SECONDS, message="no one listening")
+        assert not busy.done(), "the socket was held until the long request ended"
         outcomes = []
         for _ in range(4):
             outcomes.append(_new_connection(server.port, timeout=2))
@@ -552,7 +565,7 @@ def test_sigusr2_starts_a_new_master_that_serves_once_the_old_one_stops(serve, c
         server.signal(signal.SIGTERM)
         assert server.process.wait(30) == 0  # the new master holds the log pipe: no waiting for its end
         assert psutil.pid_exists(new)
-        answers = [_new_connection(server.port, timeout=2)[0] for _ in range(10)]
+        answers = [_new_connection(server.port, timeout=10)[0] for _ in range(10)]
         assert answers == ["HTTP/1.1 200 OK"] * 10, answers
     finally:
         with contextlib.suppress(ProcessLookupError):

@@ -261,7 +261,7 @@ def test_an_exhausted_pool_answers_503_with_retry_after_and_never_hangs(serve, p
     url = create_database(postgres, "exhausted")
     env = _env(url, WEB_CONCURRENCY="1", DATABASE_POOL_SIZE="1", DATABASE_POOL_TIMEOUT="0.5")
     server = serve(env, app=DB_APP)
-    holder = threading.Thread(target=server.request, args=("/db/sleep?seconds=4",))
+    holder = threading.Thread(target=server.request, args=("/db/sleep?seconds=8",))
     holder.start()
     wait_until(lambda: len(_backends(url)) == 1 and _active(url), message="the one connection busy")
     status, headers, body = server.request("/db/backend", timeout=10)

@@ -239,7 +239,8 @@ def test_a_migration_behind_a_long_transaction_gives_up_and_live_queries_keep_an
     assert "in 3 attempts" in failure["message"] and "oldest open transaction" in failure["message"]
     assert "exc_info" not in failure, "one clear line, no traceback"
     assert live.errors == [] and len(live.latencies) > 20
-    assert max(live.latencies) < 2.5, "a live query waited at most one lock_timeout"
+    # At most one lock_timeout (1 s), and a busy machine's second or two: never the whole migration's 6 s.
+    assert max(live.latencies) < 4, "a live query waited at most one lock_timeout"
     assert _columns(url) == (["id"], "0001"), "nothing applied"
 
 
@@ -256,7 +257,7 @@ def test_a_migration_retries_until_the_transaction_ends_then_applies(postgres, t
     ending.join()
     assert run.returncode == 0, logs
     assert [log for log in logs if message_starts("Migration attempt 1 waited 1s for a table lock")(log)]
-    assert live.errors == [] and max(live.latencies) < 2.5
+    assert live.errors == [] and max(live.latencies) < 4, "a live query waited longer than one lock_timeout"
     assert _columns(url) == (["id", "note"], "0002")
 
 
@@ -267,7 +268,7 @@ def _end_once_a_lock_was_waited_for(holder, url: str) -> None:
             lambda: watcher.execute("SELECT count(*) FROM pg_locks WHERE NOT granted").fetchone()[0] > 0,
             message="the migration waiting for the table's lock",
         )
-    time.sleep(1.5)  # the first attempt's lock_timeout (1 s) runs out meanwhile
+    time.sleep(5)  # longer than a live query may wait: attempts give up (1 s each) and retry meanwhile
     holder.close()
 
 

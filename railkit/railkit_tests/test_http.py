@@ -142,10 +142,10 @@ def test_a_close_token_anywhere_in_connection_closes_it(server, connection):
     """`Upgrade, close` and `keep-alive, close` were answered `Connection: keep-alive`, the connection kept open."""
     request = b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: %s\r\n\r\n" % connection.encode()
     started = time.monotonic()
-    answer = server.exchange(request, timeout=5)
+    answer = server.exchange(request, timeout=20)
     assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
     assert b"\r\nconnection: close\r\n" in answer.lower(), answer[:500]  # granian writes header names lowercase
-    assert time.monotonic() - started < 3, "the server kept the connection open"
+    assert time.monotonic() - started < 15, "the server kept the connection open"  # keep-alive would be 65 s
 
 
 def test_malformed_request_line_is_a_400_problem(server):
@@ -272,7 +272,7 @@ def test_a_head_trickling_in_right_after_an_answer_gets_a_408_within_the_deadlin
             except TimeoutError:
                 continue
         assert answer.startswith(b"HTTP/1.1 408"), answer
-        assert time.monotonic() - started < limits.HEADER_TIMEOUT + 3
+        assert time.monotonic() - started < limits.HEADER_TIMEOUT + 10
     assert server.request("/health")[0] == 200
 
 

@@ -276,7 +276,7 @@ def test_busy_workers_and_the_oldest_request_are_read_from_the_board_at_scrape_t
         return _samples(server.request("/metrics")[2].decode())
 
     with ThreadPoolExecutor(1) as pool:
-        slow = pool.submit(server.request, "/slow?seconds=4")
+        slow = pool.submit(server.request, "/slow?seconds=8")
         server.wait_for_log(lambda log: log.get("message") == "slow request started")
         busy = wait_until(lambda: (samples := scraped())[series("oldest_request_age_seconds")] >= 1 and samples)
         # The slow request's worker, and perhaps the scrape's own.

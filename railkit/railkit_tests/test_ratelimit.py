@@ -286,13 +286,13 @@ def test_the_kernel_clock_probe_tells_redis_from_silence(redis_url):
     from railkit.web.ratelimit_redis import answers_within
 
     url, _ = redis_url
-    assert answers_within(url, 0.25)
+    assert answers_within(url, 2)  # a real server, on a machine that may be busy
     with socket.socket() as black_hole:
         black_hole.bind(("127.0.0.1", 0))
         black_hole.listen(8)  # accepts (the kernel's backlog), never answers
         started = time.monotonic()
         assert not answers_within(f"redis://127.0.0.1:{black_hole.getsockname()[1]}/0", 0.25)
-        assert time.monotonic() - started < 2
+        assert time.monotonic() - started < 5  # a wait for an answer would last the whole test
     assert not answers_within(f"redis://127.0.0.1:{free_port()}/0", 0.25)
 
 
