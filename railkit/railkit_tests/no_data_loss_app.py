@@ -6,6 +6,7 @@ memory, a worker must still see its buffered writes reach the file, its
 finalizers run and the memory it drops given back.
 """
 
+import atexit
 import os
 import weakref
 from pathlib import Path
@@ -19,6 +20,8 @@ app = create_app()
 
 # A log file opened at import, buffered: its lines reach the disk when it is flushed or closed.
 LINES = open(FOLDER / "lines.txt", "a", buffering=1 << 16)  # noqa: SIM115 (open for the life of the process)
+# And a last line at every process's exit, from an exit handler the app registered at import.
+atexit.register(lambda: LINES.write(f"exit of {os.getpid()}\n"))
 
 
 class Resource:

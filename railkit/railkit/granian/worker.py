@@ -23,7 +23,6 @@ interpreter's exit does: after a graceful stop the worker does it itself
 
 import atexit
 import faulthandler
-import gc
 import logging
 import os
 import signal
@@ -204,15 +203,14 @@ def with_exit_duties(target, graceful_timeout: float):
 
 def exit_duties(graceful_timeout: float) -> None:
     """The platform's worker_exit work (the owner's background tasks, the last spans, the joined work), the
-    atexit handlers (weakref finalizers, logging's flush, the app's own), then a flush of every open file."""
+    worker's atexit handlers (weakref finalizers, logging's flush), then a flush of every open file."""
     background.stop(graceful_timeout)
     tracing.stop_worker()
     joined.worker_exit()
     # atexit has no public way to run its handlers before the process ends; this is the one CPython uses.
+    # Those are the worker's own: multiprocessing cleared the ones it inherited from the master at the fork.
     atexit._run_exitfuncs()
-    # The app's import-time objects were frozen before the fork (cluster/preload.py): get_objects skips those.
-    gc.unfreeze()
-    flush_open_files()  # again: the app's own import-time atexit handlers ran after preload's
+    flush_open_files()
 
 
 def _raise_kept_stop() -> None:

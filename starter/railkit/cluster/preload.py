@@ -23,6 +23,7 @@ import logging
 import os
 import sys
 import threading
+import weakref
 
 from ..settings import EXIT_BAD_CONFIG
 
@@ -45,28 +46,38 @@ def prepare_to_fork() -> None:
     """Import what each worker would import for itself, let the app's start-up timers run out, freeze it all."""
     import_what_first_requests_import()
     let_timers_run_out()
+    # gc.get_objects() leaves frozen objects out: the files open now are noted for flush_open_files.
+    _files_at_freeze.update(_files(gc.get_objects()))
     # The collector never visits frozen objects, so the workers' collections
-    # do not write to (and so copy) the pages the app was loaded into.
+    # do not write to (and so copy) the pages the app was loaded into. They stay
+    # frozen at exit too: unfrozen, every worker's exit walked and copied the whole
+    # app again (CHANGELOG, 2.0.0).
     gc.freeze()
-    # Nor does the interpreter finalize them at exit: a buffered file the app opened at import would
-    # lose its unflushed writes. Unfrozen at exit, in the master and in every worker (which inherits
-    # the handlers); atexit runs them last but for the app's import-time handlers, unfreezing first.
-    atexit.register(flush_open_files)
-    atexit.register(gc.unfreeze)
 
 
 def flush_open_files() -> None:
     """Flush every open file the process writes to, before the interpreter's exit tears objects down.
 
-    The teardown flushes a file only when it frees it, and a gevent worker was
-    seen to exit 0 with a line still buffered in a file the app opened at
-    import (CHANGELOG, 2.0.0).
+    The teardown flushes a file only when it frees it, and a frozen file it
+    never frees: a worker exited 0 with a line still buffered in a file the app
+    opened at import (CHANGELOG, 2.0.0).
     """
-    for stream in gc.get_objects():
-        if isinstance(stream, io.IOBase):
-            with contextlib.suppress(Exception):  # closed, detached, or not for writing: nothing to flush
-                if not stream.closed and stream.writable():
-                    stream.flush()
+    for stream in [*_files_at_freeze, *_files(gc.get_objects())]:
+        with contextlib.suppress(Exception):  # closed, detached, or not for writing: nothing to flush
+            if not stream.closed and stream.writable():
+                stream.flush()
+
+
+def _files(objects: list) -> list[io.IOBase]:
+    # By their real type: a proxy (werkzeug's LocalProxy) says it is what it stands for.
+    return [thing for thing in objects if issubclass(type(thing), io.IOBase)]
+
+
+# The files open when the app was frozen, held weakly (the app may still close and drop them).
+_files_at_freeze: weakref.WeakSet[io.IOBase] = weakref.WeakSet()
+# Registered at import, before gunicorn.conf.py's server loads the app: atexit runs handlers last
+# registered first, so this runs after the app's own, in the master and in every worker.
+atexit.register(flush_open_files)
 
 
 # Per server: the process that loads the app before the fork, and the other way out it offers.
