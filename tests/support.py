@@ -80,7 +80,9 @@ def _cached_venv(project: Path, prefix: str, requirements: str, install: list[st
                 uv = str(TOOLS / "uv")
                 interpreter = python_for(version)
                 subprocess.run([uv, "venv", "--quiet", "--python", interpreter, str(venv)], check=True)
-                command = [uv, "pip", "install", "--quiet", "--python", str(venv / "bin" / "python")]
+                # Compiled now: else the first of many processes to import a module compiles it (pip does so itself).
+                python = str(venv / "bin" / "python")
+                command = [uv, "pip", "install", "--quiet", "--compile-bytecode", "--python", python]
             else:
                 subprocess.run([python_for(version), "-m", "venv", str(venv)], check=True)
                 python = str(venv / "bin" / "python")
