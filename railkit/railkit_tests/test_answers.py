@@ -105,6 +105,7 @@ def test_unsent_bodies_under_the_large_body_gate_do_not_starve_health(serve):
     assert availability.share >= AVAILABILITY, str(availability)
 
 
+@pytest.mark.load
 @pytest.mark.worker_class("gthread", "gevent")
 def test_slow_readers_of_large_answers_do_not_starve_health(serve):
     """Clients that never read an 8 MB answer, 20 new ones a second, held every thread of most workers."""
@@ -168,6 +169,7 @@ def test_a_file_is_sent_whole_or_in_the_range_asked_for(serve):
     assert status == 206 and headers["Content-Range"] == f"bytes 1000-1999/{8 * 2**20}" and body == b"x" * 1000
 
 
+@pytest.mark.load
 @pytest.mark.worker_class("gthread", "gevent")
 def test_slow_readers_of_files_do_not_starve_health(serve):
     """File downloads nobody reads count among the stalled writers: past the worker's share, the longest is cut."""
