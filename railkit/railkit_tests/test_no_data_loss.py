@@ -12,8 +12,6 @@ import signal
 import psutil
 import pytest
 
-from railkit.project import SERVER
-
 pytestmark = pytest.mark.cluster
 
 APP = "railkit_tests.no_data_loss_app:app"
@@ -50,9 +48,7 @@ def test_a_worker_keeps_its_writes_finalizers_and_freed_memory(serve, tmp_path):
     server.signal(signal.SIGTERM)
     assert server.wait_exit() == 0
     written = (tmp_path / "lines.txt").read_text()
-    # The app's exit handler runs in the worker too, but for granian's: multiprocessing drops it at the fork.
-    worker_exit = "" if SERVER == "granian" else f"exit of {worker}\n"
-    if written != f"written by worker {worker}\n{worker_exit}exit of {server.process.pid}\n":
+    if written != f"written by worker {worker}\nexit of {worker}\nexit of {server.process.pid}\n":
         lost.append(f"unflushed lines are not in the file (the worker's, its exit's, the master's exit's): {written!r}")
     if not (tmp_path / "finalized-at-exit").exists():
         lost.append("a finalizer did not run at the worker's exit")

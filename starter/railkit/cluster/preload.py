@@ -46,8 +46,14 @@ def prepare_to_fork() -> None:
     """Import what each worker would import for itself, let the app's start-up timers run out, freeze it all."""
     import_what_first_requests_import()
     let_timers_run_out()
-    # gc.get_objects() leaves frozen objects out: the files open now are noted for flush_open_files.
-    _files_at_freeze.update(_files(gc.get_objects()))
+    # gc.get_objects() leaves frozen objects out: the files open now are noted for flush_open_files
+    # (once unfrozen: the app may have frozen some itself), and flushed now, or every worker would
+    # write again what the master had buffered.
+    gc.unfreeze()
+    for stream in _files(gc.get_objects()):
+        with contextlib.suppress(Exception):  # unhashable, or refuses a weak reference: flushed now only
+            _files_at_freeze.add(stream)
+        _flush(stream)
     # The collector never visits frozen objects, so the workers' collections
     # do not write to (and so copy) the pages the app was loaded into. They stay
     # frozen at exit too: unfrozen, every worker's exit walked and copied the whole
@@ -63,14 +69,25 @@ def flush_open_files() -> None:
     opened at import (CHANGELOG, 2.0.0).
     """
     for stream in [*_files_at_freeze, *_files(gc.get_objects())]:
-        with contextlib.suppress(Exception):  # closed, detached, or not for writing: nothing to flush
-            if not stream.closed and stream.writable():
-                stream.flush()
+        _flush(stream)
+
+
+def _flush(stream: io.IOBase) -> None:
+    with contextlib.suppress(Exception):  # closed, detached, or not for writing: nothing to flush
+        if not stream.closed and stream.writable():
+            stream.flush()
 
 
 def _files(objects: list) -> list[io.IOBase]:
     # By their real type: a proxy (werkzeug's LocalProxy) says it is what it stands for.
-    return [thing for thing in objects if issubclass(type(thing), io.IOBase)]
+    return [thing for thing in objects if _is_io_type(type(thing))]
+
+
+def _is_io_type(kind: type) -> bool:
+    try:
+        return issubclass(kind, io.IOBase)
+    except Exception:  # a class whose subclass hook fails is no file of ours
+        return False
 
 
 # The files open when the app was frozen, held weakly (the app may still close and drop them).

@@ -73,7 +73,8 @@ def serve(args: list[str]) -> NoReturn:
     log_start_story(settings, size)
     open_files.log_limit(files_before, files_after, limits.WORKER_CONNECTIONS)
     log_rate_limit_scope(settings, size.workers)
-    app = load_app(target)
+    with worker.exit_handlers_recorded():
+        app = load_app(target)
     joined.on_starting(settings, size)
     refuse_threads_started_while_loading("granian")
     prepare_to_fork()

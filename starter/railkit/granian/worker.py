@@ -22,6 +22,7 @@ interpreter's exit does: after a graceful stop the worker does it itself
 """
 
 import atexit
+import contextlib
 import faulthandler
 import logging
 import os
@@ -58,6 +59,9 @@ RETIRE_NOTICE_SECONDS = 2.0
 _next_slot: int | None = None
 # The shared listener's descriptor, as every worker inherits it (set in the master before any fork).
 _listener_fd: int | None = None
+# The exit handlers the app registered while the master loaded it: multiprocessing's fork drops every
+# handler a worker inherits (CPython 3.13 and later), and each worker registers these again.
+_app_exit_handlers: list[tuple] = []
 # A stop signal that came before granian's handlers were set (0: none).
 _stop_while_booting = 0
 # Set once this worker was told to stop alone: its answers close their connections.
@@ -174,9 +178,35 @@ def _keep_stop(signum, _frame) -> None:
     _stop_while_booting = signum
 
 
+@contextlib.contextmanager
+def exit_handlers_recorded():
+    """Note each exit handler registered meanwhile (the app's, while the master loads it), for start()."""
+    register = atexit.register
+
+    def recording(func, *args, **kwargs):
+        _app_exit_handlers.append((func, args, kwargs))
+        return register(func, *args, **kwargs)
+
+    atexit.register = recording
+    try:
+        yield
+    finally:
+        atexit.register = register
+
+
+def _inherit_exit_handlers() -> None:
+    """Register again the exit handlers multiprocessing's fork dropped: logging's, then the app's, in order."""
+    if sys.version_info < (3, 13):  # multiprocessing's fork kept them
+        return
+    atexit.register(logging.shutdown)
+    for func, args, kwargs in _app_exit_handlers:
+        atexit.register(func, *args, **kwargs)
+
+
 def start(app, board: scoreboard.Board, threads: int, max_body_bytes: int) -> TrackedApp:
     """Claim the slot, make failures loud and logged, and return the app this worker serves."""
     slot, pid = _next_slot, os.getpid()
+    _inherit_exit_handlers()
     faulthandler.enable()
     install_exception_logging()
     joined.post_fork()
@@ -203,12 +233,11 @@ def with_exit_duties(target, graceful_timeout: float):
 
 def exit_duties(graceful_timeout: float) -> None:
     """The platform's worker_exit work (the owner's background tasks, the last spans, the joined work), the
-    worker's atexit handlers (weakref finalizers, logging's flush), then a flush of every open file."""
+    atexit handlers (the app's own, weakref finalizers, logging's flush), then a flush of every open file."""
     background.stop(graceful_timeout)
     tracing.stop_worker()
     joined.worker_exit()
     # atexit has no public way to run its handlers before the process ends; this is the one CPython uses.
-    # Those are the worker's own: multiprocessing cleared the ones it inherited from the master at the fork.
     atexit._run_exitfuncs()
     flush_open_files()
 
