@@ -20,6 +20,8 @@ app = create_app()
 
 # A log file opened at import, buffered: its lines reach the disk when it is flushed or closed.
 LINES = open(FOLDER / "lines.txt", "a", buffering=1 << 16)  # noqa: SIM115 (open for the life of the process)
+# A line buffered at import, in the master: it must reach the file once, not once per process.
+LINES.write(f"imported in {os.getpid()}\n")
 # And a last line at every process's exit, from an exit handler the app registered at import.
 atexit.register(lambda: LINES.write(f"exit of {os.getpid()}\n"))
 

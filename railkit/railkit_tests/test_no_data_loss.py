@@ -48,8 +48,9 @@ def test_a_worker_keeps_its_writes_finalizers_and_freed_memory(serve, tmp_path):
     server.signal(signal.SIGTERM)
     assert server.wait_exit() == 0
     written = (tmp_path / "lines.txt").read_text()
-    if written != f"written by worker {worker}\nexit of {worker}\nexit of {server.process.pid}\n":
-        lost.append(f"unflushed lines are not in the file (the worker's, its exit's, the master's exit's): {written!r}")
+    master = server.process.pid
+    if written != f"imported in {master}\nwritten by worker {worker}\nexit of {worker}\nexit of {master}\n":
+        lost.append(f"not each unflushed line once (import's, worker's, its exit's, the master's exit's): {written!r}")
     if not (tmp_path / "finalized-at-exit").exists():
         lost.append("a finalizer did not run at the worker's exit")
     assert not lost
