@@ -35,16 +35,18 @@ down_revision = None
 def upgrade():
     op.execute("CREATE TABLE runs (started timestamptz DEFAULT clock_timestamp())")
     op.execute("INSERT INTO runs DEFAULT VALUES")
-    op.execute("SELECT pg_sleep(1)")
+    op.execute("SELECT pg_sleep({seconds})")
     {failure}
 """
 
 
-def _migrations(folder: Path, failure: str = "") -> Path:
-    """An Alembic project in `folder` whose one migration takes a second (and fails, given `failure`)."""
+def _migrations(folder: Path, failure: str = "", seconds: float = 1) -> Path:
+    """An Alembic project in `folder` whose one migration takes `seconds` (and fails, given `failure`)."""
     (folder / "versions").mkdir(parents=True)
     (folder / "env.py").write_text(ENV_PY)
-    (folder / "versions" / "0001_runs.py").write_text(textwrap.dedent(MIGRATION.format(failure=failure)))
+    (folder / "versions" / "0001_runs.py").write_text(
+        textwrap.dedent(MIGRATION.format(failure=failure, seconds=seconds))
+    )
     ini = folder / "alembic.ini"
     ini.write_text("[alembic]\nscript_location = .\n")
     return ini
@@ -66,10 +68,18 @@ def _logs(process: subprocess.Popen) -> list[dict]:
     return [json.loads(line) for line in output.splitlines() if line.startswith("{")]
 
 
+def _advisory_locks_held(url: str) -> int:
+    with psycopg.connect(url) as connection:
+        return connection.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted").fetchone()[0]
+
+
 def test_two_runs_at_once_migrate_once_one_after_the_other(postgres, tmp_path):  # noqa: F811
     url = create_database(postgres, "migrate_twice")
-    ini = _migrations(tmp_path / "migrations")
-    first, second = _migrate(ini, url), _migrate(ini, url)
+    ini = _migrations(tmp_path / "migrations", seconds=5)
+    first = _migrate(ini, url)
+    # The second starts once the first holds the lock: on a busy machine it could start after the first ended.
+    wait_until(lambda: _advisory_locks_held(url) > 0, message="the first run holding the migration lock")
+    second = _migrate(ini, url)
     logs = _logs(first) + _logs(second)
     assert (first.returncode, second.returncode) == (0, 0), logs
     with psycopg.connect(url) as connection:
