@@ -1,4 +1,4 @@
-# Two commands do everything on a fresh machine: `make run` and `make test` (one pytest worker per core, the
+# Two commands do everything on a fresh machine: `make run` and `make test` (three pytest workers per core, the
 # longest tests first: tests/conftest.py; the tests that keep the cores busy take one slot per core between them:
 # railkit/railkit_tests/load_slots.py).
 # `make bench` measures the generated project against plain gunicorn.
@@ -21,10 +21,9 @@ PORT ?= 8000
 # which `make pythons` provisions under .cache/ (tests/pythons.py).
 PROJECT_PYTHON_VERSION := $(shell $(PYTHON) -c 'import json; print(json.load(open("cookiecutter.json"))["python_version"][0])')
 SDK := tests/railway/node_modules/.package-lock.json
-# make test's pytest workers: one per core. Three per core (TEST_WORKERS=6 on 2 cores) is faster, as a
-# platform test spends most of its time waiting on its servers, but a run there still meets, now and then,
-# a test whose timing a busy machine breaks.
-TEST_WORKERS ?= $(shell nproc)
+# make test's pytest workers: three per core, as a platform test spends most of its time waiting on the servers
+# it started.
+TEST_WORKERS ?= $(shell echo $$(( 3 * $$(nproc) )))
 # Some machines set PYTHONDONTWRITEBYTECODE: then every Python process the tests start (each server's
 # master, each tool) compiled every module it imports again, 1.5 s of CPU more per server started.
 unexport PYTHONDONTWRITEBYTECODE
@@ -59,8 +58,9 @@ system-packages:
 
 # The Pythons the projects are offered on that the machine lacks (3.14 and the coming 3.15), from
 # Debian's forky suite, unpacked under .cache/forky (debootstrap; about 30 s, once).
-pythons: $(BIN)/python
-	$(BIN)/python -m tests.pythons
+# It needs only the standard library: `make test` runs it beside the tooling venv's install.
+pythons:
+	$(PYTHON) -m tests.pythons
 
 # Railway's own TypeScript SDK, pinned by tests/railway/package-lock.json.
 $(SDK): tests/railway/package.json tests/railway/package-lock.json
@@ -77,8 +77,10 @@ run: $(BIN)/python pythons | $(RUN_PROJECT)
 	@echo "Serving on port $(PORT) of every interface, as on Railway: http://127.0.0.1:$(PORT)/health; Ctrl-C stops it gracefully."
 	cd $(RUN_PROJECT) && PORT=$(PORT) exec .venv/bin/python -m railkit.cluster serve
 
-test: $(BIN)/python system-packages pythons lint
-	@if command -v npm >/dev/null; then $(MAKE) --no-print-directory $(SDK); fi
+# The tooling venv, the Pythons and the SDK are made side by side (mostly downloads: about 30 s of the first run).
+test: system-packages
+	@sdk=""; if command -v npm >/dev/null; then sdk="$(SDK)"; fi; $(MAKE) --no-print-directory -j3 $(BIN)/python pythons $$sdk
+	@$(MAKE) --no-print-directory lint
 	$(BIN)/python -m pytest tests -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder
 
 # The suite's generated projects with the newest release of every dependency, unlocked (their
