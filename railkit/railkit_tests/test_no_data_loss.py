@@ -7,10 +7,13 @@ buffer; after a graceful stop the line is on disk, every finalizer ran and
 the memory was given back while the worker was still serving.
 """
 
+import io
 import signal
 
 import psutil
 import pytest
+
+from railkit.cluster import preload
 
 pytestmark = pytest.mark.cluster
 
@@ -54,3 +57,28 @@ def test_a_worker_keeps_its_writes_finalizers_and_freed_memory(serve, tmp_path):
     if not (tmp_path / "finalized-at-exit").exists():
         lost.append("a finalizer did not run at the worker's exit")
     assert not lost
+
+
+def test_a_file_whose_flush_is_interrupted_leaves_the_others_flushed(tmp_path):
+    """An interruption raised by one file's flush() at exit is raised again, once every other file is flushed."""
+
+    class Interrupted(io.RawIOBase):
+        armed = True
+
+        def writable(self):
+            return True
+
+        def flush(self):
+            if self.armed:
+                raise KeyboardInterrupt
+
+    interrupted = Interrupted()
+    preload._files_at_freeze.add(interrupted)  # flushed first: open when the app was frozen
+    try:
+        with open(tmp_path / "buffered", "w") as buffered:
+            buffered.write("a line\n")
+            with pytest.raises(KeyboardInterrupt):
+                preload.flush_open_files()
+            assert (tmp_path / "buffered").read_text() == "a line\n"
+    finally:
+        interrupted.armed = False

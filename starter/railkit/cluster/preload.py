@@ -68,8 +68,14 @@ def flush_open_files() -> None:
     never frees: a worker exited 0 with a line still buffered in a file the app
     opened at import (CHANGELOG, 2.0.0).
     """
+    interrupted = None
     for stream in [*_files_at_freeze, *_files(gc.get_objects())]:
-        _flush(stream)
+        try:
+            _flush(stream)
+        except BaseException as error:  # a signal's exception, or SystemExit, from one file's own flush()
+            interrupted = interrupted or error
+    if interrupted is not None:  # raised once every other file is flushed
+        raise interrupted
 
 
 def _flush(stream: io.IOBase) -> None:
