@@ -80,9 +80,10 @@ def _cached_venv(project: Path, prefix: str, requirements: str, install: list[st
                 uv = str(TOOLS / "uv")
                 interpreter = python_for(version)
                 subprocess.run([uv, "venv", "--quiet", "--python", interpreter, str(venv)], check=True)
-                # Compiled now: else the first of many processes to import a module compiles it (pip does so itself).
+                # Not compiled here: the first process to import a module compiles it, once (`make test` lets Python
+                # write its bytecode), where compiling every module a venv holds cost 5 s of CPU per venv.
                 python = str(venv / "bin" / "python")
-                command = [uv, "pip", "install", "--quiet", "--compile-bytecode", "--python", python]
+                command = [uv, "pip", "install", "--quiet", "--python", python]
             else:
                 subprocess.run([python_for(version), "-m", "venv", str(venv)], check=True)
                 python = str(venv / "bin" / "python")
