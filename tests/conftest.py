@@ -11,10 +11,12 @@ import os
 from .support import PLATFORM_SUITE, ROOT
 
 # Node-id fragments of the longest tests, longest first (each takes minutes). The locks' group mostly waits on
-# uv and the index, so it runs beside the platform suites, not after them.
+# uv and the index, so it runs beside the platform suites, not after them; Railway's group (a minute, one test
+# after another on one worker) starts before them too: last, it ended the run alone.
 LONGEST_FIRST = (
     "test_bench.py::test_smoke",
     "test_locks.py::",
+    "test_railway.py::",
     "test_platform.py::",
 )
 
