@@ -30,6 +30,9 @@ def pytest_collection_modifyitems(items):
 
 
 def pytest_configure(config):
+    # Every process the tests start inherits it: one that may not write bytecode compiles what it imports again
+    # (the Makefile unexports it; this is for pytest run by hand).
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
     spec = importlib.util.spec_from_file_location("load_slots", PLATFORM_SUITE / "load_slots.py")
     load_slots = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(load_slots)

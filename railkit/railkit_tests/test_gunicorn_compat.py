@@ -71,7 +71,9 @@ REAL_BREAKS = [
     pytest.param(
         internal,
         id=internal.name,
-        marks=() if internal in gevent_internals() else pytest.mark.same_for_every_gunicorn_worker_class,
+        marks=pytest.mark.worker_class("gevent")
+        if internal in gevent_internals()
+        else pytest.mark.same_for_every_gunicorn_worker_class,
     )
     for internal in EVERY_INTERNAL
     if internal.name in REAL_STARTS

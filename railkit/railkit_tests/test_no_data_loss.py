@@ -82,3 +82,4 @@ def test_a_file_whose_flush_is_interrupted_leaves_the_others_flushed(tmp_path):
             assert (tmp_path / "buffered").read_text() == "a line\n"
     finally:
         interrupted.armed = False
+        preload._files_at_freeze.discard(interrupted)
