@@ -38,7 +38,8 @@ REAL_STARTS = {
     "gthread.STOP_KEEPALIVE_LINGER": ("gthread", ""),
     "monkey.patch_module": ("monkey", "from gevent import monkey"),
 }
-EVERY_INTERNAL = (*INTERNALS, *gevent_internals())
+GEVENT_INTERNALS = gevent_internals()
+EVERY_INTERNAL = (*INTERNALS, *GEVENT_INTERNALS)
 
 
 def _broken(*args, **kwargs):
@@ -72,7 +73,7 @@ REAL_BREAKS = [
         internal,
         id=internal.name,
         marks=pytest.mark.worker_class("gevent")
-        if internal in gevent_internals()
+        if internal in GEVENT_INTERNALS
         else pytest.mark.same_for_every_gunicorn_worker_class,
     )
     for internal in EVERY_INTERNAL
